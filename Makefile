@@ -1,0 +1,36 @@
+# The two commands of the README.  Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test setup system-packages lint bench clean
+
+run: setup
+	$(PY) run_topology.py
+
+test: setup
+	$(PY) -m pytest
+
+setup: $(STAMP) system-packages
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+# Debian packages the tests use: tshark (capture checks) and sip-tester (sipp).
+# Installed only when running as root and only when missing.
+system-packages:
+	@./scripts/install-system-packages.sh
+
+lint: setup
+	$(VENV)/bin/ruff check emulator nodes tests benchmarks run_topology.py
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/register_rate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,196 @@
+"""RFC 3261 §25 grammar pieces shared by the parser and the header types.
+
+Everything here is pure string work: no I/O, no state.  The ABNF each regex
+implements is quoted above it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN_FULL = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+
+# Method = INVITEm / ... / extension-method; extension-method = token
+METHOD_RE = _TOKEN_FULL
+
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT   (case-insensitive per §7.1)
+SIP_VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z", re.IGNORECASE)
+
+# Status-Code = 3DIGIT
+STATUS_CODE_RE = re.compile(r"[1-6]\d\d\Z")
+
+# header-name = token   (§7.3.1; whitespace before the colon is allowed: HCOLON)
+HEADER_NAME_RE = _TOKEN_FULL
+
+# RFC 3261 §7.3.3 and the later RFCs that register compact forms in the IANA
+# "Header Fields" registry.
+COMPACT_FORMS: dict[str, str] = {
+    "a": "Accept-Contact",  # RFC 3841
+    "b": "Referred-By",  # RFC 3892
+    "c": "Content-Type",
+    "d": "Request-Disposition",  # RFC 3841
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",  # RFC 3841
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",  # RFC 4474
+    "o": "Event",  # RFC 6665
+    "r": "Refer-To",  # RFC 3515
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",  # RFC 6665
+    "v": "Via",
+    "x": "Session-Expires",  # RFC 4028
+    "y": "Identity",  # RFC 8224
+}
+
+# Canonical spelling of the header names we emit, so that messages we build
+# read like those of other stacks (Wireshark shows names as written).
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info",
+        "Contact", "Content-Disposition", "Content-Encoding", "Content-ID", "Content-Language",
+        "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires",
+        "From", "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "Min-Expires",
+        "MIME-Version", "Organization", "P-Access-Network-Info", "P-Asserted-Identity",
+        "P-Associated-URI", "P-Called-Party-ID", "P-Charging-Vector",
+        "P-Charging-Function-Addresses", "P-Preferred-Identity", "P-Preferred-Service",
+        "P-Asserted-Service", "P-Visited-Network-ID", "Path", "Priority", "Proxy-Authenticate",
+        "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route", "Refer-To",
+        "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition", "Require",
+        "Retry-After", "Route", "RSeq", "Security-Client", "Security-Server",
+        "Security-Verify", "Server", "Service-Route", "Session-Expires", "SIP-ETag",
+        "SIP-If-Match", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
+        "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+    )
+}
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower-case long form (§7.3.3, §7.3.5)."""
+    lowered = name.lower()
+    if len(lowered) == 1:
+        long = COMPACT_FORMS.get(lowered)
+        if long is not None:
+            return long.lower()
+    return lowered
+
+
+def canonical_name(name: str) -> str:
+    """The long form of ``name`` in its usual capitalisation."""
+    key = header_key(name)
+    return _CANONICAL.get(key) or "-".join(part.capitalize() for part in key.split("-"))
+
+
+def is_token(text: str) -> bool:
+    return _TOKEN_FULL.match(text) is not None
+
+
+def split_unquoted(text: str, separator: str) -> list[str]:
+    """Split ``text`` at ``separator`` where it is outside quotes and <...>.
+
+    Header values such as ``Contact: "A, B" <sip:a@b;x=1,2>, <sip:c@d>`` hold
+    separators inside quoted strings (§25.1 quoted-string, with quoted-pair
+    escapes) and inside angle-bracketed URIs; both must be skipped.  Raises
+    ``ValueError`` on an unterminated quote or bracket.
+    """
+    parts: list[str] = []
+    start = 0
+    in_quotes = False
+    in_angle = False
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if in_quotes:
+            if ch == "\\":
+                i += 1  # quoted-pair: skip the escaped character
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
+        elif ch == "<" and not in_angle:
+            in_angle = True
+        elif ch == ">" and in_angle:
+            in_angle = False
+        elif ch == separator and not in_angle:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if in_quotes:
+        raise ValueError("unterminated quoted-string")
+    if in_angle:
+        raise ValueError("unterminated '<' in header value")
+    parts.append(text[start:])
+    return parts
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a comma-separated header field value into its elements (§7.3.1).
+
+    SIP's list grammar (``x *(COMMA x)``) has no empty elements, unlike
+    HTTP's; ``Via: a,,b`` is malformed (RFC 4475 §3.1.2.1), so an empty
+    element raises ``ValueError``.
+    """
+    parts = [part.strip() for part in split_unquoted(value, ",")]
+    if any(not part for part in parts):
+        raise ValueError(f"empty element in list {value!r}")
+    return parts
+
+
+def parse_params(text: str) -> list[tuple[str, str | None]]:
+    """Parse ``;name=value;flag`` into ordered (name, value) pairs.
+
+    generic-param = token [ EQUAL gen-value ]; gen-value = token / host /
+    quoted-string.  Values keep their quotes so they serialise back as written.
+    Raises ``ValueError`` on an empty or non-token name.
+    """
+    params: list[tuple[str, str | None]] = []
+    text = text.strip()
+    if not text:
+        return params
+    if not text.startswith(";"):
+        raise ValueError(f"parameters must start with ';': {text!r}")
+    for raw in split_unquoted(text[1:], ";"):
+        raw = raw.strip()
+        if not raw:
+            raise ValueError(f"empty parameter in {text!r}")
+        name, eq, value = raw.partition("=")
+        name = name.strip()
+        if not is_token(name):
+            raise ValueError(f"bad parameter name {name!r}")
+        params.append((name, value.strip() if eq else None))
+    return params
+
+
+def format_params(params: list[tuple[str, str | None]]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def unquote(value: str) -> str:
+    """Remove the quotes and quoted-pair escapes of a quoted-string."""
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        inner = value[1:-1]
+        if "\\" not in inner:
+            return inner
+        out = []
+        i = 0
+        while i < len(inner):
+            if inner[i] == "\\" and i + 1 < len(inner):
+                i += 1
+            out.append(inner[i])
+            i += 1
+        return "".join(out)
+    return value
+
+
+def quote(value: str) -> str:
+    """Quote ``value`` as a quoted-string, escaping backslash and quote."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,458 @@
+"""SIP requests and responses: model, parser and serializer (RFC 3261 §7).
+
+Theory of operation
+-------------------
+:func:`parse_message` turns one complete message (a datagram, or what the
+stream framer cut out) into a :class:`Request` or :class:`Response`.  Header
+lines are stored as strings, in order and as written (after unfolding), and
+typed views (``msg.vias``, ``msg.cseq`` ...) parse them on demand.  So a
+message that is not modified serialises back to its input byte for byte, and
+a proxy that only pushes a Via does not re-render the rest.
+
+The parser has one failure mode, :class:`RemoteProtocolError`, whose
+``status`` says how to answer (400, 413, 505) or ``None`` to drop.
+:func:`check_request` / :func:`check_response` then enforce what §8.2 and
+§18.1.2 require before a transaction may be created; the transaction layer
+calls them, and so do the RFC 4475 tests.
+
+Messages are built through the API (``Request(...)``, ``make_response``,
+``set_body``); serialisation is the only place that writes CRLFs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import RemoteProtocolError
+from .grammar import METHOD_RE, header_key
+from .headers import Contact, ContentType, CSeq, Headers, NameAddress, Via, parse_name_addresses
+from .status import reason_phrase
+from .uri import URI, URIError
+
+SIP_VERSION = "SIP/2.0"
+
+
+@dataclass(frozen=True, slots=True)
+class ParserLimits:
+    """Hard limits applied before and during parsing (defence against hostile peers)."""
+
+    max_message_size: int = 65_535
+    """Largest message accepted, headers and body (UDP's maximum payload)."""
+    max_headers: int = 256
+    """Most header lines in one message."""
+    max_line_length: int = 16_384
+    """Longest header line after unfolding (RFC 4475 longreq needs several kB)."""
+
+
+DEFAULT_LIMITS = ParserLimits()
+
+
+class Message:
+    """Common part of requests and responses: headers and body."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # -- body ----------------------------------------------------------------
+    def set_body(self, body: bytes, content_type: str | ContentType | None = None) -> None:
+        """Replace the body, keeping Content-Length (and Content-Type) right."""
+        self.body = body
+        if content_type is not None:
+            self.headers.set("Content-Type", content_type)
+        elif not body:
+            self.headers.remove("Content-Type")
+        self.headers.set("Content-Length", len(body))
+
+    # -- typed views (parsed on demand; ValueError on bad syntax) -------------
+    @property
+    def call_id(self) -> str:
+        value = self.headers.get("Call-ID")
+        if not value:
+            raise ValueError("no Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> CSeq:
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise ValueError("no CSeq")
+        return CSeq.parse(value)
+
+    @property
+    def from_(self) -> NameAddress:
+        value = self.headers.get("From")
+        if value is None:
+            raise ValueError("no From")
+        return NameAddress.parse(value)
+
+    @property
+    def to(self) -> NameAddress:
+        value = self.headers.get("To")
+        if value is None:
+            raise ValueError("no To")
+        return NameAddress.parse(value)
+
+    @property
+    def vias(self) -> list[Via]:
+        return [Via.parse(v) for v in self.headers.values("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        value = self.headers.get("Via")
+        if value is None:
+            raise ValueError("no Via")
+        return Via.parse(_first_value(value))
+
+    @property
+    def contacts(self) -> list[Contact]:
+        return Contact.parse_all(self.headers.values("Contact"))
+
+    @property
+    def routes(self) -> list[NameAddress]:
+        return parse_name_addresses(self.headers.values("Route"))
+
+    @property
+    def record_routes(self) -> list[NameAddress]:
+        return parse_name_addresses(self.headers.values("Record-Route"))
+
+    @property
+    def paths(self) -> list[NameAddress]:
+        return parse_name_addresses(self.headers.values("Path"))
+
+    @property
+    def service_routes(self) -> list[NameAddress]:
+        return parse_name_addresses(self.headers.values("Service-Route"))
+
+    @property
+    def content_type(self) -> ContentType | None:
+        value = self.headers.get("Content-Type")
+        return None if value is None else ContentType.parse(value)
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.headers.get("Max-Forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError(f"bad Max-Forwards {value!r}")
+        return int(value)
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header as delta-seconds (§20.19), None when absent."""
+        value = self.headers.get("Expires")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError(f"bad Expires {value!r}")
+        return min(int(value), 2**32 - 1)
+
+    def option_tags(self, name: str) -> set[str]:
+        """The option tags of Require / Supported / Proxy-Require / Unsupported, lower-cased."""
+        return {v.lower() for v in self.headers.values(name)}
+
+    # -- output --------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise; adds Content-Length when missing (mandatory on streams, §18.3)."""
+        lines = [self.start_line()]
+        lines.extend(f"{name}: {value}" for name, value in self.headers)
+        if "Content-Length" not in self.headers:
+            lines.append(f"Content-Length: {len(self.body)}")
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("utf-8") + self.body
+
+    __bytes__ = to_bytes
+
+
+class Request(Message):
+    """A SIP request.  ``uri`` is the Request-URI."""
+
+    __slots__ = ("method", "uri", "version")
+
+    def __init__(self, method: str, uri: URI | str, headers: Headers | None = None,
+                 body: bytes = b"", version: str = SIP_VERSION) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri if isinstance(uri, URI) else URI.parse(uri)
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def make_response(self, status: int, reason: str | None = None, *,
+                      to_tag: str | None = None) -> Response:
+        """Build a response per §8.2.6.2: Via, From, Call-ID, CSeq and To copied.
+
+        ``to_tag`` is added to To when the request's To has no tag and the
+        response is not a 100 (§8.2.6.2: 100 Trying carries no To tag).
+        Raises :class:`~emulator.sip.errors.LocalProtocolError` for an ACK,
+        which is never answered (§17.2.1).
+        """
+        from .errors import LocalProtocolError
+
+        if self.method == "ACK":
+            raise LocalProtocolError("ACK is never answered (RFC 3261 §17)")
+        headers = Headers()
+        for name, value in self.headers:
+            key = header_key(name)
+            if key == "via" or key == "from" or key == "call-id" or key == "cseq":
+                headers.add(name, value)
+            elif key == "to":
+                # Parse rather than look for "tag=": a URI parameter such as
+                # ;mytag=1 inside <...> is not the To tag.
+                if to_tag is not None and status != 100:
+                    to = NameAddress.parse(value)
+                    if to.tag is None:
+                        value = str(to.with_tag(to_tag))
+                headers.add(name, value)
+            elif key == "timestamp" and status == 100:
+                headers.add(name, value)  # §8.2.6.1
+        return Response(status, reason if reason is not None else reason_phrase(status), headers)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("reason", "status", "version")
+
+    def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None,
+                 body: bytes = b"", version: str = SIP_VERSION) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason if reason is not None else reason_phrase(status)
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    @property
+    def provisional(self) -> bool:
+        return self.status < 200
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _first_value(value: str) -> str:
+    if "," not in value and '"' not in value:
+        return value
+    from .grammar import split_header_values
+
+    return split_header_values(value)[0]
+
+
+# Request-Line = Method SP Request-URI SP SIP-Version CRLF  (exactly one SP each, §7.1;
+# RFC 4475 §3.1.2.9 lwsstart and §3.1.2.10 trws rely on it)
+_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
+_STATUS_RE = re.compile(r"\d{3}\Z")
+# HCOLON = *( SP / HTAB ) ":" SWS
+_HEADER_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*\Z", re.DOTALL)
+
+
+def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
+                  stream: bool = False) -> Request | Response:
+    """Parse one complete SIP message.
+
+    ``stream`` is True for messages cut out by the stream framer, where the
+    body length was already fixed by Content-Length.  On a datagram, bytes
+    beyond Content-Length are discarded and a Content-Length larger than the
+    datagram is an error (§18.3).  Raises :class:`RemoteProtocolError`.
+    """
+    if len(data) > limits.max_message_size:
+        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds "
+                                  f"{limits.max_message_size}", 513)
+    # §7.5: CRLFs before the start line are ignored.
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end >= 0:
+        body = data[end + 4:]
+    elif not stream and data.endswith(b"\r\n"):
+        # A datagram's end is unambiguous, so a missing empty line after the
+        # last header is forgiven (RFC 4475 §3.1.2.15's baddn ends this way).
+        end, body = len(data) - 2, b""
+    else:
+        raise RemoteProtocolError("no empty line after the headers", None)
+    try:
+        head = data[start:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(f"header section is not UTF-8 ({exc.reason} at {exc.start})",
+                                  None) from None
+    lines = head.split("\r\n")
+    message, error = _parse_start_line(lines[0])
+    bad = 400 if isinstance(message, Request) else None
+
+    # A bad header line does not stop parsing: the rest is collected so that
+    # a 400 can still be routed back with the request's Via/From/To/CSeq.
+    items: list[tuple[str, str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            error = error or RemoteProtocolError("empty header line", bad)
+            continue
+        if "\r" in line or "\n" in line:
+            # §7.3.1: lines end only at CRLF.  A bare CR or LF kept in a value
+            # would be written out as a line break when the value is copied
+            # into a response, so the line is malformed (and is not kept).
+            error = error or RemoteProtocolError("bare CR or LF in a header line", bad)
+            continue
+        if line[0] in " \t":
+            # §7.3.1 header folding: a continuation joins the previous line with one SP.
+            if not items:
+                error = error or RemoteProtocolError("continuation before the first header", bad)
+                continue
+            name, key, value = items[-1]
+            value = f"{value} {line.strip()}" if value else line.strip()
+            if len(value) > limits.max_line_length:
+                raise RemoteProtocolError("header line too long", bad)
+            items[-1] = (name, key, value)
+            continue
+        if len(line) > limits.max_line_length:
+            raise RemoteProtocolError("header line too long", bad)
+        match = _HEADER_RE.match(line)
+        if match is None:
+            error = error or RemoteProtocolError(f"malformed header line {line[:60]!r}", bad)
+            continue
+        name, value = match.group(1), match.group(2)
+        items.append((name, header_key(name), value))
+        if len(items) > limits.max_headers:
+            raise RemoteProtocolError(f"more than {limits.max_headers} header lines", bad)
+    message.headers = Headers._from_parsed(items)
+    if error is not None:
+        error.message = message
+        raise error
+
+    lengths = message.headers.get_all("Content-Length")
+    if len(set(v.strip() for v in lengths)) > 1:
+        # RFC 4475 §3.3.9 (mcl01): conflicting lengths are a framing error.
+        error = RemoteProtocolError("conflicting Content-Length headers", bad, fatal=stream)
+        error.message = message
+        raise error
+    length_text = lengths[0] if lengths else None
+    if length_text is not None:
+        length_text = length_text.strip()
+        # str.isdigit() also accepts digits such as '²' that int() rejects.
+        if not (length_text.isascii() and length_text.isdigit()):
+            error = RemoteProtocolError(f"bad Content-Length {length_text!r}", bad, fatal=stream)
+            error.message = message
+            raise error
+        length = int(length_text)
+        if length > len(body):
+            error = RemoteProtocolError(
+                f"Content-Length {length} larger than the {len(body)} bytes received", bad)
+            error.message = message
+            raise error
+        body = body[:length]
+    elif stream:
+        raise RemoteProtocolError("no Content-Length on a stream transport (§18.3)", bad,
+                                  fatal=True)
+    message.body = body
+    return message
+
+
+def _parse_start_line(line: str) -> tuple[Request | Response, RemoteProtocolError | None]:
+    """Parse the start line; errors that still allow an answer are returned, not raised."""
+    parts = line.split(" ", 2)
+    if len(parts) < 3:
+        raise RemoteProtocolError(f"malformed start line {line[:80]!r}", None)
+    if parts[0].upper().startswith("SIP/"):
+        version, code, reason = parts
+        if not _VERSION_RE.match(version) or not _STATUS_RE.match(code):
+            raise RemoteProtocolError(f"malformed status line {line[:80]!r}", None)
+        status = int(code)
+        if not 100 <= status <= 699:
+            raise RemoteProtocolError(f"status code {status} out of range", None)
+        if version.upper() != SIP_VERSION:
+            raise RemoteProtocolError(f"unsupported version {version}", None)
+        if "\r" in reason or "\n" in reason:
+            # §25.1 Reason-Phrase holds no CR or LF; a proxy would forward it as a line break.
+            raise RemoteProtocolError("bare CR or LF in the reason phrase", None)
+        return Response(status, reason, Headers(), version=version), None
+    method, uri_text, version = parts
+    if not METHOD_RE.match(method):
+        raise RemoteProtocolError(f"bad method {method[:40]!r}", None)
+    error = None
+    if " " in version or not _VERSION_RE.match(version):
+        error = RemoteProtocolError(f"malformed Request-Line {line[:80]!r}", 400)
+    elif version.upper() != SIP_VERSION:
+        error = RemoteProtocolError(f"SIP version {version} not supported", 505)
+    try:
+        uri = URI.parse(uri_text)
+    except URIError as exc:
+        error = error or RemoteProtocolError(f"bad Request-URI: {exc}", 400)
+        uri = URI("invalid", opaque=uri_text)  # placeholder: only used to answer
+    return Request(method, uri, Headers(), version=version), error
+
+
+def check_request(request: Request) -> None:
+    """The checks of §8.2.1-8.2.2 and §16.3 before a request may be processed.
+
+    Raises :class:`RemoteProtocolError` with status 400 when a mandatory
+    header is missing or malformed, when CSeq's method differs from the
+    Request-Line's (§8.1.1.5, RFC 4475 §3.1.2.17), or when the Request-URI
+    carries headers (§19.1.1 table 1, RFC 4475 §3.1.2.11).
+    """
+    headers = request.headers
+    for name in ("To", "From", "Call-ID", "CSeq", "Via"):
+        if name not in headers:
+            raise RemoteProtocolError(f"missing {name} header", 400)
+    try:
+        cseq = request.cseq
+        request.to  # noqa: B018 - parse for validation
+        request.from_  # noqa: B018
+        vias = request.vias
+        request.max_forwards  # noqa: B018
+        if headers.count("Call-ID") > 1 or headers.count("CSeq") > 1:
+            raise ValueError("duplicated Call-ID or CSeq")
+        if "Contact" in headers:
+            for contact in request.contacts:
+                contact.expires  # noqa: B018
+        if "Content-Type" in headers:
+            request.content_type  # noqa: B018
+        if "Date" in headers:
+            _check_date(headers.get("Date") or "")
+    except ValueError as exc:
+        raise RemoteProtocolError(f"{exc}", 400) from None
+    if not vias:
+        raise RemoteProtocolError("missing Via header", 400)
+    if cseq.method != request.method:
+        raise RemoteProtocolError(
+            f"CSeq method {cseq.method} does not match {request.method}", 400)
+    if request.uri.headers:
+        raise RemoteProtocolError("Request-URI must not contain headers (§19.1.1)", 400)
+
+
+def check_response(response: Response) -> None:
+    """Checks before a response is matched (§18.1.2); failures mean drop (status None)."""
+    try:
+        response.cseq  # noqa: B018
+        response.top_via  # noqa: B018
+        response.call_id  # noqa: B018
+        response.from_  # noqa: B018
+        response.to  # noqa: B018
+    except ValueError as exc:
+        raise RemoteProtocolError(f"{exc}", None) from None
+
+
+# rfc1123-date = wkday "," SP date1 SP time SP "GMT"  (§20.17)
+_DATE_RE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} GMT\Z")
+
+
+def _check_date(value: str) -> None:
+    if not _DATE_RE.match(value.strip()):
+        raise ValueError(f"Date is not an rfc1123-date in GMT: {value!r}")

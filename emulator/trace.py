@@ -1,0 +1,89 @@
+"""A message trace shared by every endpoint of a run, printed as a ladder.
+
+Each endpoint's capture tap feeds :meth:`Trace.tap`; the trace keeps what was
+*sent* (each message once), labelled with node names.  The pcap capture is
+the authoritative record; this trace is what the terminal shows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from emulator.sip.events import Address
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    at: float
+    source: str
+    destination: str
+    transport: str
+    summary: str
+    size: int
+
+
+@dataclass
+class Trace:
+    """Collects sent messages; ``names`` maps host addresses to node names."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    entries: list[TraceEntry] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def name_of(self, address: Address) -> str:
+        return self.names.get(address.host, address.host)
+
+    def tap(self, direction: str, local: Address, remote: Address, data: bytes) -> None:
+        if direction != "out":
+            return
+        line = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+        if line.startswith("SIP/2.0 "):
+            summary = line[8:]
+            cseq = _header(data, b"CSeq")
+            if cseq:
+                summary += f" ({cseq.split()[-1]})"
+        else:
+            summary = line.rsplit(" ", 1)[0] if line else "(keep-alive)"
+        self.entries.append(TraceEntry(time.monotonic() - self.started, self.name_of(local),
+                                       self.name_of(remote), local.transport, summary, len(data)))
+
+    def ladder(self, columns: list[str] | None = None, width: int = 24) -> str:
+        """A text sequence chart, one arrow per message, with the time of each."""
+        cols = columns or _columns(self.entries)
+        index = {name: i for i, name in enumerate(cols)}
+        centres = [i * width + width // 2 for i in range(len(cols))]
+        total = len(cols) * width
+        lines = ["".join(name.center(width) for name in cols).rstrip()]
+        for entry in self.entries:
+            a, b = index.get(entry.source), index.get(entry.destination)
+            if a is None or b is None or a == b:
+                continue
+            row = [" "] * total
+            for c in centres:
+                row[c] = "|"
+            lo, hi = sorted((centres[a], centres[b]))
+            span = hi - lo - 1
+            text = f" {entry.summary} [{entry.transport}] "[: span - 2]
+            body = text.center(span - 1, "-")
+            arrow = body + ">" if a < b else "<" + body
+            row[lo + 1:hi] = list(arrow)
+            lines.append("".join(row).rstrip() + f"   {entry.at * 1000:7.1f} ms")
+        return "\n".join(lines)
+
+
+def _columns(entries: list[TraceEntry]) -> list[str]:
+    seen: list[str] = []
+    for entry in entries:
+        for name in (entry.source, entry.destination):
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
+def _header(data: bytes, name: bytes) -> str | None:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower():
+            return value.strip().decode("utf-8", "replace")
+    return None

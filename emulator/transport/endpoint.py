@@ -1,0 +1,217 @@
+"""The asyncio adapter around the sans-IO transaction layer.
+
+A :class:`SipEndpoint` owns one :class:`~emulator.sip.transaction.TransactionLayer`,
+the transports it listens on, and exactly one timer handle.  After every
+input (bytes, a TU call, a timer) it *pumps*: hands events to the
+transaction user, drains ``messages_to_send()`` to the transports, and
+re-arms the single ``loop.call_at`` for ``get_timer()``.
+
+The transaction user (a node) is plain synchronous code reacting to events;
+only :meth:`SipEndpoint.request`, which waits for a final response, is async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Protocol
+
+from emulator.sip.events import (
+    Address,
+    MessageDropped,
+    RequestReceived,
+    ResponseReceived,
+    TransactionKey,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from emulator.sip.headers import Via
+from emulator.sip.message import DEFAULT_LIMITS, ParserLimits, Request, Response
+from emulator.sip.timers import DEFAULT_TIMERS, TimerConfig
+from emulator.sip.transaction import TransactionLayer, new_branch
+
+from .base import Tap, Transport
+from .memory import MemoryHub, MemoryTransport
+from .stream import StreamTransport
+from .udp import UdpTransport
+
+logger = logging.getLogger(__name__)
+
+
+class TransactionUser(Protocol):
+    """What a node implements to receive SIP from its endpoint."""
+
+    def request_received(self, event: RequestReceived) -> None: ...
+
+    def response_received(self, event: ResponseReceived) -> None: ...
+
+
+ProvisionalHandler = Callable[[Response], None]
+
+
+class SipEndpoint:
+    """One node's SIP presence: transports, transaction layer, timer, TU."""
+
+    def __init__(self, name: str, user: TransactionUser, *, timers: TimerConfig = DEFAULT_TIMERS,
+                 limits: ParserLimits = DEFAULT_LIMITS, tap: Tap | None = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
+        self.name = name
+        self.user = user
+        self.layer = TransactionLayer(timers=timers, limits=limits, name=name)
+        self.tap = tap
+        self.client_ssl = client_ssl
+        self.dropped: list[MessageDropped] = []
+        self._limits = limits
+        self._transports: dict[str, Transport] = {}
+        self._waiters: dict[TransactionKey, tuple[asyncio.Future[Response], Request, Address,
+                                                  ProvisionalHandler | None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<SipEndpoint {self.name} {sorted(map(str, self.addresses))}>"
+
+    # ----------------------------------------------------------- set-up
+    async def listen(self, transport: str, host: str, port: int = 0, *,
+                     server_ssl: ssl.SSLContext | None = None,
+                     hub: MemoryHub | None = None) -> Address:
+        """Open a transport (udp, tcp, tls, or in-memory when ``hub`` is given)."""
+        self._loop = asyncio.get_running_loop()
+        if transport in self._transports:
+            raise ValueError(f"{self.name} already listens on {transport}")
+        adapter: Transport
+        if hub is not None:
+            adapter = MemoryTransport(hub, Address(transport, host, port), self._receive, self.tap)
+        elif transport == "udp":
+            adapter = await UdpTransport.open(host, port, self._receive, tap=self.tap,
+                                              on_error=self._unreachable)
+        elif transport in ("tcp", "tls"):
+            adapter = await StreamTransport.open(
+                transport, host, port, self._receive, tap=self.tap, on_error=self._unreachable,
+                server_ssl=server_ssl, client_ssl=self.client_ssl, limits=self._limits)
+        else:
+            raise ValueError(f"unknown transport {transport!r}")
+        self._transports[transport] = adapter
+        return adapter.local
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [t.local for t in self._transports.values()]
+
+    def local(self, transport: str) -> Address:
+        return self._transports[transport].local
+
+    def make_via(self, transport: str) -> Via:
+        """A fresh top Via for a request sent on ``transport`` (branch and rport)."""
+        local = self.local(transport)
+        return Via(transport.upper(), local.host, local.port,
+                   (("branch", new_branch()), ("rport", None)))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for future, *_ in self._waiters.values():
+            future.cancel()
+        self._waiters.clear()
+        for transport in self._transports.values():
+            await transport.close()
+        self._transports.clear()
+
+    # ----------------------------------------------------------- TU calls
+    async def request(self, request: Request, destination: Address, *,
+                      on_provisional: ProvisionalHandler | None = None) -> Response:
+        """Send ``request`` in a client transaction and wait for its final response.
+
+        A timeout becomes a 408 and a transport failure a 503, built locally
+        as §8.1.3.1 prescribes, so callers always get a response.
+        """
+        loop = asyncio.get_running_loop()
+        key = self.layer.send_request(request, destination, now=loop.time())
+        future: asyncio.Future[Response] = loop.create_future()
+        self._waiters[key] = (future, request, destination, on_provisional)
+        self._pump()
+        return await future
+
+    def send_response(self, response: Response, transaction: TransactionKey | None = None) -> None:
+        self.layer.send_response(response, now=self.now(), transaction=transaction)
+        self._pump()
+
+    def send_stateless(self, message: Request | Response, destination: Address) -> None:
+        self.layer.send_stateless(message, destination)
+        self._pump()
+
+    # ----------------------------------------------------------- internals
+    def now(self) -> float:
+        """The event loop's clock, which drives the transaction timers."""
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    def _receive(self, data: bytes, source: Address, *, stream: bool) -> None:
+        self.layer.receive(data, source, now=self.now(), stream=stream)
+        self._pump()
+
+    def _unreachable(self, destination: Address, reason: str) -> None:
+        for key, (_, _, address, _) in list(self._waiters.items()):
+            if address == destination:
+                self.layer.transport_error(key, reason)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.layer.handle_timer(now=self.now())
+        self._pump()
+
+    def _pump(self) -> None:
+        layer = self.layer
+        while (event := layer.next_event()) is not None:
+            try:
+                self._dispatch(event)
+            except Exception:  # a TU bug must not take the node's SIP down
+                logger.exception("%s: transaction user failed on %r", self.name, event)
+        for data, destination in layer.messages_to_send():
+            transport = self._transports.get(destination.transport)
+            if transport is None:
+                logger.warning("%s: no %s transport for %s", self.name, destination.transport,
+                               destination)
+                continue
+            transport.send(data, destination)
+        deadline = layer.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                loop = self._loop or asyncio.get_running_loop()
+                self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, RequestReceived):
+            self.user.request_received(event)
+        elif isinstance(event, ResponseReceived):
+            waiter = self._waiters.get(event.transaction) if event.transaction else None
+            if waiter is None:
+                self.user.response_received(event)  # stray, or a 2xx retransmission
+                return
+            future, _, _, on_provisional = waiter
+            if event.response.status < 200:
+                if on_provisional is not None:
+                    on_provisional(event.response)
+                return
+            future.set_result(event.response)
+            # Later 2xx retransmissions (RFC 6026 Accepted) find no waiter and
+            # go to the TU, whose UA core re-sends the ACK (§13.2.2.4).
+            del self._waiters[event.transaction]
+        elif isinstance(event, TransactionTimedOut | TransportFailed):
+            waiter = self._waiters.pop(event.transaction, None)
+            if waiter is not None and not waiter[0].done():
+                status = 408 if isinstance(event, TransactionTimedOut) else 503
+                waiter[0].set_result(event.request.make_response(status))
+        elif isinstance(event, MessageDropped):
+            logger.info("%s: dropped message from %s: %s", self.name, event.source, event.reason)
+            self.dropped.append(event)
+            del self.dropped[:-100]  # keep the last few for inspection

@@ -1,0 +1,159 @@
+"""SIP over TCP and TLS (§18.3): Content-Length framing, connection reuse.
+
+One :class:`StreamTransport` listens on a local address and keeps every
+connection, accepted or opened, in a table keyed by the remote address.  A
+response goes back on the connection its request came in on (§18.2.2); a
+request to a peer reuses an open connection to it or opens one (§18.1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from emulator.sip.errors import RemoteProtocolError
+from emulator.sip.events import Address
+from emulator.sip.framing import PONG, KeepAlive, StreamFramer
+from emulator.sip.message import DEFAULT_LIMITS, ParserLimits
+
+from .base import ErrorHandler, Receiver, Tap
+
+logger = logging.getLogger(__name__)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP/TLS connection: framing in, writes out."""
+
+    def __init__(self, owner: StreamTransport, remote: Address | None = None) -> None:
+        self.owner = owner
+        self.remote = remote
+        self.framer = StreamFramer(owner.limits)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        host, port = transport.get_extra_info("peername")[:2]
+        self.remote = Address(self.owner.name, host, port)
+        self.owner._connections[self.remote] = self
+
+    def data_received(self, data: bytes) -> None:
+        assert self.remote is not None
+        try:
+            items = self.framer.feed(data)
+        except RemoteProtocolError as exc:
+            logger.info("%s: closing %s: %s", self.owner.local, self.remote, exc.reason)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        owner = self.owner
+        for item in items:
+            if isinstance(item, KeepAlive):
+                self.write(PONG)
+                continue
+            if owner.tap is not None:
+                owner.tap("in", owner.local, self.remote, item)
+            owner.receiver(item, self.remote, stream=True)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.remote is not None and self.owner._connections.get(self.remote) is self:
+            del self.owner._connections[self.remote]
+
+
+class StreamTransport:
+    """A TCP or TLS listener plus its connections.  Create with :meth:`open`."""
+
+    def __init__(self, name: str, receiver: Receiver, *, tap: Tap | None,
+                 on_error: ErrorHandler | None, server_ssl: ssl.SSLContext | None,
+                 client_ssl: ssl.SSLContext | None, limits: ParserLimits) -> None:
+        self.name = name
+        self.receiver = receiver
+        self.tap = tap
+        self.limits = limits
+        self._on_error = on_error
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._server: asyncio.Server | None = None
+        self._connections: dict[Address, _Connection] = {}
+        self._pending: dict[Address, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._local = Address(name, "0.0.0.0", 0)
+
+    @classmethod
+    async def open(cls, name: str, host: str, port: int, receiver: Receiver, *,
+                   tap: Tap | None = None, on_error: ErrorHandler | None = None,
+                   server_ssl: ssl.SSLContext | None = None,
+                   client_ssl: ssl.SSLContext | None = None,
+                   limits: ParserLimits = DEFAULT_LIMITS) -> StreamTransport:
+        if name == "tls" and server_ssl is None:
+            raise ValueError("a TLS transport needs a server SSLContext")
+        self = cls(name, receiver, tap=tap, on_error=on_error, server_ssl=server_ssl,
+                   client_ssl=client_ssl, limits=limits)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host, port, ssl=server_ssl, reuse_address=True)
+        sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
+        self._local = Address(name, sock_host, sock_port)
+        return self
+
+    @property
+    def local(self) -> Address:
+        return self._local
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def send(self, data: bytes, destination: Address) -> None:
+        connection = self._connections.get(destination)
+        if connection is not None:
+            connection.write(data)
+            if self.tap is not None:
+                self.tap("out", self._local, destination, data)
+            return
+        pending = self._pending.get(destination)
+        if pending is not None:
+            pending.append(data)  # a connect is already under way
+            return
+        self._pending[destination] = [data]
+        task = asyncio.get_running_loop().create_task(self._connect(destination))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, destination: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            # Bind the client side to our listening host so the peer (and the
+            # capture) sees the node's own 127.x address as the source.
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(self), destination.host, destination.port,
+                ssl=self._client_ssl if self.name == "tls" else None,
+                server_hostname=destination.host if self.name == "tls" else None,
+                local_addr=(self._local.host, 0))
+        except (OSError, ssl.SSLError) as exc:
+            self._pending.pop(destination, None)
+            logger.info("%s: cannot connect to %s: %s", self._local, destination, exc)
+            if self._on_error is not None:
+                self._on_error(destination, f"connect failed: {exc}")
+            return
+        queued = self._pending.pop(destination, [])
+        for data in queued:
+            protocol.write(data)
+            if self.tap is not None:
+                self.tap("out", self._local, destination, data)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections.values()):
+            if connection.transport is not None:
+                connection.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()

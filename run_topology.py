@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Run the emulator's default topology.
+
+Until the migration scenario lands, the default topology is the foundation
+demo: a UE registers with a registrar over UDP, TCP and TLS on 127.0.0.0/8,
+using the project's own SIP stack, and the run prints the ladder and a
+verdict table.  Exit status 0 means every verdict held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from emulator.identity.pki import issue_server_certificate, make_ca
+from emulator.sip.message import Response
+from emulator.trace import Trace
+from emulator.transport.endpoint import SipEndpoint
+from emulator.transport.tls import client_context, server_context
+from nodes.registrar import Registrar
+from nodes.ua import UserAgent
+
+DOMAIN = "mc.example.org"
+UE_HOST, REGISTRAR_HOST = "127.0.1.1", "127.0.1.2"
+MCPTT_INFO = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    b'<mcpttinfo xmlns="urn:3gpp:ns:mcpttInfo:1.0">\r\n'
+    b'  <mcptt-Params>\r\n'
+    b'    <mcptt-request-uri type="Normal"><mcpttURI>sip:alice@mc.example.org</mcpttURI>'
+    b'</mcptt-request-uri>\r\n'
+    b'    <mcptt-client-id type="Normal"><mcpttString>urn:uuid:00000000-0000-1000-8000-'
+    b'000000000001</mcpttString></mcptt-client-id>\r\n'
+    b'  </mcptt-Params>\r\n'
+    b'</mcpttinfo>\r\n'
+)
+
+
+Verdict = tuple[str, str, bool]
+
+
+async def register_demo(transports: list[str], workdir: Path) -> tuple[Trace, list[Verdict]]:
+    now = dt.datetime.now(dt.UTC)
+    ca = make_ca("MC System A", now=now)
+    server = issue_server_certificate(ca, "registrar", hosts=[REGISTRAR_HOST, DOMAIN], now=now)
+    trace = Trace(names={UE_HOST: "UE", REGISTRAR_HOST: "registrar"})
+    registrar = Registrar("registrar", {DOMAIN})
+    registrar_ep = SipEndpoint("registrar", registrar, tap=trace.tap)
+    registrar.attach(registrar_ep)
+    ue = UserAgent("UE", f"sip:alice@{DOMAIN}")
+    ue_ep = SipEndpoint("UE", ue, tap=trace.tap, client_ssl=client_context([ca.certificate_pem()]))
+    ue.attach(ue_ep)
+    server_ssl = server_context(server.certificate_pem(), server.key_pem(), workdir, "registrar")
+    verdicts: list[Verdict] = []
+    try:
+        for transport in transports:
+            ssl_ctx = server_ssl if transport == "tls" else None
+            await registrar_ep.listen(transport, REGISTRAR_HOST, 0, server_ssl=ssl_ctx)
+            await ue_ep.listen(transport, UE_HOST, 0, server_ssl=ssl_ctx)
+        for transport in transports:
+            response: Response = await ue.register(
+                registrar_ep.local(transport),
+                contact_params=(("+g.3gpp.mcptt", None),),
+                body=MCPTT_INFO, content_type="application/vnd.3gpp.mcptt-info+xml")
+            ok = response.status == 200 and len(response.contacts) >= 1
+            verdicts.append((f"REGISTER over {transport.upper()}",
+                             f"{response.status} {response.reason}", ok))
+        response = await ue.unregister(registrar_ep.local(transports[0]))
+        left = len(registrar.location)
+        verdicts.append(("Un-REGISTER (Expires: 0) removes a binding",
+                         f"{response.status}, {left} binding(s) left",
+                         response.status == 200 and left == len(transports) - 1))
+    finally:
+        await ue_ep.close()
+        await registrar_ep.close()
+    return trace, verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transport", choices=["udp", "tcp", "tls", "all"], default="all")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    transports = ["udp", "tcp", "tls"] if args.transport == "all" else [args.transport]
+    with tempfile.TemporaryDirectory(prefix="mcx-") as tmp:
+        trace, verdicts = asyncio.run(register_demo(transports, Path(tmp)))
+    print(trace.ladder(["UE", "registrar"], width=40))
+    print()
+    width = max(len(v[0]) for v in verdicts)
+    for name, detail, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<{width}}  {detail}")
+    return 0 if all(ok for *_, ok in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and demos use, when missing.
+# sipp comes from the package "sip-tester" (apt has no package named sipp).
+set -euo pipefail
+need=()
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v sipp   >/dev/null 2>&1 || need+=(sip-tester)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "note: not root, so not installing ${need[*]}; tests that need them are skipped" >&2
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: no apt-get; install ${need[*]} yourself to run every test" >&2
+    exit 0
+fi
+echo "installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
