@@ -60,7 +60,7 @@ async def measure(rates: list[int], seconds: float, transport: str) -> list[Row]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="250,500,1000,1500,2000,2500,3000,4000")
+    parser.add_argument("--rates", default="500,1000,2000,3000,3500,4000,4500,5000,6000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--transport", default="udp", choices=["udp", "tcp"])
     args = parser.parse_args()

@@ -73,14 +73,22 @@ _CANONICAL: dict[str, str] = {
 }
 
 
+_KEYS: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower-case long form (§7.3.3, §7.3.5)."""
-    lowered = name.lower()
-    if len(lowered) == 1:
-        long = COMPACT_FORMS.get(lowered)
+    key = _KEYS.get(name)
+    if key is not None:
+        return key
+    key = name.lower()
+    if len(key) == 1:
+        long = COMPACT_FORMS.get(key)
         if long is not None:
-            return long.lower()
-    return lowered
+            key = long.lower()
+    if len(_KEYS) < 4096:  # memo of the names seen; bounded against hostile peers
+        _KEYS[name] = key
+    return key
 
 
 def canonical_name(name: str) -> str:
@@ -93,6 +101,11 @@ def is_token(text: str) -> bool:
     return _TOKEN_FULL.match(text) is not None
 
 
+_SPECIALS: dict[str, re.Pattern[str]] = {
+    sep: re.compile("[" + re.escape('"<>\\' + sep) + "]") for sep in ",;"
+}
+
+
 def split_unquoted(text: str, separator: str) -> list[str]:
     """Split ``text`` at ``separator`` where it is outside quotes and <...>.
 
@@ -101,29 +114,34 @@ def split_unquoted(text: str, separator: str) -> list[str]:
     escapes) and inside angle-bracketed URIs; both must be skipped.  Raises
     ``ValueError`` on an unterminated quote or bracket.
     """
+    if '"' not in text and "<" not in text:
+        return text.split(separator)  # the common case: nothing to skip
+    # Jump between the few characters that matter instead of walking every one.
+    pattern = _SPECIALS.get(separator) or re.compile("[" + re.escape('"<>\\' + separator) + "]")
     parts: list[str] = []
     start = 0
-    in_quotes = False
-    in_angle = False
-    i = 0
-    n = len(text)
-    while i < n:
+    in_quotes = in_angle = False
+    escaped_until = -1
+    for match in pattern.finditer(text):
+        i = match.start()
+        if i < escaped_until:
+            continue  # the character after a quoted-pair backslash
         ch = text[i]
         if in_quotes:
             if ch == "\\":
-                i += 1  # quoted-pair: skip the escaped character
+                escaped_until = i + 2
             elif ch == '"':
                 in_quotes = False
+        elif in_angle:
+            if ch == ">":
+                in_angle = False
         elif ch == '"':
             in_quotes = True
-        elif ch == "<" and not in_angle:
+        elif ch == "<":
             in_angle = True
-        elif ch == ">" and in_angle:
-            in_angle = False
-        elif ch == separator and not in_angle:
+        elif ch == separator:
             parts.append(text[start:i])
             start = i + 1
-        i += 1
     if in_quotes:
         raise ValueError("unterminated quoted-string")
     if in_angle:
@@ -139,8 +157,13 @@ def split_header_values(value: str) -> list[str]:
     HTTP's; ``Via: a,,b`` is malformed (RFC 4475 §3.1.2.1), so an empty
     element raises ``ValueError``.
     """
+    if "," not in value:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("empty header value in list")
+        return [stripped]
     parts = [part.strip() for part in split_unquoted(value, ",")]
-    if any(not part for part in parts):
+    if not all(parts):
         raise ValueError(f"empty element in list {value!r}")
     return parts
 

@@ -10,8 +10,9 @@ the message layer turns that into a 400 (see ``message.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from .grammar import (
     canonical_name,
@@ -26,6 +27,8 @@ from .grammar import (
 )
 from .uri import URI, URIError
 
+T = TypeVar("T")
+
 
 class Headers:
     """Ordered, case-insensitive, repeatable SIP header fields.
@@ -35,10 +38,12 @@ class Headers:
     values, which :meth:`values` splits.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_cache", "_items")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
         self._items: list[tuple[str, str, str]] = []
+        # Parsed typed views (see ``typed``); any mutation clears it.
+        self._cache: dict[str, object] = {}
         for name, value in items or ():
             self.add(name, value)
 
@@ -46,7 +51,23 @@ class Headers:
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
         new = cls.__new__(cls)
         new._items = items
+        new._cache = {}
         return new
+
+    def typed(self, key: str, parse: Callable[[Headers], T]) -> T:
+        """``parse(self)``, memoised until the headers change.
+
+        A proxy or registrar asks for To, Via or Contact several times per
+        message; parsing once keeps the hot path cheap.  ``key`` is the
+        header key, optionally with ":variant"; changing that header drops it.
+        Errors are not cached.
+        """
+        cache = self._cache
+        if key in cache:
+            return cache[key]  # type: ignore[return-value]
+        value = parse(self)
+        cache[key] = value
+        return value
 
     def copy(self) -> Headers:
         return Headers._from_parsed(list(self._items))
@@ -62,7 +83,10 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = header_key(name)
-        return any(k == key for _, k, _ in self._items)
+        for _, k, _ in self._items:
+            if k == key:
+                return True
+        return False
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first line named ``name``, or ``default``."""
@@ -93,7 +117,17 @@ class Headers:
     # -- writing --------------------------------------------------------------
     def add(self, name: str, value: object) -> None:
         """Append a line at the end."""
-        self._items.append((_checked_name(name), header_key(name), _checked_value(value)))
+        key = header_key(name)
+        self._invalidate(key)
+        self._items.append((_checked_name(name), key, _checked_value(value)))
+
+    def _invalidate(self, key: str) -> None:
+        # Typed views are cached under the header key ("via") or "key:variant"
+        # ("via:top"); only those of the changed field are dropped.
+        cache = self._cache
+        if cache:
+            for cached in [c for c in cache if c == key or c.startswith(key + ":")]:
+                del cache[cached]
 
     def prepend(self, name: str, value: object) -> None:
         """Insert a line before the first line of the same field (or first of all).
@@ -102,12 +136,14 @@ class Headers:
         value; a proxy pushes onto them with this.
         """
         key = header_key(name)
+        self._invalidate(key)
         index = next((i for i, (_, k, _) in enumerate(self._items) if k == key), 0)
         self._items.insert(index, (_checked_name(name), key, _checked_value(value)))
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` with one line, kept at the first line's place."""
         key = header_key(name)
+        self._invalidate(key)
         entry = (_checked_name(name), key, _checked_value(value))
         for i, (_, k, _) in enumerate(self._items):
             if k == key:
@@ -119,6 +155,7 @@ class Headers:
     def remove(self, name: str) -> int:
         """Delete every line of ``name``; returns how many were removed."""
         key = header_key(name)
+        self._invalidate(key)
         before = len(self._items)
         self._items = [item for item in self._items if item[1] != key]
         return before - len(self._items)
@@ -126,6 +163,7 @@ class Headers:
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the topmost value of a comma-list field (e.g. Via, Route)."""
         key = header_key(name)
+        self._invalidate(key)
         for i, (n, k, value) in enumerate(self._items):
             if k == key:
                 parts = split_header_values(value)

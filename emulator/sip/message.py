@@ -32,6 +32,9 @@ from .uri import URI, URIError
 
 SIP_VERSION = "SIP/2.0"
 
+# §8.2.6.2: header fields a response copies from its request (To handled apart).
+_COPIED_TO_RESPONSE = frozenset({"via", "from", "call-id", "cseq"})
+
 
 @dataclass(frozen=True, slots=True)
 class ParserLimits:
@@ -67,7 +70,7 @@ class Message:
             self.headers.remove("Content-Type")
         self.headers.set("Content-Length", len(body))
 
-    # -- typed views (parsed on demand; ValueError on bad syntax) -------------
+    # -- typed views (parsed on demand and memoised; ValueError on bad syntax) --
     @property
     def call_id(self) -> str:
         value = self.headers.get("Call-ID")
@@ -77,39 +80,27 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        value = self.headers.get("CSeq")
-        if value is None:
-            raise ValueError("no CSeq")
-        return CSeq.parse(value)
+        return self.headers.typed("cseq", _parse_cseq)
 
     @property
     def from_(self) -> NameAddress:
-        value = self.headers.get("From")
-        if value is None:
-            raise ValueError("no From")
-        return NameAddress.parse(value)
+        return self.headers.typed("from", _parse_from)
 
     @property
     def to(self) -> NameAddress:
-        value = self.headers.get("To")
-        if value is None:
-            raise ValueError("no To")
-        return NameAddress.parse(value)
+        return self.headers.typed("to", _parse_to)
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(v) for v in self.headers.values("Via")]
+        return list(self.headers.typed("via", _parse_vias))
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.get("Via")
-        if value is None:
-            raise ValueError("no Via")
-        return Via.parse(_first_value(value))
+        return self.headers.typed("via:top", _parse_top_via)
 
     @property
     def contacts(self) -> list[Contact]:
-        return Contact.parse_all(self.headers.values("Contact"))
+        return list(self.headers.typed("contact", _parse_contacts))
 
     @property
     def routes(self) -> list[NameAddress]:
@@ -202,22 +193,23 @@ class Request(Message):
 
         if self.method == "ACK":
             raise LocalProtocolError("ACK is never answered (RFC 3261 §17)")
-        headers = Headers()
-        for name, value in self.headers:
-            key = header_key(name)
-            if key == "via" or key == "from" or key == "call-id" or key == "cseq":
-                headers.add(name, value)
+        items = []
+        for item in self.headers._items:
+            key = item[1]
+            if key in _COPIED_TO_RESPONSE:
+                items.append(item)
             elif key == "to":
-                # Parse rather than look for "tag=": a URI parameter such as
-                # ;mytag=1 inside <...> is not the To tag.
+                # The parsed To, not a search for "tag=": a URI parameter such
+                # as ;mytag=1 inside <...> is not the To tag.
                 if to_tag is not None and status != 100:
-                    to = NameAddress.parse(value)
+                    to = self.to
                     if to.tag is None:
-                        value = str(to.with_tag(to_tag))
-                headers.add(name, value)
+                        item = (item[0], key, str(to.with_tag(to_tag)))
+                items.append(item)
             elif key == "timestamp" and status == 100:
-                headers.add(name, value)  # §8.2.6.1
-        return Response(status, reason if reason is not None else reason_phrase(status), headers)
+                items.append(item)  # §8.2.6.1
+        return Response(status, reason if reason is not None else reason_phrase(status),
+                        Headers._from_parsed(items))
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
@@ -244,6 +236,37 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def _required(headers: Headers, name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        raise ValueError(f"no {name}")
+    return value
+
+
+def _parse_cseq(headers: Headers) -> CSeq:
+    return CSeq.parse(_required(headers, "CSeq"))
+
+
+def _parse_from(headers: Headers) -> NameAddress:
+    return NameAddress.parse(_required(headers, "From"))
+
+
+def _parse_to(headers: Headers) -> NameAddress:
+    return NameAddress.parse(_required(headers, "To"))
+
+
+def _parse_vias(headers: Headers) -> tuple[Via, ...]:
+    return tuple(Via.parse(v) for v in headers.values("Via"))
+
+
+def _parse_top_via(headers: Headers) -> Via:
+    return Via.parse(_first_value(_required(headers, "Via")))
+
+
+def _parse_contacts(headers: Headers) -> tuple[Contact, ...]:
+    return tuple(Contact.parse_all(headers.values("Contact")))
 
 
 def _first_value(value: str) -> str:

@@ -23,6 +23,7 @@ _IPV6_REF_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]\Z")
 _URI_CHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]]*\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ILLEGAL_RE = re.compile(r'[\s<>"]')
 
 
 class URIError(ValueError):
@@ -64,7 +65,7 @@ class URI:
             raise URIError(f"no URI scheme in {text!r}")
         if not rest:
             raise URIError(f"empty URI after {scheme}:")
-        if any(c.isspace() for c in text) or "<" in text or ">" in text or '"' in text:
+        if _ILLEGAL_RE.search(text):
             raise URIError(f"illegal character in URI {text!r}")
         lowered = scheme.lower()
         if lowered in ("sip", "sips"):

@@ -193,8 +193,9 @@ class SipEndpoint:
         if isinstance(event, RequestReceived):
             self.user.request_received(event)
         elif isinstance(event, ResponseReceived):
-            waiter = self._waiters.get(event.transaction) if event.transaction else None
-            if waiter is None:
+            key = event.transaction
+            waiter = self._waiters.get(key) if key is not None else None
+            if key is None or waiter is None:
                 self.user.response_received(event)  # stray, or a 2xx retransmission
                 return
             future, _, _, on_provisional = waiter
@@ -205,7 +206,7 @@ class SipEndpoint:
             future.set_result(event.response)
             # Later 2xx retransmissions (RFC 6026 Accepted) find no waiter and
             # go to the TU, whose UA core re-sends the ACK (§13.2.2.4).
-            del self._waiters[event.transaction]
+            del self._waiters[key]
         elif isinstance(event, TransactionTimedOut | TransportFailed):
             waiter = self._waiters.pop(event.transaction, None)
             if waiter is not None and not waiter[0].done():

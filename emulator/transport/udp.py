@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from emulator.sip.events import Address
 
 from .base import ErrorHandler, Receiver, Tap
 
 logger = logging.getLogger(__name__)
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -36,6 +39,14 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A burst of REGISTERs (or a GC pause) must not overflow the
+            # default ~200 kB buffer: drops become retransmissions under load.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError:
+                pass
         host, port = transport.get_extra_info("sockname")[:2]
         self._local = Address("udp", host, port)
 
