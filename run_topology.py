@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from emulator.identity.pki import issue_server_certificate, make_ca
+from emulator.provisioning import PROVISION_MODES, create_system, load_trusted_issuers, provision
 from emulator.sip.message import Response
 from emulator.trace import Trace
 from emulator.transport.endpoint import SipEndpoint
@@ -80,14 +81,7 @@ async def register_demo(transports: list[str], workdir: Path) -> tuple[Trace, li
     return trace, verdicts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transport", choices=["udp", "tcp", "tls", "all"], default="all")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run_demo(args: argparse.Namespace) -> int:
     transports = ["udp", "tcp", "tls"] if args.transport == "all" else [args.transport]
     with tempfile.TemporaryDirectory(prefix="mcx-") as tmp:
         trace, verdicts = asyncio.run(register_demo(transports, Path(tmp)))
@@ -97,6 +91,53 @@ def main(argv: list[str] | None = None) -> int:
     for name, detail, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {name:<{width}}  {detail}")
     return 0 if all(ok for *_, ok in verdicts) else 1
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    """The out-of-band step of 33.180 §5.1.4.2, on its own."""
+    directory = Path(args.dir)
+    now = dt.datetime.now(dt.UTC)
+    for system in (args.source, args.target):
+        if not (directory / system / "idms-signing.crt").exists():
+            create_system(directory, system, {}, now=now)
+            print(f"created PKI of MC system {system!r} in {directory / system}")
+    written = provision(directory, args.source, args.target, args.issuer, mode=args.mode)
+    if written is None:
+        print(f"withheld: {args.target!r} holds no certificate of {args.source!r}")
+        return 0
+    keys, refused = load_trusted_issuers(directory, args.target, now=now)
+    print(f"provisioned {args.source!r} IdMS signing certificate into {written}")
+    for key in keys:
+        print(f"  trusted: iss={key.issuer} kid={key.kid} alg={key.algorithm} ({key.subject})")
+    for peer, reason in refused.items():
+        print(f"  REFUSED {peer}: {reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command")
+    demo = commands.add_parser("demo", help="REGISTER demo over UDP, TCP and TLS (default)")
+    demo.add_argument("--transport", choices=["udp", "tcp", "tls", "all"], default="all")
+    oob = commands.add_parser(
+        "provision", help="out-of-band step: give one system's IdMS signing certificate "
+                          "to another (33.180 §5.1.4.2)")
+    oob.add_argument("--dir", required=True, help="PKI directory (created when missing)")
+    oob.add_argument("--from", dest="source", required=True, help="system whose IdMS is trusted")
+    oob.add_argument("--to", dest="target", required=True, help="system that will trust it")
+    oob.add_argument("--issuer", required=True, help="iss URL of the source IdMS")
+    oob.add_argument("--mode", choices=PROVISION_MODES, default="normal",
+                     help="withhold or corrupt the certificate (negative scenarios)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "provision":
+        return run_provision(args)
+    if args.command is None:
+        args.transport = "all"
+    return run_demo(args)
 
 
 if __name__ == "__main__":

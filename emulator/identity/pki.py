@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = ec.EllipticCurvePrivateKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,53 @@ def issue_server_certificate(ca: Credential, common_name: str, *, hosts: list[st
         .sign(ca.key, hashes.SHA256())
     )
     return Credential(certificate, key)
+
+
+def issue_signing_certificate(ca: Credential, common_name: str, *, now: dt.datetime,
+                              days: int = 365, algorithm: str = "RS256",
+                              not_before: dt.datetime | None = None) -> Credential:
+    """The IdMS token-signing certificate (33.180 §5.1.4.2), signed by ``ca``.
+
+    A plain signing certificate: KeyUsage digitalSignature only, no SAN and
+    no EKU, which is why verifying it needs a custom end-entity policy
+    (``trust.py``).  RS256 (RSA-2048) by default, as deployed IdMSs use and
+    because RSA verification is the cheapest per token; ES256 on request.
+    """
+    key: PrivateKey
+    if algorithm == "RS256":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif algorithm == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise ValueError(f"unsupported signing algorithm {algorithm}")
+    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    org = str(organization[0].value) if organization else "MCX"
+    start = not_before if not_before is not None else now - dt.timedelta(minutes=5)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, org))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            ca.key.public_key()), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Credential(certificate, key)
+
+
+def load_credential(certificate_pem: bytes, key_pem: bytes) -> Credential:
+    """A credential from PEM bytes (the caller reads the files)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError("only EC and RSA keys are supported")
+    return Credential(x509.load_pem_x509_certificate(certificate_pem), key)

@@ -1,0 +1,456 @@
+"""The IdMS's OpenID Connect / OAuth 2.0 logic, sans-IO (24.482, 33.180 Annex B).
+
+:class:`IdentityProvider` is everything an IdMS decides, as plain methods of
+its inputs and ``now``; ``nodes/idms.py`` only moves HTTP in and out.
+
+Grants of the token endpoint:
+
+* ``authorization_code`` with PKCE S256 (RFC 7636, 33.180 B.4): codes are
+  single use, short-lived, bound to client_id, redirect_uri and challenge.
+* ``refresh_token`` (33.180 B.5, RFC 6749 §6).
+* Token exchange (RFC 8693, 33.180 B.7.2): a local access token becomes a
+  *security token* for a partner IdMS named by ``resource``; only users whose
+  account authorises migration to that partner get one.
+* JWT bearer (RFC 7523 §2.1) in the partner role: the primary's security
+  token, checked against the out-of-band provisioned primary certificate,
+  becomes a *partner access token* for the user's migration profile.  This
+  grant is the **project's reading of 33.180 B.7.4**, whose text the spec
+  digest could not retrieve.
+
+Errors are :class:`OAuthError` carrying the RFC 6749 §5.2 code and a
+description that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .tokens import (
+    ACCESS_TOKEN_TYP,
+    MC_ID_CLAIMS,
+    SECURITY_TOKEN_TYP,
+    TokenError,
+    TokenIssuer,
+    TokenValidator,
+    scopes_of,
+)
+
+GRANT_AUTHORIZATION_CODE = "authorization_code"
+GRANT_REFRESH_TOKEN = "refresh_token"
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+ACR_PASSWORD = "3gpp:acr:password"
+
+# 33.180 B.4 scope values (MCOP's list, spec digest §2.4).
+MC_SCOPES = (
+    "3gpp:mc:ptt_service", "3gpp:mc:ptt_group_management_service",
+    "3gpp:mc:ptt_config_management_service", "3gpp:mc:ptt_key_management_service",
+    "3gpp:mc:video_service", "3gpp:mc:video_group_management_service",
+    "3gpp:mc:video_config_management_service", "3gpp:mc:video_key_management_service",
+    "3gpp:mc:data_service", "3gpp:mc:data_group_management_service",
+    "3gpp:mc:data_config_management_service", "3gpp:mc:data_key_management_service",
+)
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error: ``error`` code, ``description``, HTTP ``status``."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.status = status
+
+    def as_json(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """PBKDF2-SHA256 password hash in ``salt$hash`` form (never store plain text)."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 10_000)
+    return f"{salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    salt_hex, _, digest_hex = stored.partition("$")
+    try:
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    return hmac.compare_digest(hash_password(password, salt).partition("$")[2], digest_hex)
+
+
+def s256_challenge(verifier: str) -> str:
+    """RFC 7636 §4.2: BASE64URL(SHA256(ASCII(code_verifier))), unpadded."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class OidcClient:
+    """A registered native client (33.180 B.3): its id and exact redirect URIs."""
+
+    client_id: str
+    redirect_uris: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    """An MC service user known to this IdMS."""
+
+    username: str
+    password_hash: str
+    mc_ids: Mapping[str, str]
+    """mcptt_id / mcdata_id / mcvideo_id (33.180 B.2.1)."""
+    scopes: tuple[str, ...] = MC_SCOPES
+    migration_targets: tuple[str, ...] = ()
+    """Partner IdMS addresses this user is authorised to migrate to (token exchange)."""
+
+    @property
+    def sub(self) -> str:
+        return self.username
+
+
+@dataclass(frozen=True)
+class MigrationProfile:
+    """The partner's provisioned profile for a migrating primary user.
+
+    Keyed by the primary IdMS (``primary_issuer``) and the user's primary
+    MCPTT ID; gives the partner-assigned identities (23.280 §10.16.5.1: the
+    migrated user gets a new MC service ID) and the services allowed.
+    """
+
+    primary_issuer: str
+    primary_mcptt_id: str
+    partner_username: str
+    mc_ids: Mapping[str, str]
+    scopes: tuple[str, ...] = MC_SCOPES
+
+
+@dataclass
+class _Code:
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    username: str
+    scope: tuple[str, ...]
+    nonce: str | None
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class _Refresh:
+    client_id: str
+    username: str
+    scope: tuple[str, ...]
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """A checked authorization request (33.180 B.4.2.2)."""
+
+    client_id: str
+    redirect_uri: str
+    scope: tuple[str, ...]
+    state: str
+    code_challenge: str
+    nonce: str | None
+    acr_values: str
+
+    def as_params(self) -> dict[str, str]:
+        params = {"response_type": "code", "client_id": self.client_id,
+                  "redirect_uri": self.redirect_uri, "scope": " ".join(self.scope),
+                  "state": self.state, "code_challenge": self.code_challenge,
+                  "code_challenge_method": "S256", "acr_values": self.acr_values}
+        if self.nonce is not None:
+            params["nonce"] = self.nonce
+        return params
+
+
+@dataclass
+class IdentityProvider:
+    """One IdMS: accounts, clients, codes and tokens; partner-role trust when configured."""
+
+    issuer: TokenIssuer
+    clients: Mapping[str, OidcClient]
+    users: Mapping[str, UserAccount]
+    resource_audience: str
+    """aud of the access tokens: the MC system's resource servers (project-defined URL)."""
+    trusted_primaries: TokenValidator | None = None
+    """Partner role: the out-of-band provisioned primary IdMS keys."""
+    migration_profiles: Mapping[tuple[str, str], MigrationProfile] = field(default_factory=dict)
+    code_lifetime: int = 60
+    access_token_lifetime: int = 3600
+    refresh_token_lifetime: int = 86400
+    security_token_lifetime: int = 600
+    _codes: dict[str, _Code] = field(default_factory=dict)
+    _refresh: dict[str, _Refresh] = field(default_factory=dict)
+    _seen_security_tokens: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """This IdMS's address as used in ``resource``/``aud`` (its issuer URL)."""
+        return self.issuer.issuer
+
+    # ------------------------------------------------------------ discovery
+    def discovery(self) -> dict[str, Any]:
+        """OpenID Connect Discovery 1.0 §3 metadata."""
+        base = self.address
+        grants = [GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE]
+        if self.trusted_primaries is not None:
+            grants.append(GRANT_JWT_BEARER)
+        return {
+            "issuer": base,
+            "authorization_endpoint": f"{base}/authorize",
+            "token_endpoint": f"{base}/token",
+            "jwks_uri": f"{base}/jwks",
+            "response_types_supported": ["code"],
+            "grant_types_supported": grants,
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [self.issuer.signing_key.algorithm],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", *MC_SCOPES],
+            "acr_values_supported": [ACR_PASSWORD],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", *MC_ID_CLAIMS],
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.issuer.signing_key.public_jwk()]}
+
+    # ------------------------------------------------------ authorization
+    def check_authorization_request(self, params: Mapping[str, str]) -> AuthorizationRequest:
+        """Validate the query of the authorization endpoint (RFC 6749 §4.1.1, RFC 7636 §4.3).
+
+        client_id and redirect_uri problems are raised with status 400 and
+        must not be redirected (§4.1.2.1: the redirect URI is not trusted).
+        """
+        client = self.clients.get(params.get("client_id", ""))
+        if client is None:
+            raise OAuthError("invalid_client", f"unknown client_id {params.get('client_id')!r}")
+        redirect_uri = params.get("redirect_uri", "")
+        if redirect_uri not in client.redirect_uris:
+            raise OAuthError("invalid_request",
+                             f"redirect_uri {redirect_uri!r} is not registered for "
+                             f"{client.client_id} (exact match required)")
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "only response_type=code is supported")
+        scope = tuple(params.get("scope", "").split())
+        if "openid" not in scope:
+            raise OAuthError("invalid_scope", "scope must include openid")
+        if params.get("code_challenge_method") != "S256":
+            raise OAuthError("invalid_request", "code_challenge_method must be S256 (PKCE)")
+        challenge = params.get("code_challenge", "")
+        if not 43 <= len(challenge) <= 128:
+            raise OAuthError("invalid_request", "code_challenge missing or malformed")
+        state = params.get("state", "")
+        if not state:
+            raise OAuthError("invalid_request", "state is required")
+        acr = params.get("acr_values", ACR_PASSWORD)
+        if ACR_PASSWORD not in acr.split():
+            raise OAuthError("invalid_request", f"acr_values must include {ACR_PASSWORD}")
+        return AuthorizationRequest(client.client_id, redirect_uri, scope, state, challenge,
+                                    params.get("nonce"), acr)
+
+    def authorize(self, request: AuthorizationRequest, username: str, password: str, *,
+                  now: float) -> str:
+        """Check the user's credentials; returns the redirect URL carrying code and state.
+
+        Raises :class:`OAuthError` ``access_denied`` (status 401) on bad credentials,
+        so the login form can be shown again.
+        """
+        user = self.users.get(username)
+        if user is None or not check_password(password, user.password_hash):
+            raise OAuthError("access_denied", "unknown user or wrong password", 401)
+        granted = tuple(s for s in request.scope if s == "openid" or s in user.scopes)
+        code = secrets.token_urlsafe(24)
+        self._purge(now)
+        self._codes[code] = _Code(request.client_id, request.redirect_uri,
+                                  request.code_challenge, username, granted, request.nonce,
+                                  now + self.code_lifetime)
+        query = urllib.parse.urlencode({"code": code, "state": request.state})
+        separator = "&" if "?" in request.redirect_uri else "?"
+        return f"{request.redirect_uri}{separator}{query}"
+
+    # ----------------------------------------------------------- token
+    def token(self, form: Mapping[str, str], *, now: float) -> dict[str, Any]:
+        """The token endpoint (RFC 6749 §3.2): dispatch on grant_type."""
+        grant = form.get("grant_type", "")
+        if grant == GRANT_AUTHORIZATION_CODE:
+            return self._authorization_code(form, now)
+        if grant == GRANT_REFRESH_TOKEN:
+            return self._refresh_token(form, now)
+        if grant == GRANT_TOKEN_EXCHANGE:
+            return self._token_exchange(form, now)
+        if grant == GRANT_JWT_BEARER and self.trusted_primaries is not None:
+            return self._jwt_bearer(form, now)
+        raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported here")
+
+    def _client(self, form: Mapping[str, str]) -> OidcClient:
+        client = self.clients.get(form.get("client_id", ""))
+        if client is None:
+            raise OAuthError("invalid_client", f"unknown client_id {form.get('client_id')!r}",
+                             401)
+        return client
+
+    def _tokens_for(self, user: UserAccount, client_id: str, scope: tuple[str, ...],
+                    now: float, nonce: str | None = None) -> dict[str, Any]:
+        access = self.issuer.access_token(
+            sub=user.sub, client_id=client_id, scope=scope, now=now,
+            audience=self.resource_audience, lifetime=self.access_token_lifetime,
+            mc_ids=user.mc_ids)
+        refresh = secrets.token_urlsafe(32)
+        self._refresh[refresh] = _Refresh(client_id, user.username, scope,
+                                          now + self.refresh_token_lifetime)
+        response: dict[str, Any] = {
+            "access_token": access, "token_type": "Bearer",
+            "expires_in": self.access_token_lifetime, "refresh_token": refresh,
+            "scope": " ".join(scope)}
+        if "openid" in scope:
+            response["id_token"] = self.issuer.id_token(
+                sub=user.sub, client_id=client_id, now=now, mc_ids=user.mc_ids, nonce=nonce,
+                lifetime=self.access_token_lifetime)
+        return response
+
+    def _authorization_code(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
+        client = self._client(form)
+        code = self._codes.get(form.get("code", ""))
+        if code is None or code.expires_at < now:
+            raise OAuthError("invalid_grant", "authorization code unknown or expired")
+        if code.used:
+            # RFC 6749 §4.1.2: a code is single use; a second use is an attack.
+            raise OAuthError("invalid_grant", "authorization code already used")
+        if code.client_id != client.client_id:
+            raise OAuthError("invalid_grant", "authorization code was issued to another client")
+        if form.get("redirect_uri") != code.redirect_uri:
+            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization "
+                                              "request (RFC 6749 §4.1.3)")
+        verifier = form.get("code_verifier", "")
+        if not 43 <= len(verifier) <= 128:
+            raise OAuthError("invalid_request", "code_verifier missing or malformed (RFC 7636)")
+        code.used = True
+        if not hmac.compare_digest(s256_challenge(verifier), code.challenge):
+            raise OAuthError("invalid_grant", "PKCE code_verifier does not match the "
+                                              "code_challenge (RFC 7636 §4.6)")
+        user = self.users[code.username]
+        return self._tokens_for(user, client.client_id, code.scope, now, code.nonce)
+
+    def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
+        client = self._client(form)
+        refresh = self._refresh.pop(form.get("refresh_token", ""), None)
+        if refresh is None or refresh.expires_at < now:
+            raise OAuthError("invalid_grant", "refresh token unknown, used or expired")
+        if refresh.client_id != client.client_id:
+            raise OAuthError("invalid_grant", "refresh token was issued to another client")
+        scope = refresh.scope
+        if "scope" in form:
+            wanted = tuple(form["scope"].split())
+            if not set(wanted) <= set(scope):
+                raise OAuthError("invalid_scope", "requested scope exceeds the original grant")
+            scope = wanted
+        # Refresh tokens rotate (RFC 9700 §4.14.2): the old one is gone.
+        return self._tokens_for(self.users[refresh.username], client.client_id, scope, now)
+
+    def _own_validator(self) -> TokenValidator:
+        from .trust import VerificationKey
+
+        key = self.issuer.signing_key
+        own = VerificationKey(self.address, key.kid, key.algorithm, key.key, 0.0, float("inf"),
+                              "own signing key")
+        return TokenValidator([own])
+
+    def _token_exchange(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
+        client = self._client(form)
+        if form.get("subject_token_type") != TOKEN_TYPE_ACCESS_TOKEN:
+            raise OAuthError("invalid_request",
+                             f"subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}")
+        resource = form.get("resource", "")
+        if not resource:
+            raise OAuthError("invalid_request", "resource (the partner IdMS address) is required")
+        try:
+            claims = self._validator.validate(form.get("subject_token", ""), now=now,
+                                              typ=ACCESS_TOKEN_TYP, issuer=self.address)
+        except TokenError as exc:
+            raise OAuthError("invalid_grant", f"subject_token refused: {exc.description}") \
+                from None
+        if claims.get("client_id") != client.client_id:
+            raise OAuthError("invalid_grant", "subject_token was issued to another client")
+        user = self.users.get(claims["sub"])
+        if user is None:
+            raise OAuthError("invalid_grant", "subject_token names an unknown user")
+        if resource not in user.migration_targets:
+            # RFC 8693 §2.2.2: the target is not acceptable for this user.
+            raise OAuthError("invalid_target", f"{user.username} is not authorised to migrate "
+                                               f"to {resource}")
+        security = self.issuer.security_token(
+            sub=user.sub, client_id=client.client_id, target_idms=resource, now=now,
+            lifetime=self.security_token_lifetime, extra=dict(user.mc_ids))
+        return {"access_token": security, "issued_token_type": TOKEN_TYPE_JWT,
+                "token_type": "N_A", "expires_in": self.security_token_lifetime}
+
+    def _jwt_bearer(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
+        assert self.trusted_primaries is not None
+        client = self._client(form)
+        try:
+            claims = self.trusted_primaries.validate(
+                form.get("assertion", ""), now=now, typ=SECURITY_TOKEN_TYP,
+                audience=self.address)
+        except TokenError as exc:
+            raise OAuthError("invalid_grant", f"security token refused: {exc.description}") \
+                from None
+        aud = claims.get("aud")
+        if not isinstance(aud, list) or client.client_id not in aud:
+            raise OAuthError("invalid_grant", "security token was not issued to this client")
+        jti = claims.get("jti")
+        if not isinstance(jti, str):
+            raise OAuthError("invalid_grant", "security token has no jti")
+        self._purge(now)
+        if jti in self._seen_security_tokens:
+            raise OAuthError("invalid_grant", "security token already used (replay)")
+        self._seen_security_tokens[jti] = float(claims["exp"]) + 60
+        primary_id = claims.get("mcptt_id", claims["sub"])
+        profile = self.migration_profiles.get((claims["iss"], primary_id))
+        if profile is None:
+            raise OAuthError("invalid_grant", f"no migration profile for {primary_id} of "
+                                              f"{claims['iss']}")
+        access = self.issuer.access_token(
+            sub=profile.partner_username, client_id=client.client_id,
+            scope=profile.scopes, now=now, audience=self.resource_audience,
+            lifetime=self.access_token_lifetime, mc_ids=profile.mc_ids,
+            extra={"primary_iss": claims["iss"], "primary_mcptt_id": primary_id})
+        return {"access_token": access, "token_type": "Bearer",
+                "expires_in": self.access_token_lifetime, "scope": " ".join(profile.scopes),
+                "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN}
+
+    def __post_init__(self) -> None:
+        self._validator = self._own_validator()
+
+    def _purge(self, now: float) -> None:
+        for code in [c for c, v in self._codes.items() if v.expires_at < now]:
+            del self._codes[code]
+        for jti in [j for j, t in self._seen_security_tokens.items() if t < now]:
+            del self._seen_security_tokens[jti]
+
+
+def migration_profile_index(profiles: Iterable[MigrationProfile]) -> dict[tuple[str, str],
+                                                                            MigrationProfile]:
+    return {(p.primary_issuer, p.primary_mcptt_id): p for p in profiles}
+
+
+__all__ = [
+    "GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "AuthorizationRequest", "IdentityProvider",
+    "MigrationProfile", "OAuthError", "OidcClient", "UserAccount", "hash_password",
+    "s256_challenge", "scopes_of",
+]

@@ -1,0 +1,123 @@
+"""Token exchange at the primary, security token at the partner (33.180 §5.1.4, B.7, B.8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import pytest
+from joserfc import jws
+
+from emulator.identity.tokens import ACCESS_TOKEN_TYP, TokenValidator
+from emulator.identity.trust import verification_key
+from emulator.transport.tls import client_context
+from nodes.idm_client import IdmClient, IdmError
+from tests.support.identity import (
+    ALICE_MCPTT_ID,
+    ALICE_PARTNER_ID,
+    ALICE_PASSWORD,
+    CLIENT_ID,
+    PARTNER_ISSUER,
+    PRIMARY_ISSUER,
+    REDIRECT_URI,
+    Systems,
+    two_systems,
+)
+
+
+def _client(systems: Systems) -> IdmClient:
+    cas = [systems.primary.material.ca.certificate_pem(),
+           systems.partner.material.ca.certificate_pem()]
+    return IdmClient(CLIENT_ID, REDIRECT_URI, client_context(cas))
+
+
+async def _security_token(client: IdmClient) -> tuple[str, str]:
+    tokens = await client.login(PRIMARY_ISSUER, "alice", ALICE_PASSWORD)
+    security = await client.exchange_for_partner(f"{PRIMARY_ISSUER}/token",
+                                                 tokens.access_token, PARTNER_ISSUER)
+    return tokens.access_token, security
+
+
+async def test_security_token_has_the_b8_claims(tmp_path: Path) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        _, security = await _security_token(client)
+        claims = TokenValidator([verification_key(
+            PRIMARY_ISSUER, systems.primary.material.signing.certificate,
+            [systems.primary.material.ca.certificate], now=dt.datetime.now(dt.UTC))]).validate(
+            security, now=time.time(), typ="mcx-st+jwt")
+    # B.8: iss, sub, aud = [client_id, target IdMS address (the 'resource')], exp, iat.
+    assert claims["iss"] == PRIMARY_ISSUER
+    assert claims["sub"] == "alice"
+    assert claims["aud"] == [CLIENT_ID, PARTNER_ISSUER]
+    assert claims["iat"] <= time.time() < claims["exp"]
+    assert claims["mcptt_id"] == ALICE_MCPTT_ID
+
+
+async def test_partner_issues_its_own_access_token(tmp_path: Path) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        _, security = await _security_token(client)
+        answer = await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        token = answer["access_token"]
+        # The partner CMS accepts the partner token and serves the migration profile.
+        profile = await client.fetch_profile(systems.partner.cms.server.url, ALICE_PARTNER_ID,
+                                             token)
+    compact = jws.extract_compact(token.encode())
+    assert compact.headers()["typ"] == ACCESS_TOKEN_TYP
+    body = json.loads(compact.payload)
+    assert body["iss"] == PARTNER_ISSUER  # issued by the partner, not the primary
+    assert body["mcptt_id"] == ALICE_PARTNER_ID  # 23.280 §10.16.5.1: a new MC service ID
+    assert body["primary_mcptt_id"] == ALICE_MCPTT_ID
+    assert "3gpp:mc:ptt_service" in body["scope"].split()
+    assert profile.migration_for == ALICE_MCPTT_ID
+
+
+@pytest.mark.parametrize("mode", ["withhold", "corrupt"])
+async def test_partner_refuses_without_valid_out_of_band_provisioning(
+        tmp_path: Path, mode: str) -> None:
+    async with two_systems(tmp_path, provision_mode=mode) as systems, \
+            _client(systems) as client:
+        _, security = await _security_token(client)
+        with pytest.raises(IdmError) as refused:
+            await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        if mode == "corrupt":
+            assert "signature does not match" in systems.partner.refused_trust["primary"]
+    assert refused.value.status == 400
+    assert refused.value.error == "invalid_grant"
+    assert "no such key was provisioned" in refused.value.description
+
+
+async def test_partner_validates_with_the_primary_idms_stopped(tmp_path: Path) -> None:
+    """Nothing of the primary IdMS is reached or needed when the partner checks the token."""
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        _, security = await _security_token(client)
+        await systems.primary.idms.stop()
+        await systems.primary.cms.stop()
+        served = systems.primary.idms.requests
+        answer = await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        assert answer["token_type"] == "Bearer"
+        assert systems.primary.idms.requests == served
+
+
+async def test_user_without_migration_authorisation_gets_no_security_token(
+        tmp_path: Path) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        tokens = await client.login(PRIMARY_ISSUER, "bob", "bob-secret")
+        with pytest.raises(IdmError) as refused:
+            await client.exchange_for_partner(f"{PRIMARY_ISSUER}/token", tokens.access_token,
+                                              PARTNER_ISSUER)
+    assert refused.value.error == "invalid_target"  # RFC 8693 §2.2.2
+    assert "not authorised to migrate" in refused.value.description
+
+
+async def test_primary_profile_names_the_partner(tmp_path: Path) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        tokens = await client.login(PRIMARY_ISSUER, "alice", ALICE_PASSWORD)
+        profile = await client.fetch_profile(systems.primary.cms.server.url, ALICE_MCPTT_ID,
+                                             tokens.access_token)
+    partner = profile.partner("partner")
+    assert partner is not None and partner.authorised_to_migrate
+    assert partner.idms_audience == PARTNER_ISSUER
+    assert partner.idms_token_endpoint == f"{PARTNER_ISSUER}/token"
+    assert partner.partner_impu == ALICE_PARTNER_ID
