@@ -338,7 +338,10 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
                 error = error or RemoteProtocolError("continuation before the first header", bad)
                 continue
             name, key, value = items[-1]
-            value = f"{value} {line.strip()}" if value else line.strip()
+            # A blank continuation adds nothing: values never end in whitespace,
+            # folded or not, so they survive a serialise/parse round trip.
+            more = line.strip()
+            value = f"{value} {more}" if value and more else value or more
             if len(value) > limits.max_line_length:
                 raise RemoteProtocolError("header line too long", bad)
             items[-1] = (name, key, value)
