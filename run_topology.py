@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Run the emulator's default topology.
+"""Run the MCX migration emulator.
 
-Until the migration scenario lands, the default topology is the foundation
-demo: a UE registers with a registrar over UDP, TCP and TLS on 127.0.0.0/8,
-using the project's own SIP stack, and the run prints the ladder and a
-verdict table.  Exit status 0 means every verdict held.
+    python run_topology.py                       the default topology and scenario
+    python run_topology.py run TOPOLOGY [--scenario NAME] [--transport udp|tcp|tls]
+    python run_topology.py --list-scenarios
+    python run_topology.py up TOPOLOGY --state-file FILE
+    python run_topology.py provision --dir DIR --from A --to B --issuer URL [--mode ...]
+    python run_topology.py demo                  REGISTER over UDP, TCP and TLS
+
+A run prints the ladder (who sent what to whom, with each step's spec
+clause) and a verdict table, writes its captures under pcaps/<run-id>/, and
+exits 0 if and only if every verdict holds.
 """
 
 from __future__ import annotations
@@ -114,12 +120,77 @@ def run_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent / "topologies" / "default.yaml"
+
+
+def list_scenarios() -> int:
+    from nodes.scenario import SCENARIOS
+
+    width = max(map(len, SCENARIOS))
+    for name, scenario in SCENARIOS.items():
+        expect = scenario.expect
+        outcome = (f"refused at {expect.step}: {expect.status} {expect.error or expect.reason}"
+                   if expect else "completes")
+        print(f"{name:<{width}}  {scenario.description}  [{outcome}]")
+    return 0
+
+
+def run_scenarios(args: argparse.Namespace) -> int:
+    from emulator.topology import TopologyError, load_topology
+    from nodes.scenario import SCENARIOS
+    from nodes.session import run_scenario
+
+    try:
+        topology = load_topology(args.topology)
+    except TopologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        print(f"error: unknown scenario {unknown[0]!r}; see --list-scenarios", file=sys.stderr)
+        return 2
+    ok = True
+    for name in names:
+        report = asyncio.run(run_scenario(topology, SCENARIOS[name], transport=args.transport,
+                                          pcap_root=Path(args.pcaps)))
+        print(report.text(ladder=not args.quiet))
+        ok &= report.passed
+    return 0 if ok else 1
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from emulator.topology import TopologyError, load_topology
+    from nodes.session import serve
+
+    try:
+        topology = load_topology(args.topology)
+    except TopologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(topology, Path(args.state_file), transport=args.transport,
+                             pcap_root=Path(args.pcaps)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--list-scenarios", action="store_true",
+                        help="list the scenarios and what each expects")
     commands = parser.add_subparsers(dest="command")
-    demo = commands.add_parser("demo", help="REGISTER demo over UDP, TCP and TLS (default)")
+    run = commands.add_parser("run", help="run a topology with a scenario")
+    run.add_argument("topology", nargs="?", default=str(DEFAULT_TOPOLOGY))
+    run.add_argument("--scenario", default="default", help="a name, or 'all'")
+    up = commands.add_parser("up", help="start a topology and keep it running")
+    up.add_argument("topology", nargs="?", default=str(DEFAULT_TOPOLOGY))
+    up.add_argument("--state-file", required=True, help="JSON written once every node is ready")
+    for sub in (run, up):
+        sub.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
+                         help="force every SIP link to this transport")
+        sub.add_argument("--pcaps", default="pcaps", help="where run directories go")
+    run.add_argument("-q", "--quiet", action="store_true", help="verdicts only, no ladder")
+    demo = commands.add_parser("demo", help="REGISTER demo over UDP, TCP and TLS")
     demo.add_argument("--transport", choices=["udp", "tcp", "tls", "all"], default="all")
     oob = commands.add_parser(
         "provision", help="out-of-band step: give one system's IdMS signing certificate "
@@ -133,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.list_scenarios:
+        return list_scenarios()
     if args.command == "provision":
         return run_provision(args)
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "up":
+        return run_up(args)
     if args.command is None:
-        args.transport = "all"
-    return run_demo(args)
+        args = parser.parse_args(["run", *(argv or [])[:0]])
+    return run_scenarios(args)
 
 
 if __name__ == "__main__":

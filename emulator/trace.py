@@ -21,6 +21,8 @@ class TraceEntry:
     transport: str
     summary: str
     size: int
+    step: str = ""
+    clause: str = ""
 
 
 @dataclass
@@ -30,9 +32,28 @@ class Trace:
     names: dict[str, str] = field(default_factory=dict)
     entries: list[TraceEntry] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    step: str = ""
+    clause: str = ""
+
+    def set_step(self, step: str, clause: str = "") -> None:
+        """Label what follows with a scenario step and the spec clause it implements."""
+        self.step, self.clause = step, clause
+
+    def record(self, source: str, destination: str, transport: str, summary: str,
+               size: int = 0) -> None:
+        """Add a message that no SIP tap saw (HTTPS exchanges, told by their client)."""
+        self.entries.append(TraceEntry(time.monotonic() - self.started, source, destination,
+                                       transport, summary, size, self.step, self.clause))
 
     def name_of(self, address: Address) -> str:
         return self.names.get(address.host, address.host)
+
+    def name_of_host(self, url_or_host: str) -> str:
+        """The node name for a URL's host (or a bare host)."""
+        from urllib.parse import urlsplit
+
+        host = urlsplit(url_or_host).hostname if "//" in url_or_host else url_or_host
+        return self.names.get(host or "", host or url_or_host)
 
     def tap(self, direction: str, local: Address, remote: Address, data: bytes) -> None:
         if direction != "out":
@@ -46,7 +67,8 @@ class Trace:
         else:
             summary = line.rsplit(" ", 1)[0] if line else "(keep-alive)"
         self.entries.append(TraceEntry(time.monotonic() - self.started, self.name_of(local),
-                                       self.name_of(remote), local.transport, summary, len(data)))
+                                       self.name_of(remote), local.transport, summary, len(data),
+                                       self.step, self.clause))
 
     def ladder(self, columns: list[str] | None = None, width: int = 24) -> str:
         """A text sequence chart, one arrow per message, with the time of each."""
@@ -68,7 +90,23 @@ class Trace:
             body = text.center(span - 1, "-")
             arrow = body + ">" if a < b else "<" + body
             row[lo + 1:hi] = list(arrow)
-            lines.append("".join(row).rstrip() + f"   {entry.at * 1000:7.1f} ms")
+            clause = f"  {entry.clause}" if entry.clause else ""
+            lines.append("".join(row).rstrip() + f"   {entry.at * 1000:7.1f} ms{clause}")
+        return "\n".join(lines)
+
+
+    def listing(self) -> str:
+        """The ladder as lines grouped by scenario step: time, sender -> receiver, message."""
+        width = max((len(e.source) for e in self.entries), default=8)
+        lines: list[str] = []
+        current = None
+        for entry in self.entries:
+            if (entry.step, entry.clause) != current:
+                current = (entry.step, entry.clause)
+                clause = f"  [{entry.clause}]" if entry.clause else ""
+                lines.append(f"{entry.step or '(setup)'}{clause}")
+            lines.append(f"  {entry.at * 1000:8.1f} ms  {entry.source:>{width}} -> "
+                         f"{entry.destination:<22} {entry.summary} ({entry.transport})")
         return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from emulator.identity.oidc import (
     TOKEN_TYPE_ACCESS_TOKEN,
     s256_challenge,
 )
+from emulator.trace import Trace
 
 
 class IdmError(Exception):
@@ -56,19 +57,41 @@ class IdmClient:
     """An HTTPS client bound to one CA bundle; use as an async context manager."""
 
     def __init__(self, client_id: str, redirect_uri: str, ssl_context: ssl.SSLContext,
-                 *, local_address: str | None = None) -> None:
+                 *, local_address: str | None = None, trace: Trace | None = None,
+                 name: str = "ue") -> None:
         self.client_id = client_id
         self.redirect_uri = redirect_uri
+        self.name = name
         self._ssl = ssl_context
         self._local = local_address
+        self._trace = trace
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> IdmClient:
         connector = aiohttp.TCPConnector(
             ssl=self._ssl, local_addr=(self._local, 0) if self._local else None)
-        self._session = aiohttp.ClientSession(connector=connector,
+        hooks = []
+        if self._trace is not None:
+            hooks.append(self._trace_config(self._trace))
+        self._session = aiohttp.ClientSession(connector=connector, trace_configs=hooks,
                                               timeout=aiohttp.ClientTimeout(total=15))
         return self
+
+    def _trace_config(self, trace: Trace) -> aiohttp.TraceConfig:
+        """Tell the run's trace about each HTTPS exchange (the pcap has them encrypted)."""
+        config = aiohttp.TraceConfig()
+
+        async def on_end(session: object, context: object,
+                         params: aiohttp.TraceRequestEndParams) -> None:
+            url = params.url
+            peer = trace.name_of_host(str(url))
+            what = describe_http(params.method, url.path, self._last_form)
+            trace.record(self.name, peer, "https", what)
+            trace.record(peer, self.name, "https",
+                         f"{params.response.status} {params.response.reason}")
+
+        config.on_request_end.append(on_end)
+        return config
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
@@ -117,8 +140,11 @@ class IdmClient:
         return Tokens(body["access_token"], body.get("id_token"), body.get("refresh_token"),
                       int(body.get("expires_in", 0)), body.get("scope", ""), body)
 
+    _last_form: dict[str, str] | None = None
+
     async def token(self, endpoint: str, form: dict[str, str]) -> dict[str, Any]:
         """POST to a token endpoint; raises :class:`IdmError` on an OAuth error."""
+        self._last_form = form
         async with self.session.post(endpoint, data={"client_id": self.client_id, **form}) \
                 as response:
             return await _json(response)
@@ -147,6 +173,20 @@ class IdmClient:
                 body = await r.json(content_type=None)
                 raise IdmError(r.status, body.get("error", "?"), body.get("error_description", ""))
             return profiles.parse(await r.read())
+
+
+_GRANT_NAMES = {"authorization_code": "authorization_code", "refresh_token": "refresh_token",
+                GRANT_TOKEN_EXCHANGE: "token-exchange", GRANT_JWT_BEARER: "jwt-bearer"}
+
+
+def describe_http(method: str, path: str, form: dict[str, str] | None) -> str:
+    """A one-line summary of an IdM/CM request for the ladder."""
+    if path.endswith("/token") and form:
+        grant = form.get("grant_type", "")
+        return f"{method} {path} grant_type={_GRANT_NAMES.get(grant, grant)}"
+    if len(path) > 48:
+        path = path[:45] + "..."
+    return f"{method} {path}"
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

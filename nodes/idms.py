@@ -47,8 +47,11 @@ class IdmsNode:
     """An IdMS: an :class:`IdentityProvider` served over HTTPS."""
 
     def __init__(self, name: str, provider: IdentityProvider, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None, *, title: str = "MC IdMS") -> None:
+                 ssl_context: ssl.SSLContext | None, *, title: str = "MC IdMS",
+                 clock_offset: float = 0.0) -> None:
         self.name = name
+        self.clock_offset = clock_offset
+        """Seconds added to this IdMS's clock (negative scenarios: a skewed issuer)."""
         self.provider = provider
         self.title = title
         self.requests = 0
@@ -59,6 +62,9 @@ class IdmsNode:
         app.router.add_post("/authorize", self._authorize_submit)
         app.router.add_post("/token", self._token)
         self.server = HttpsServer(name, app, host, port, ssl_context)
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
 
     def __repr__(self) -> str:
         return f"<IdmsNode {self.name} {self.server.url}>"
@@ -114,7 +120,7 @@ class IdmsNode:
             return checked
         try:
             location = self.provider.authorize(checked, form.get("username", ""),
-                                               form.get("password", ""), now=time.time())
+                                               form.get("password", ""), now=self.now())
         except OAuthError as exc:
             return self._form(checked, f"<p role=alert>{html.escape(exc.description)}</p>",
                               status=exc.status)
@@ -128,7 +134,7 @@ class IdmsNode:
                                   "application/x-www-form-urlencoded (RFC 6749 §3.2)"}, 400)
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         try:
-            body = self.provider.token(form, now=time.time())
+            body = self.provider.token(form, now=self.now())
         except OAuthError as exc:
             logger.info("%s: token request refused: %s", self.name, exc)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}

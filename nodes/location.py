@@ -82,6 +82,20 @@ class LocationService:
             return []
         return list(bindings.values())
 
+    def snapshot(self, aor: str) -> dict[tuple[str, str, str, int | None, str], Binding]:
+        """A copy of ``aor``'s bindings, to :meth:`restore` if a registration is refused later."""
+        return dict(self._bindings.get(aor, {}))
+
+    def restore(self, aor: str,
+                snapshot: dict[tuple[str, str, str, int | None, str], Binding]) -> None:
+        if snapshot:
+            self._bindings[aor] = snapshot
+        else:
+            self._bindings.pop(aor, None)
+
+    def aors(self) -> list[str]:
+        return list(self._bindings)
+
     def purge(self, *, now: float) -> int:
         """Drop every expired binding; returns how many went."""
         removed = 0

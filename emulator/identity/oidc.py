@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,8 @@ GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 ACR_PASSWORD = "3gpp:acr:password"
+# RFC 7636 §4.1/§4.2: code_verifier and code_challenge are 43..128 unreserved characters.
+_PKCE_RE = re.compile(r"[A-Za-z0-9._~-]{43,128}\Z")
 
 # 33.180 B.4 scope values (MCOP's list, spec digest §2.4).
 MC_SCOPES = (
@@ -253,7 +256,7 @@ class IdentityProvider:
         if params.get("code_challenge_method") != "S256":
             raise OAuthError("invalid_request", "code_challenge_method must be S256 (PKCE)")
         challenge = params.get("code_challenge", "")
-        if not 43 <= len(challenge) <= 128:
+        if not _PKCE_RE.match(challenge):
             raise OAuthError("invalid_request", "code_challenge missing or malformed")
         state = params.get("state", "")
         if not state:
@@ -338,7 +341,7 @@ class IdentityProvider:
             raise OAuthError("invalid_grant", "redirect_uri does not match the authorization "
                                               "request (RFC 6749 §4.1.3)")
         verifier = form.get("code_verifier", "")
-        if not 43 <= len(verifier) <= 128:
+        if not _PKCE_RE.match(verifier):
             raise OAuthError("invalid_request", "code_verifier missing or malformed (RFC 7636)")
         code.used = True
         if not hmac.compare_digest(s256_challenge(verifier), code.challenge):

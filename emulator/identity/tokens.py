@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -239,8 +240,10 @@ class TokenValidator:
                 raise TokenError(f"claim {name!r} is missing")
         for name in ("exp", "iat", "nbf"):
             value = claims.get(name)
+            # json.loads accepts NaN and Infinity, which no comparison would ever refuse.
             if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, int | float)):
+                                      or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
                 raise TokenError(f"claim {name!r} is not a number")
         if now > claims["exp"] + leeway:
             raise TokenError(f"token expired {int(now - claims['exp'])} s ago")

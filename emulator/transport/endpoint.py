@@ -49,6 +49,7 @@ class TransactionUser(Protocol):
 
 
 ProvisionalHandler = Callable[[Response], None]
+ResponseHandler = Callable[[Response], None]
 
 
 class SipEndpoint:
@@ -65,8 +66,7 @@ class SipEndpoint:
         self.dropped: list[MessageDropped] = []
         self._limits = limits
         self._transports: dict[str, Transport] = {}
-        self._waiters: dict[TransactionKey, tuple[asyncio.Future[Response], Request, Address,
-                                                  ProvisionalHandler | None]] = {}
+        self._waiters: dict[TransactionKey, tuple[ResponseHandler, Request, Address]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,26 +113,41 @@ class SipEndpoint:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for future, *_ in self._waiters.values():
-            future.cancel()
-        self._waiters.clear()
+        waiters, self._waiters = self._waiters, {}
+        for on_response, request, _ in waiters.values():
+            on_response(request.make_response(503, "Service Unavailable (endpoint closed)"))
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()
 
     # ----------------------------------------------------------- TU calls
+    def send_request(self, request: Request, destination: Address,
+                     on_response: ResponseHandler) -> TransactionKey:
+        """Start a client transaction; ``on_response`` gets every response, 1xx included.
+
+        The final response always comes: a timeout becomes a 408 and a
+        transport failure a 503, built locally as §8.1.3.1 prescribes.
+        This is the proxy's way in (no task per request); :meth:`request`
+        wraps it for code that simply waits.
+        """
+        key = self.layer.send_request(request, destination, now=self.now())
+        self._waiters[key] = (on_response, request, destination)
+        self._pump()
+        return key
+
     async def request(self, request: Request, destination: Address, *,
                       on_provisional: ProvisionalHandler | None = None) -> Response:
-        """Send ``request`` in a client transaction and wait for its final response.
+        """Send ``request`` in a client transaction and wait for its final response."""
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
-        A timeout becomes a 408 and a transport failure a 503, built locally
-        as §8.1.3.1 prescribes, so callers always get a response.
-        """
-        loop = asyncio.get_running_loop()
-        key = self.layer.send_request(request, destination, now=loop.time())
-        future: asyncio.Future[Response] = loop.create_future()
-        self._waiters[key] = (future, request, destination, on_provisional)
-        self._pump()
+        def on_response(response: Response) -> None:
+            if response.status < 200:
+                if on_provisional is not None:
+                    on_provisional(response)
+            elif not future.done():
+                future.set_result(response)
+
+        self.send_request(request, destination, on_response)
         return await future
 
     def send_response(self, response: Response, transaction: TransactionKey | None = None) -> None:
@@ -154,7 +169,7 @@ class SipEndpoint:
         self._pump()
 
     def _unreachable(self, destination: Address, reason: str) -> None:
-        for key, (_, _, address, _) in list(self._waiters.items()):
+        for key, (_, _, address) in list(self._waiters.items()):
             if address == destination:
                 self.layer.transport_error(key, reason)
         self._pump()
@@ -196,22 +211,18 @@ class SipEndpoint:
             key = event.transaction
             waiter = self._waiters.get(key) if key is not None else None
             if key is None or waiter is None:
-                self.user.response_received(event)  # stray, or a 2xx retransmission
+                # Stray, or a 2xx retransmission in RFC 6026 Accepted: the TU's
+                # UA core re-sends its ACK (§13.2.2.4).
+                self.user.response_received(event)
                 return
-            future, _, _, on_provisional = waiter
-            if event.response.status < 200:
-                if on_provisional is not None:
-                    on_provisional(event.response)
-                return
-            future.set_result(event.response)
-            # Later 2xx retransmissions (RFC 6026 Accepted) find no waiter and
-            # go to the TU, whose UA core re-sends the ACK (§13.2.2.4).
-            del self._waiters[key]
+            if event.response.status >= 200:
+                del self._waiters[key]
+            waiter[0](event.response)
         elif isinstance(event, TransactionTimedOut | TransportFailed):
             waiter = self._waiters.pop(event.transaction, None)
-            if waiter is not None and not waiter[0].done():
+            if waiter is not None:
                 status = 408 if isinstance(event, TransactionTimedOut) else 503
-                waiter[0].set_result(event.request.make_response(status))
+                waiter[0](event.request.make_response(status))
         elif isinstance(event, MessageDropped):
             logger.info("%s: dropped message from %s: %s", self.name, event.source, event.reason)
             self.dropped.append(event)

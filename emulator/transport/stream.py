@@ -109,12 +109,27 @@ class StreamTransport:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    def send(self, data: bytes, destination: Address) -> None:
+    def _flow_to(self, destination: Address) -> _Connection | None:
+        """An open connection to ``destination``, or one its host opened to us.
+
+        A UE (or a P-CSCF) behind TCP/TLS is reached over the connection it
+        opened when it registered, whatever port its Contact names: the
+        flow reuse of RFC 5626 §5.3 and 24.229 §5.2.2, keyed here by host.
+        """
         connection = self._connections.get(destination)
+        if connection is not None:
+            return connection
+        for remote, candidate in self._connections.items():
+            if remote.host == destination.host:
+                return candidate
+        return None
+
+    def send(self, data: bytes, destination: Address) -> None:
+        connection = self._flow_to(destination)
         if connection is not None:
             connection.write(data)
             if self.tap is not None:
-                self.tap("out", self._local, destination, data)
+                self.tap("out", self._local, connection.remote or destination, data)
             return
         pending = self._pending.get(destination)
         if pending is not None:

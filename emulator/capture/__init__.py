@@ -1,0 +1,1 @@
+"""Packet capture of a run, and reading captures back."""

@@ -1,0 +1,327 @@
+"""Load and validate a topology file into frozen data, in one place.
+
+The file is YAML (containerlab's spirit).  Every error names the file, the
+line and the key path, e.g.::
+
+    topologies/bad.yaml:14: systems.partner.nodes.sip-core.host: '10.1.1.1' is not
+    in 127.0.0.0/8 (localhost placement only uses loopback addresses)
+
+Unknown keys are errors too: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model import (
+    ROLES,
+    TRANSPORTS,
+    Link,
+    LocalPlmn,
+    McSystem,
+    MigrationProfileSpec,
+    Node,
+    SipInterface,
+    Topology,
+    UeSpec,
+    UserSpec,
+)
+
+
+class TopologyError(ValueError):
+    """A topology file is wrong; the message names file, line and key path."""
+
+
+class _Doc:
+    """The parsed YAML plus the line of every key path."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise TopologyError(f"{source}{line}: not valid YAML: "
+                                f"{getattr(exc, 'problem', exc)}") from None
+        if node is None:
+            raise TopologyError(f"{source}: the file is empty")
+        self._scalars = yaml.SafeLoader("")  # resolves scalars with YAML's own typing
+        self.data = self._convert(node, "")
+
+    def _convert(self, node: yaml.Node, path: str) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                if key in out:
+                    raise TopologyError(f"{self.source}:{key_node.start_mark.line + 1}: "
+                                        f"{child}: duplicate key")
+                out[key] = self._convert(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node)
+
+    def error(self, path: str, message: str) -> TopologyError:
+        line = self.lines.get(path)
+        while line is None and path:
+            path_parent = path.rsplit(".", 1)[0] if "." in path else ""
+            line = self.lines.get(path_parent)
+            if path_parent == path:
+                break
+            path = path_parent if line is None else path
+        where = f"{self.source}:{line}" if line else self.source
+        return TopologyError(f"{where}: {path or '(top level)'}: {message}")
+
+
+class _Reader:
+    """Typed access to one mapping of the document, with precise errors."""
+
+    def __init__(self, doc: _Doc, data: Any, path: str) -> None:
+        self.doc = doc
+        self.path = path
+        if not isinstance(data, dict):
+            raise doc.error(path, f"must be a mapping, not {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self._used: set[str] = set()
+
+    def _child(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self._used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise self.doc.error(self.path, f"missing required key {key!r}")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and kind in (int, (int,)):
+            raise self.doc.error(self._child(key), "must be a number, not a boolean")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.doc.error(self._child(key), f"must be {names}, not "
+                                                   f"{type(value).__name__} ({value!r})")
+        return value
+
+    def string(self, key: str, default: Any = ...) -> Any:
+        value = self.get(key, str, default)
+        if isinstance(value, str) and not value.strip():
+            raise self.doc.error(self._child(key), "must not be empty")
+        return value
+
+    def sub(self, key: str) -> _Reader:
+        self._used.add(key)
+        if key not in self.data:
+            raise self.doc.error(self.path, f"missing required key {key!r}")
+        return _Reader(self.doc, self.data[key], self._child(key))
+
+    def items(self, key: str) -> list[tuple[str, _Reader]]:
+        reader = self.sub(key)
+        out = []
+        for name in reader.data:
+            reader._used.add(name)
+            out.append((str(name), reader.sub(name)))
+        return out
+
+    def check(self, value: Any, key: str, test: Callable[[Any], bool], message: str) -> Any:
+        if not test(value):
+            raise self.doc.error(self._child(key), message)
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._used)
+        if unknown:
+            raise self.doc.error(self._child(unknown[0]), f"unknown key {unknown[0]!r}")
+
+
+def _loopback(reader: _Reader, key: str) -> str:
+    host: str = reader.string(key)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise reader.doc.error(reader._child(key), f"{host!r} is not an IP address") from None
+    if not address.is_loopback or address.version != 4 or host == "127.0.0.1":
+        raise reader.doc.error(reader._child(key), f"{host!r} is not in 127.0.0.0/8 other than "
+                                                   "127.0.0.1 (localhost placement gives every "
+                                                   "node its own loopback address)")
+    return host
+
+
+def _port(reader: _Reader, key: str) -> int:
+    port = reader.get(key, int)
+    return int(reader.check(port, key, lambda p: 1 <= p <= 65535, f"port {port} out of range"))
+
+
+def _sip(reader: _Reader) -> SipInterface:
+    port = _port(reader, "port")
+    transports = reader.get("transports", list, ["udp", "tcp", "tls"])
+    for i, transport in enumerate(transports):
+        if transport not in TRANSPORTS:
+            raise reader.doc.error(f"{reader.path}.transports[{i}]",
+                                   f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
+    reader.done()
+    return SipInterface(port, tuple(transports))
+
+
+def _node(reader: _Reader, name: str, system: str, role: str | None = None) -> Node:
+    role = role or reader.string("role")
+    reader.check(role, "role", lambda r: r in ROLES,
+                 f"role {role!r} is not one of {', '.join(ROLES)}")
+    host = _loopback(reader, "host")
+    sip = _sip(reader.sub("sip")) if reader.has("sip") else None
+    https = _port(reader, "https") if reader.has("https") else None
+    if role in ("sip-core", "mc-server") and sip is None:
+        raise reader.doc.error(reader.path, f"a {role} needs a 'sip' interface")
+    if role in ("idms", "cms") and https is None:
+        raise reader.doc.error(reader.path, f"a {role} needs an 'https' port")
+    reader.done()
+    return Node(name, role, system, host, sip, https)
+
+
+def _user(reader: _Reader, name: str) -> UserSpec:
+    user = UserSpec(
+        name=name, password=reader.string("password"), mcptt_id=reader.string("mcptt_id"),
+        mcdata_id=reader.string("mcdata_id", None), mcvideo_id=reader.string("mcvideo_id", None),
+        migrate_to=tuple(reader.get("migrate_to", list, [])))
+    for key in ("mcptt_id", "mcdata_id", "mcvideo_id"):
+        value = getattr(user, key)
+        if value is not None and not value.startswith(("sip:", "tel:")):
+            raise reader.doc.error(reader._child(key), f"{value!r} is not a SIP URI")
+    reader.done()
+    return user
+
+
+def _system(reader: _Reader, name: str) -> McSystem:
+    domain = reader.string("domain")
+    organization = reader.string("organization", name)
+    nodes = tuple(_node(node_reader, node_name, name)
+                  for node_name, node_reader in reader.items("nodes"))
+    roles = [node.role for node in nodes]
+    for role in ROLES:
+        if roles.count(role) != 1:
+            raise reader.doc.error(f"{reader.path}.nodes",
+                                   f"needs exactly one node with role {role!r}, has "
+                                   f"{roles.count(role)}")
+    users = tuple(_user(u, n) for n, u in reader.items("users")) if reader.has("users") else ()
+    profiles = []
+    if reader.has("migration_profiles"):
+        for user_name, profile in reader.items("migration_profiles"):
+            profiles.append(MigrationProfileSpec(
+                user=user_name, primary=profile.string("primary"),
+                partner_identity=profile.string("partner_identity"),
+                partner_mcdata_id=profile.string("partner_mcdata_id", None),
+                partner_mcvideo_id=profile.string("partner_mcvideo_id", None)))
+            profile.done()
+    reader.done()
+    return McSystem(name, domain, organization, nodes, users, tuple(profiles))
+
+
+def parse_topology(text: str, source: str = "<string>") -> Topology:
+    """Parse and validate topology text; raises :class:`TopologyError`."""
+    doc = _Doc(source, text)
+    top = _Reader(doc, doc.data, "")
+    name = top.string("name")
+    systems = tuple(_system(r, n) for n, r in top.items("systems"))
+    if len(systems) < 2:
+        raise doc.error("systems", "needs at least two MC systems (primary and partner)")
+    by_name = {s.name: s for s in systems}
+
+    plmn_reader = top.sub("local_plmn")
+    plmn_name = plmn_reader.string("name")
+    gateway_reader = plmn_reader.sub("gateway")
+    gw_host = _loopback(gateway_reader, "host")
+    gw_sip = _sip(gateway_reader.sub("sip"))
+    gw_https = _port(gateway_reader, "https")
+    gateway_reader.done()
+    serves = plmn_reader.string("serves")
+    plmn_reader.check(serves, "serves", lambda s: s in by_name, f"no MC system named {serves!r}")
+    pool_text = plmn_reader.string("ue_pool")
+    try:
+        pool_net = ipaddress.ip_network(pool_text)
+    except ValueError:
+        raise doc.error("local_plmn.ue_pool", f"{pool_text!r} is not a network") from None
+    if not pool_net.is_loopback:
+        raise doc.error("local_plmn.ue_pool", f"{pool_text} is not inside 127.0.0.0/8")
+    pool = tuple(str(h) for h in list(pool_net.hosts())[:64])
+    local_plmn = LocalPlmn(plmn_name, plmn_reader.string("plmn_id"),
+                           Node("gateway", "gateway", plmn_name, gw_host, gw_sip, gw_https),
+                           serves, pool)
+    plmn_reader.done()
+
+    ues = []
+    for ue_name, ue_reader in top.items("ues"):
+        home = ue_reader.string("home")
+        ue_reader.check(home, "home", lambda h: h in by_name, f"no MC system named {home!r}")
+        user = ue_reader.string("user")
+        users = {x.name for x in by_name[home].users}
+        ue_reader.check(user, "user", users.__contains__, f"system {home!r} has no user {user!r}")
+        ues.append(UeSpec(ue_name, user, home, _loopback(ue_reader, "host")))
+        ue_reader.done()
+
+    known = {n.qualified_name for s in systems for n in s.nodes}
+    known |= {f"{plmn_name}.gateway"} | {ue.name for ue in ues}
+    links = []
+    for i, item in enumerate(top.get("links", list, [])):
+        path = f"links[{i}]"
+        reader = _Reader(doc, item, path)
+        ends = reader.get("between", list)
+        if len(ends) != 2:
+            raise doc.error(f"{path}.between", "a link is between exactly two nodes")
+        for j, end in enumerate(ends):
+            if end not in known:
+                raise doc.error(f"{path}.between[{j}]", f"no node named {end!r} (known: "
+                                                        f"{', '.join(sorted(known))})")
+        transport = reader.string("transport", "udp")
+        reader.check(transport, "transport", lambda t: t in TRANSPORTS,
+                     f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
+        links.append(Link(ends[0], ends[1], transport))
+        reader.done()
+
+    client = top.sub("oidc_client") if top.has("oidc_client") else None
+    client_id = client.string("client_id") if client else "mcx-client"
+    redirect = client.string("redirect_uri") if client else "http://127.0.0.1/callback"
+    if client:
+        client.done()
+    top.done()
+
+    hosts: dict[str, str] = {}
+    for system in systems:
+        for node in system.nodes:
+            other = hosts.setdefault(node.host, node.qualified_name)
+            if other != node.qualified_name:
+                raise doc.error(f"systems.{system.name}.nodes.{node.name}.host",
+                                f"address {node.host} is already used by {other}")
+        for profile in system.migration_profiles:
+            if profile.primary not in by_name:
+                raise doc.error(f"systems.{system.name}.migration_profiles.{profile.user}"
+                                ".primary", f"no MC system named {profile.primary!r}")
+    for system in systems:
+        for user in system.users:
+            for target in user.migrate_to:
+                if target not in by_name or target == system.name:
+                    raise doc.error(f"systems.{system.name}.users.{user.name}.migrate_to",
+                                    f"{target!r} is not another MC system")
+    return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
+                    source)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file; raises :class:`TopologyError`."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TopologyError(f"{file}: cannot read: {exc.strerror}") from None
+    return parse_topology(text, str(file))

@@ -1,0 +1,179 @@
+"""The topology model: frozen dataclasses, built only by ``loader.py``.
+
+Names follow the specs: an MC system has an IdMS, a CMS, a SIP core and an
+MC server (23.280 §7); the local PLMN has a gateway acting as P-CSCF; a UE
+belongs to a user of its primary system.  Nothing here starts anything:
+``emulator/network.py`` turns this data into running nodes (Mininet's
+``topo.py`` vs ``net.py`` split).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("idms", "cms", "sip-core", "mc-server")
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+@dataclass(frozen=True)
+class SipInterface:
+    """Where a node listens for SIP: one port, the transports enabled on it."""
+
+    port: int
+    transports: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node of an MC system (or the local PLMN gateway)."""
+
+    name: str
+    role: str
+    system: str
+    host: str
+    sip: SipInterface | None = None
+    https_port: int | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.system}.{self.name}"
+
+    @property
+    def https_url(self) -> str | None:
+        return None if self.https_port is None else f"https://{self.host}:{self.https_port}"
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """An MC service user provisioned in an MC system."""
+
+    name: str
+    password: str
+    mcptt_id: str
+    mcdata_id: str | None = None
+    mcvideo_id: str | None = None
+    migrate_to: tuple[str, ...] = ()
+    """Partner systems the user's profile authorises migration to."""
+
+    @property
+    def mc_ids(self) -> dict[str, str]:
+        ids = {"mcptt_id": self.mcptt_id}
+        if self.mcdata_id:
+            ids["mcdata_id"] = self.mcdata_id
+        if self.mcvideo_id:
+            ids["mcvideo_id"] = self.mcvideo_id
+        return ids
+
+
+@dataclass(frozen=True)
+class MigrationProfileSpec:
+    """A partner system's provisioned profile for a user of another system."""
+
+    user: str
+    primary: str
+    partner_identity: str
+    """The MCPTT ID (and IMPU) the partner assigns (23.280 §10.16.5.1)."""
+    partner_mcdata_id: str | None = None
+    partner_mcvideo_id: str | None = None
+
+
+@dataclass(frozen=True)
+class McSystem:
+    name: str
+    domain: str
+    organization: str
+    nodes: tuple[Node, ...]
+    users: tuple[UserSpec, ...] = ()
+    migration_profiles: tuple[MigrationProfileSpec, ...] = ()
+
+    def node(self, role: str) -> Node:
+        for node in self.nodes:
+            if node.role == role:
+                return node
+        raise KeyError(f"system {self.name} has no {role}")
+
+    def user(self, name: str) -> UserSpec:
+        for user in self.users:
+            if user.name == name:
+                return user
+        raise KeyError(f"system {self.name} has no user {name}")
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        return frozenset(node.host for node in self.nodes)
+
+
+@dataclass(frozen=True)
+class LocalPlmn:
+    """The PLMN the migrating UE attaches to, and its gateway (P-CSCF role)."""
+
+    name: str
+    plmn_id: str
+    gateway: Node
+    serves: str
+    """The MC system whose SIP core the gateway routes to."""
+    ue_pool: tuple[str, ...]
+    """Addresses the gateway hands out on attach."""
+
+
+@dataclass(frozen=True)
+class UeSpec:
+    name: str
+    user: str
+    home: str
+    host: str
+    """The UE's address in its home network (before migration)."""
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    transport: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    systems: tuple[McSystem, ...]
+    local_plmn: LocalPlmn
+    ues: tuple[UeSpec, ...]
+    links: tuple[Link, ...] = ()
+    oidc_client_id: str = "mcx-client"
+    oidc_redirect_uri: str = "http://127.0.0.1/callback"
+    source: str = field(default="<memory>", compare=False)
+
+    def system(self, name: str) -> McSystem:
+        for system in self.systems:
+            if system.name == name:
+                return system
+        raise KeyError(f"no MC system {name}")
+
+    def ue(self, name: str) -> UeSpec:
+        for ue in self.ues:
+            if ue.name == name:
+                return ue
+        raise KeyError(f"no UE {name}")
+
+    def link_transport(self, a: str, b: str) -> str | None:
+        for link in self.links:
+            if {link.a, link.b} == {a, b}:
+                return link.transport
+        return None
+
+    def host_names(self) -> dict[str, str]:
+        """Address -> node name, for ladders and capture name resolution."""
+        names = {n.host: n.qualified_name for s in self.systems for n in s.nodes}
+        names[self.local_plmn.gateway.host] = f"{self.local_plmn.name}.gateway"
+        for ue in self.ues:
+            names[ue.host] = ue.name
+        for index, host in enumerate(self.local_plmn.ue_pool):
+            names.setdefault(host, f"{self.local_plmn.name}.ue{index + 1}")
+        return names
+
+    def with_transport(self, transport: str) -> Topology:
+        """The same topology with every link forced to one transport (--transport)."""
+        from dataclasses import replace
+
+        return replace(self, links=tuple(replace(link, transport=transport)
+                                         for link in self.links))

@@ -1,0 +1,65 @@
+"""A minimal RFC 3261 §12 dialog: enough for a private call (INVITE, ACK, BYE).
+
+The UAC builds the route set from the 2xx's Record-Route in reverse
+(§12.1.2), the UAS from the INVITE's Record-Route in order (§12.1.1); the
+remote target is the peer's Contact.  In-dialog requests carry the route
+set as Route headers and go to the first of them (loose routing).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from emulator.sip.events import Address
+from emulator.sip.headers import Headers, NameAddress, Via
+from emulator.sip.message import Request, Response
+from emulator.sip.uri import URI
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    local: NameAddress
+    remote: NameAddress
+    remote_target: URI
+    route_set: tuple[str, ...]
+    local_cseq: int
+    invite_cseq: int
+
+    @classmethod
+    def as_uac(cls, invite: Request, response: Response) -> Dialog:
+        routes = tuple(reversed(response.headers.values("Record-Route")))
+        return cls(invite.call_id, invite.from_, response.to, response.contacts[0].uri, routes,
+                   invite.cseq.seq, invite.cseq.seq)
+
+    @classmethod
+    def as_uas(cls, invite: Request, local_tag: str) -> Dialog:
+        routes = tuple(invite.headers.values("Record-Route"))
+        return cls(invite.call_id, invite.to.with_tag(local_tag), invite.from_,
+                   invite.contacts[0].uri, routes, 0, invite.cseq.seq)
+
+    def next_hop(self) -> Address:
+        target = NameAddress.parse(self.route_set[0]).uri if self.route_set else \
+            self.remote_target
+        return Address(target.transport, target.host, target.port or 5060)
+
+    def request(self, method: str, via: Via, *, cseq: int | None = None) -> Request:
+        """An in-dialog request (§12.2.1.1); ACK reuses the INVITE's CSeq number."""
+        if cseq is None:
+            self.local_cseq += 1
+            cseq = self.local_cseq
+        headers = Headers()
+        headers.add("Via", via)
+        headers.add("Max-Forwards", 70)
+        for route in self.route_set:
+            headers.add("Route", route)
+        headers.add("From", self.local)
+        headers.add("To", self.remote)
+        headers.add("Call-ID", self.call_id)
+        headers.add("CSeq", f"{cseq} {method}")
+        return Request(method, self.remote_target, headers)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(4)

@@ -1,0 +1,217 @@
+"""The local PLMN gateway: attach over HTTPS, and the P-CSCF role for SIP.
+
+Attach (project-defined, documented in the README)::
+
+    POST /attach   {"ue": "<name>"}            ->  {"ue_address": "127.0.31.1",
+                                                     "plmn_id": "001-02",
+                                                     "p_cscf": {"host": ..., "port": ...,
+                                                                "transports": [...]}}
+    DELETE /attach/<address>                   ->  {"detached": "<address>"}
+
+P-CSCF (24.229 §5.2, spec digest §7.3):
+
+* SIP from an address that is not attached is refused (403);
+* REGISTER towards the served SIP core: ``Path: <sip:term@gw;lr>`` with
+  ``Require: path`` (RFC 3327), ``P-Visited-Network-ID``,
+  ``P-Charging-Vector`` with a fresh ``icid-value`` (RFC 7315), and
+  ``Security-Client`` / sec-agree option tags stripped (no IPsec here);
+* the 200's ``Service-Route`` and ``P-Associated-URI`` are stored per UE;
+* later requests from the UE get ``P-Asserted-Identity`` (the registered
+  identity; ``P-Preferred-Identity`` is honoured only if it is one of the
+  associated URIs) and the stored Service-Route as their Route set.
+
+The gateway knows one SIP core, the one of the system it serves; it has no
+route to any other MC system.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from emulator.sip.events import Address, TransactionKey
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request, Response
+from emulator.topology.model import LocalPlmn
+from emulator.trace import Trace
+
+from .httpd import HttpsServer, json_response, new_application
+from .sipnode import SipNode, tls_port
+
+logger = logging.getLogger(__name__)
+
+SEC_AGREE_HEADERS = ("Security-Client", "Security-Verify")
+
+
+@dataclass
+class UeContext:
+    """What the gateway knows of one attached UE."""
+
+    name: str
+    address: str
+    registered: bool = False
+    service_route: tuple[str, ...] = ()
+    associated: tuple[str, ...] = ()
+    requests: int = field(default=0)
+
+
+class Gateway(SipNode):
+    """A local PLMN gateway acting as P-CSCF towards ``core``."""
+
+    def __init__(self, plmn: LocalPlmn, core: Address, *, trace: Trace | None = None,
+                 server_ssl: ssl.SSLContext | None = None,
+                 client_ssl: ssl.SSLContext | None = None,
+                 https_ssl: ssl.SSLContext | None = None) -> None:
+        node = plmn.gateway
+        assert node.sip is not None and node.https_port is not None
+        super().__init__(f"{plmn.name}.gateway", node.host, node.sip, trace=trace,
+                         server_ssl=server_ssl, client_ssl=client_ssl)
+        self.plmn = plmn
+        self.core = core
+        self.attached: dict[str, UeContext] = {}
+        self._free = list(plmn.ue_pool)
+        app = new_application()
+        app.router.add_post("/attach", self._attach)
+        app.router.add_delete("/attach/{address}", self._detach)
+        self.http = HttpsServer(self.name, app, node.host, node.https_port, https_ssl)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.http.start()
+
+    async def stop(self) -> None:
+        await self.http.stop()
+        await super().stop()
+
+    # -- attach ----------------------------------------------------------------
+    def attach(self, ue: str) -> UeContext:
+        for context in self.attached.values():
+            if context.name == ue:
+                return context  # re-attach keeps the address
+        if not self._free:
+            raise LookupError("address pool exhausted")
+        context = UeContext(ue, self._free.pop(0))
+        self.attached[context.address] = context
+        logger.info("%s: %s attached as %s", self.name, ue, context.address)
+        return context
+
+    async def _attach(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_response({"error": "invalid_request",
+                                  "error_description": "body must be JSON"}, 400)
+        ue = body.get("ue") if isinstance(body, dict) else None
+        if not isinstance(ue, str) or not ue or len(ue) > 64:
+            return json_response({"error": "invalid_request",
+                                  "error_description": "'ue' (the UE's name) is required"}, 400)
+        try:
+            context = self.attach(ue)
+        except LookupError as exc:
+            return json_response({"error": "unavailable", "error_description": str(exc)}, 503)
+        return json_response({
+            "ue_address": context.address, "plmn_id": self.plmn.plmn_id,
+            "p_cscf": {"host": self.host, "port": self.sip.port, "tls_port": tls_port(self.sip),
+                       "transports": list(self.sip.transports)}})
+
+    async def _detach(self, request: web.Request) -> web.Response:
+        context = self.attached.pop(request.match_info["address"], None)
+        if context is None:
+            return json_response({"error": "not_found",
+                                  "error_description": "no UE attached at that address"}, 404)
+        self._free.append(context.address)
+        return json_response({"detached": context.address})
+
+    # -- SIP ---------------------------------------------------------------------
+    def from_core(self, source: Address) -> bool:
+        return source.host == self.core.host
+
+    def on_request(self, request: Request, source: Address,
+                   transaction: TransactionKey | None) -> None:
+        assert transaction is not None
+        if self.from_core(source):
+            self.terminating(request, transaction)
+            return
+        context = self.attached.get(source.host)
+        if context is None:
+            self.reply(request, transaction, 403,
+                       f"Forbidden (not attached to {self.plmn.name})")
+            return
+        context.requests += 1
+        if request.method == "REGISTER":
+            self.register(request, context, transaction)
+        else:
+            self.originating(request, context, transaction)
+
+    def on_ack(self, request: Request, source: Address) -> None:
+        if not self.from_core(source) and source.host not in self.attached:
+            return  # not attached: dropped, ACK gets no answer
+        super().on_ack(request, source)
+
+    def register(self, request: Request, context: UeContext, transaction: TransactionKey
+                 ) -> None:
+        headers = request.headers
+        for name in SEC_AGREE_HEADERS:
+            headers.remove(name)
+        for name in ("Require", "Proxy-Require"):
+            tags = [t for t in headers.values(name) if t.lower() != "sec-agree"]
+            headers.remove(name)
+            if tags:
+                headers.add(name, ", ".join(tags))
+        headers.prepend("Path", NameAddress(self.uri("term", transport=self.core.transport)))
+        require = set(request.option_tags("Require")) | {"path"}
+        headers.set("Require", ", ".join(sorted(require)))
+        headers.add("P-Visited-Network-ID", f'"{self.plmn.name}"')
+        headers.add("P-Charging-Vector", f"icid-value={secrets.token_hex(12)};"
+                                         f"icid-generated-at={self.host}")
+
+        def on_final(response: Response) -> Response:
+            if response.status == 200:
+                context.registered = bool(response.contacts)
+                context.service_route = tuple(response.headers.values("Service-Route"))
+                context.associated = tuple(
+                    NameAddress.parse(v).uri.aor
+                    for v in response.headers.values("P-Associated-URI"))
+            return response
+
+        self.forward(request, transaction, self.core, on_final=on_final)
+
+    def originating(self, request: Request, context: UeContext, transaction: TransactionKey
+                    ) -> None:
+        if not context.registered or not context.associated:
+            self.reply(request, transaction, 403, "Forbidden (register first)")
+            return
+        preferred = request.headers.get("P-Preferred-Identity")
+        identity = context.associated[0]
+        if preferred is not None:
+            aor = NameAddress.parse(preferred).uri.aor
+            if aor in context.associated:
+                identity = aor
+            request.headers.remove("P-Preferred-Identity")
+        request.headers.set("P-Asserted-Identity", NameAddress.build(identity))
+        if request.to.tag is None:
+            # Initial request: the route set is the stored Service-Route (24.229 §5.2.6.3.2).
+            request.headers.remove("Route")
+            for value in context.service_route:
+                request.headers.add("Route", value)
+            self.record_route(request)
+        else:
+            self.pop_own_route(request)
+        destination = self.next_hop(request) or self.core
+        self.forward(request, transaction, destination)
+
+    def terminating(self, request: Request, transaction: TransactionKey) -> None:
+        self.pop_own_route(request)
+        if request.to.tag is None:
+            self.record_route(request)
+        target = request.uri
+        if target.host not in self.attached and not request.routes:
+            self.reply(request, transaction, 404, "Not Found (UE not attached here)")
+            return
+        destination = self.next_hop(request)
+        assert destination is not None
+        self.forward(request, transaction, destination)

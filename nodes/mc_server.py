@@ -1,0 +1,357 @@
+"""The MC server: MC service authorisation from REGISTER, and the MC service AS role.
+
+Service authorisation (24.379 §7.3.1, 33.180 §5.1.3 step C, B.10): the SIP
+core's third-party REGISTER carries the UE's REGISTER as ``message/sip``; its
+body holds one info document per MC service (mcptt-info, mcdata-info,
+mcvideo-info), each with an access token.  For each, the MC server
+
+1. validates the token (signature with the key provisioned for its own
+   IdMS, ``iss``, ``exp``/``iat``, ``typ``, and the service's scope);
+2. binds the MC service ID: the token's ``mcptt_id`` must be the registered
+   IMPU (the asserted identity) and each info document's request URI must
+   be that service's ID claim;
+3. for a migrated user (a partner access token, which names the primary
+   issuer), requires the migration profile to be provisioned here.
+
+Refusal: ``403`` with ``Warning: 399 <host> "101 service authorisation
+failed"`` (24.379 §4.4 warn-text, spec digest §4.2 [S]).
+
+Variants, selected per MC server:
+
+* ``normal``: partner access tokens from the partner IdMS (33.180 §5.1.4).
+* ``direct`` (**non-normative**): the REGISTER carries the security token the
+  primary issued for the partner; the MC server checks it itself against the
+  out-of-band provisioned primary certificate.
+* ``interconnection`` (23.280 §10.6.3 baseline): the REGISTER carries the
+  primary access token, and the partner MC server asks the primary MC server
+  with a "migration service authorisation request" over the interconnection
+  link.  That request's encoding is **project-defined** (a SIP MESSAGE with
+  an XML body), since the 10.6.3 table was only partly retrieved.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from emulator import mcx_info
+from emulator.identity.tokens import (
+    ACCESS_TOKEN_TYP,
+    SECURITY_TOKEN_TYP,
+    TokenError,
+    TokenValidator,
+)
+from emulator.sip.errors import RemoteProtocolError
+from emulator.sip.events import Address, TransactionKey
+from emulator.sip.headers import Headers, NameAddress
+from emulator.sip.message import Request, Response, parse_message
+from emulator.sip.multipart import MultipartBody, MultipartError
+from emulator.sip.uri import URI
+from emulator.topology.model import SipInterface
+from emulator.trace import Trace
+from emulator.xmlsafe import XmlError, parse_xml
+
+from .sipnode import SipNode
+
+logger = logging.getLogger(__name__)
+
+WARNING_SERVICE_AUTHORISATION_FAILED = "101 service authorisation failed"
+MIGRATION_AUTH_TYPE = "application/vnd.mcx-emulator.migration-authorisation+xml"  # project
+MIGRATION_AUTH_NS = "urn:mcx-emulator:xml:ns:migration-authorisation:1.0"  # project-defined
+SERVICE_FOR_METHOD = {"INVITE": "mcptt", "MESSAGE": "mcdata"}
+
+
+class AuthorisationRefused(Exception):
+    """Service authorisation failed; the message says why (it goes in the reason phrase)."""
+
+
+@dataclass(frozen=True)
+class AuthorisedUser:
+    """An MC service user this MC server has authorised, per service."""
+
+    impu: str
+    services: Mapping[str, str]
+    """service ("mcptt", "mcdata", "mcvideo") -> MC service ID."""
+    primary_identity: str | None
+    expires_at: float
+
+
+@dataclass
+class ServiceAuthoriser:
+    """The MC server's decision, as plain code (no I/O; time passed in)."""
+
+    own_issuer: str
+    own_tokens: TokenValidator
+    migration_profiles: frozenset[str] = frozenset()
+    """Partner-assigned MCPTT IDs that have a migration profile here."""
+    primary_tokens: TokenValidator | None = None
+    """Direct variant: the out-of-band provisioned primary IdMS keys."""
+    own_idms_address: str = ""
+    primary_identities: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    """(primary iss, primary mcptt_id) -> the partner-assigned MC service IDs."""
+
+    def info_documents(self, register: Request) -> list[mcx_info.ServiceInfo]:
+        content_type = register.content_type
+        if content_type is None or not register.body:
+            raise AuthorisationRefused("REGISTER carries no MC service info")
+        parts: list[tuple[str, bytes]]
+        if content_type.mime_type == "multipart/mixed":
+            boundary = content_type.param("boundary") or ""
+            try:
+                body = MultipartBody.parse(register.body, boundary)
+            except MultipartError as exc:
+                raise AuthorisationRefused(f"bad multipart body: {exc}") from None
+            parts = [(p.mime_type, p.content) for p in body.parts]
+        else:
+            parts = [(content_type.mime_type, register.body)]
+        documents = []
+        for mime, content in parts:
+            fmt = mcx_info.FORMATS.get(mime)
+            if fmt is None:
+                continue
+            try:
+                documents.append(mcx_info.parse(content, fmt))
+            except XmlError as exc:
+                raise AuthorisationRefused(f"bad {mime}: {exc}") from None
+        if not documents:
+            raise AuthorisationRefused("no mcptt/mcdata/mcvideo info document in REGISTER")
+        return documents
+
+    def authorise(self, register: Request, impu: str, *, now: float,
+                  expires: int) -> AuthorisedUser:
+        """Check every info document of ``register`` for ``impu``; raise on any failure."""
+        services: dict[str, str] = {}
+        primary_identity: str | None = None
+        for info in self.info_documents(register):
+            fmt = info.format
+            if not info.access_token:
+                raise AuthorisationRefused(f"{fmt.service}-info has no access token")
+            claims = self._check_token(info.access_token, fmt, now)
+            if "primary_iss" in claims or claims.get("iss") != self.own_issuer:
+                primary_identity = str(claims.get("primary_mcptt_id", claims.get("mcptt_id")))
+            service_id = self._service_id(claims, fmt)
+            if info.request_uri is not None and info.request_uri != service_id:
+                raise AuthorisationRefused(f"{fmt.service}-request-uri {info.request_uri} is "
+                                           f"not the token's {fmt.service}_id")
+            if fmt.service == "mcptt" and service_id != impu:
+                raise AuthorisationRefused(f"token's mcptt_id {service_id} is not the "
+                                           f"registered identity {impu}")
+            services[fmt.service] = service_id
+        if "mcptt" not in services and not any(v == impu for v in services.values()):
+            # Without an MCPTT document nothing ties the tokens to the IMPU.
+            raise AuthorisationRefused("no info document names the registered identity")
+        if primary_identity is not None and impu not in self.migration_profiles:
+            raise AuthorisationRefused(f"no migration profile for {impu} in this MC system")
+        return AuthorisedUser(impu, services, primary_identity, now + expires)
+
+    def _check_token(self, token: str, fmt: mcx_info.ServiceInfoFormat,
+                     now: float) -> dict[str, object]:
+        try:
+            return self.own_tokens.validate(token, now=now, typ=ACCESS_TOKEN_TYP,
+                                            issuer=self.own_issuer, required_scope=fmt.scope)
+        except TokenError as exc:
+            if self.primary_tokens is None:
+                raise AuthorisationRefused(f"{fmt.service} token refused: {exc.description}") \
+                    from None
+            own_error = exc.description
+        # Direct variant (non-normative): a primary security token addressed to our IdMS.
+        try:
+            claims = self.primary_tokens.validate(token, now=now, typ=SECURITY_TOKEN_TYP,
+                                                  audience=self.own_idms_address)
+        except TokenError as exc:
+            raise AuthorisationRefused(f"{fmt.service} token refused: {own_error}; as a "
+                                       f"security token: {exc.description}") from None
+        primary_id = str(claims.get("mcptt_id", claims["sub"]))
+        partner_ids = self.primary_identities.get((str(claims["iss"]), primary_id))
+        if partner_ids is None:
+            raise AuthorisationRefused(f"no migration profile for {primary_id}")
+        # The partner identities stand in for the primary ones, as in a partner token.
+        return {**claims, **partner_ids, "primary_mcptt_id": primary_id,
+                "primary_iss": claims["iss"]}
+
+    @staticmethod
+    def _service_id(claims: Mapping[str, object], fmt: mcx_info.ServiceInfoFormat) -> str:
+        value = claims.get(f"{fmt.service}_id")
+        if not isinstance(value, str):
+            raise AuthorisationRefused(f"token has no {fmt.service}_id claim")
+        return value
+
+
+class McServer(SipNode):
+    """An MC server (MCPTT/MCData/MCVideo) of one MC system."""
+
+    def __init__(self, name: str, host: str, sip: SipInterface, authoriser: ServiceAuthoriser,
+                 *, mode: str = "normal", interconnection: Address | None = None,
+                 primary_validator: TokenValidator | None = None,
+                 allowed_partners: Mapping[str, frozenset[str]] | None = None,
+                 trace: Trace | None = None, server_ssl: ssl.SSLContext | None = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
+        super().__init__(name, host, sip, trace=trace, server_ssl=server_ssl,
+                         client_ssl=client_ssl)
+        self.authoriser = authoriser
+        self.mode = mode
+        self.interconnection = interconnection
+        self.primary_validator = primary_validator
+        self.allowed_partners = allowed_partners or {}
+        self.users: dict[str, AuthorisedUser] = {}
+        self.refusals: list[tuple[str, str]] = []
+
+    def warning(self) -> str:
+        return f'399 {self.host} "{WARNING_SERVICE_AUTHORISATION_FAILED}"'
+
+    def refuse(self, request: Request, transaction: TransactionKey, reason: str) -> None:
+        logger.info("%s: service authorisation failed: %s", self.name, reason)
+        self.refusals.append((request.to.uri.aor, reason))
+        self.reply(request, transaction, 403, f"Forbidden ({reason})"[:200],
+                   headers=(("Warning", self.warning()),))
+
+    # -- requests --------------------------------------------------------------
+    def on_request(self, request: Request, source: Address,
+                   transaction: TransactionKey | None) -> None:
+        assert transaction is not None
+        if request.method == "REGISTER":
+            self.on_third_party_register(request, transaction)
+        elif request.method == "MESSAGE" and request.content_type is not None and \
+                request.content_type.mime_type == MIGRATION_AUTH_TYPE:
+            self.on_migration_authorisation_request(request, transaction)
+        elif request.method in SERVICE_FOR_METHOD and request.to.tag is None:
+            self.on_service_request(request, transaction)
+        else:
+            self.pop_own_route(request)
+            destination = self.next_hop(request)
+            if destination is None:
+                self.reply(request, transaction, 404)
+            else:
+                self.forward(request, transaction, destination)
+
+    def on_third_party_register(self, request: Request, transaction: TransactionKey) -> None:
+        impu = request.to.uri.aor
+        expires = request.expires or 0
+        if expires == 0:
+            self.users.pop(impu, None)
+            self.reply(request, transaction, 200)
+            return
+        try:
+            inner = parse_message(request.body)
+        except RemoteProtocolError as exc:
+            self.refuse(request, transaction, f"message/sip body is not SIP: {exc.reason}")
+            return
+        if not isinstance(inner, Request) or inner.method != "REGISTER":
+            self.refuse(request, transaction, "message/sip body is not a REGISTER")
+            return
+        if self.mode == "interconnection" and impu in self.authoriser.migration_profiles:
+            # A migrating user: the primary MC system decides (23.280 §10.6.3).
+            self.ask_primary(request, inner, impu, expires, transaction)
+            return
+        try:
+            user = self.authoriser.authorise(inner, impu, now=time.time(), expires=expires)
+        except AuthorisationRefused as exc:
+            self.refuse(request, transaction, str(exc))
+            return
+        self.users[impu] = user
+        logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
+        self.reply(request, transaction, 200)
+
+    def on_service_request(self, request: Request, transaction: TransactionKey) -> None:
+        """AS role for a private call (INVITE) or short data (MESSAGE): the caller must be
+        authorised for that MC service."""
+        service = SERVICE_FOR_METHOD[request.method]
+        asserted = request.headers.get("P-Asserted-Identity")
+        caller = NameAddress.parse(asserted).uri.aor if asserted else request.from_.uri.aor
+        user = self.users.get(caller)
+        if user is None or service not in user.services or user.expires_at < time.time():
+            self.reply(request, transaction, 403,
+                       f"Forbidden ({caller} is not authorised for {service.upper()})",
+                       headers=(("Warning", self.warning()),))
+            return
+        self.pop_own_route(request)
+        self.record_route(request)
+        destination = self.next_hop(request)
+        if destination is None:
+            self.reply(request, transaction, 404)
+            return
+        self.forward(request, transaction, destination)
+
+    # -- interconnection baseline (23.280 §10.6.3) --------------------------------
+    def ask_primary(self, request: Request, inner: Request, impu: str, expires: int,
+                    transaction: TransactionKey) -> None:
+        if self.interconnection is None:
+            self.refuse(request, transaction, "no interconnection to the primary MC system")
+            return
+        try:
+            infos = self.authoriser.info_documents(inner)
+        except AuthorisationRefused as exc:
+            self.refuse(request, transaction, str(exc))
+            return
+        mcptt = next((i for i in infos if i.format.service == "mcptt"), None)
+        if mcptt is None or not mcptt.access_token or impu not in \
+                self.authoriser.migration_profiles:
+            self.refuse(request, transaction, f"no migration profile for {impu}")
+            return
+        primary_id, partner_ids = next(
+            ((primary, partner) for (_, primary), partner
+             in self.authoriser.primary_identities.items() if partner.get("mcptt_id") == impu),
+            ("", {}))
+        services = {info.format.service: partner_ids[f"{info.format.service}_id"]
+                    for info in infos if f"{info.format.service}_id" in partner_ids}
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<migration-authorisation-request xmlns="{MIGRATION_AUTH_NS}">'
+                f"<partner-mc-service-id>{impu}</partner-mc-service-id>"
+                f"<primary-mc-service-id>{primary_id}</primary-mc-service-id>"
+                f"<access-token>{mcptt.access_token}</access-token>"
+                f"</migration-authorisation-request>").encode()
+        headers = Headers()
+        destination = self.interconnection
+        headers.add("Via", self.endpoint.make_via(destination.transport))
+        headers.add("Max-Forwards", 70)
+        headers.add("From", NameAddress(self.uri("mcptt-server", lr=False)).with_tag(
+            secrets.token_hex(4)))
+        target = URI("sip", user="mcptt-server", host=destination.host, port=destination.port)
+        headers.add("To", NameAddress(target))
+        headers.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")
+        headers.add("CSeq", "1 MESSAGE")
+        message = Request("MESSAGE", target, headers)
+        message.set_body(body, MIGRATION_AUTH_TYPE)
+
+        def answered(response: Response) -> None:
+            if response.status < 200:
+                return
+            if response.status >= 300:
+                self.refuse(request, transaction, f"primary MC system refused: {response.reason}")
+                return
+            self.users[impu] = AuthorisedUser(impu, services, primary_id, time.time() + expires)
+            self.reply(request, transaction, 200)
+
+        self.endpoint.send_request(message, destination, answered)
+
+    def on_migration_authorisation_request(self, request: Request,
+                                           transaction: TransactionKey) -> None:
+        """Primary side of the interconnection baseline: is this user allowed to migrate?"""
+        try:
+            root = parse_xml(request.body)
+        except XmlError as exc:
+            self.reply(request, transaction, 400, f"Bad Request ({exc})")
+            return
+        ns = f"{{{MIGRATION_AUTH_NS}}}"
+        token = (root.findtext(f"{ns}access-token") or "").strip()
+        primary_id = (root.findtext(f"{ns}primary-mc-service-id") or "").strip()
+        try:
+            claims = self.authoriser.own_tokens.validate(
+                token, now=time.time(), typ=ACCESS_TOKEN_TYP, issuer=self.authoriser.own_issuer,
+                required_scope=mcx_info.MCPTT.scope)
+        except TokenError as exc:
+            self.reply(request, transaction, 403, f"Forbidden ({exc.description})")
+            return
+        if claims.get("mcptt_id") != primary_id:
+            self.reply(request, transaction, 403, "Forbidden (token is for another user)")
+            return
+        partners = self.allowed_partners.get(primary_id, frozenset())
+        if not partners:
+            self.reply(request, transaction, 403, "Forbidden (user may not migrate)")
+            return
+        self.reply(request, transaction, 200)
+

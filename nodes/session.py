@@ -1,0 +1,123 @@
+"""One run of a topology: start it, drive a scenario or serve, report.
+
+Used by ``run_topology.py`` and by the pytest plugin.  A run directory under
+``pcaps/`` holds the capture, the TLS key log and the PKI of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.topology.model import Topology
+
+from .network import Network
+from .scenario import Scenario, ScenarioResult, ScenarioRunner, Verdict, options_for
+
+
+@dataclass
+class Report:
+    """What a scenario run produced."""
+
+    result: ScenarioResult
+    ladder: str
+    run_dir: Path
+    capture: Path | None
+    capture_summary: str
+    seconds: float
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdicts) and all(v.passed for v in self.verdicts)
+
+    def text(self, *, ladder: bool = True) -> str:
+        scenario = self.result.scenario
+        lines = [f"=== scenario {scenario.name}: {scenario.description}", ""]
+        if ladder:
+            lines += [self.ladder, ""]
+        width = max(len(v.step) for v in self.verdicts)
+        for verdict in self.verdicts:
+            mark = "PASS" if verdict.passed else "FAIL"
+            lines.append(f"{mark}  {verdict.step:<{width}}  {verdict.detail}")
+            if verdict.clause:
+                lines.append(f"      {'':<{width}}  ({verdict.clause})")
+        lines += ["", f"captures: {self.run_dir}  ({self.capture_summary})",
+                  f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.2f} s", ""]
+        return "\n".join(lines)
+
+
+def run_id(topology: Topology, scenario: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{scenario}"
+
+
+def tshark_verdict(capture: Path | None) -> Verdict | None:
+    """tshark reads the capture with no malformed frame and no expert warning."""
+    tshark = shutil.which("tshark")
+    if tshark is None or capture is None or not capture.exists():
+        return None
+    done = subprocess.run(
+        [tshark, "-r", str(capture), "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
+        capture_output=True, text=True, timeout=120)
+    bad = [line for line in done.stdout.splitlines() if line.strip()]
+    return Verdict("tshark", "Wireshark opens the capture cleanly", "", done.returncode == 0
+                   and not bad, f"exit {done.returncode}, {len(bad)} malformed/warning frames"
+                   + (f": {bad[0].strip()}" if bad else ""))
+
+
+async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
+                       pcap_root: Path = Path("pcaps")) -> Report:
+    """Start ``topology`` with ``scenario``'s options, run it, stop, and judge the capture."""
+    started = time.monotonic()
+    run_dir = pcap_root / run_id(topology, scenario.name)
+    network = Network(topology, options_for(scenario, transport=transport), run_dir=run_dir)
+    async with network:
+        runner = ScenarioRunner(network, scenario)
+        result = await runner.run()
+    verdicts = list(result.verdicts)
+    verdicts.append(runner.capture_verdict())
+    wireshark = tshark_verdict(network.capture_file)
+    if wireshark is not None:
+        verdicts.append(wireshark)
+    capture = network.capture
+    return Report(result, network.trace.listing(), run_dir, network.capture_file,
+                  capture.summary if capture else "no kernel capture: not root or no tcpdump",
+                  time.monotonic() - started, verdicts)
+
+
+async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,
+                pcap_root: Path = Path("pcaps")) -> int:
+    """``up``: start the topology, write the state file, run until SIGINT/SIGTERM."""
+    from .scenario import SCENARIOS
+
+    # A state file left by an earlier run is stale by definition: replace it.
+    state_file.unlink(missing_ok=True)
+    run_dir = pcap_root / run_id(topology, "up")
+    network = Network(topology, options_for(SCENARIOS["default"], transport=transport),
+                      run_dir=run_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with network:
+            await network.wait_ready()
+            temporary = state_file.with_suffix(state_file.suffix + ".tmp")
+            temporary.write_text(json.dumps(network.state(), indent=2) + "\n")
+            temporary.replace(state_file)
+            print(f"ready: state in {state_file}, captures in {run_dir}", flush=True)
+            await stop.wait()
+            print("stopping", flush=True)
+    finally:
+        state_file.unlink(missing_ok=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print(f"captures finalised in {run_dir}", flush=True)
+    return 0

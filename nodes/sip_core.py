@@ -1,0 +1,235 @@
+"""The SIP core of an MC system: registrar (S-CSCF role) and routing proxy.
+
+Registration (RFC 3261 §10.3, RFC 3327, 24.229 §5.4.1):
+
+* bindings with the RFC 3261 expiry rules (423 + Min-Expires, ``*`` with
+  Expires 0, Call-ID/CSeq ordering), the Path vector stored and echoed;
+* ``Service-Route: <sip:orig@core;lr>`` and ``P-Associated-URI`` in the 200;
+* a third-party REGISTER to the MC server whose body is the UE's REGISTER
+  as ``message/sip`` (24.379 §7.3.1), *before* the UE is answered.
+
+**Project choice** (documented in the README): when the MC server refuses
+service authorisation (403 with Warning 101), the SIP core fails the UE's
+REGISTER with that 403 and rolls the binding back, so "the partner answers
+200 or a clear refusal" on the REGISTER itself.  In a real IMS the
+registration would succeed and only MC service authorisation would fail.
+
+Routing of other requests (loose routing, §16.4-16.6):
+
+* originating (Route ``orig``, or straight from a registered UE): the caller
+  must be registered; P-Asserted-Identity is added when no P-CSCF did it;
+  the request goes to the MC server (the MC service AS, per iFC) and comes
+  back with Route ``term``;
+* terminating (Route ``term``): the Request-URI's bindings give the contact
+  and the Path to reach it (RFC 3327 §5.2);
+* in-dialog: by Route, else Request-URI.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from email.utils import formatdate
+
+from emulator.sip.events import Address, TransactionKey
+from emulator.sip.headers import Contact, Headers, NameAddress
+from emulator.sip.message import Request, Response
+from emulator.sip.uri import URI
+from emulator.topology.model import SipInterface
+from emulator.trace import Trace
+
+from .location import LocationService, RegistrarPolicy, RegistrationRefused
+from .sipnode import SipNode
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = frozenset({"path"})
+
+
+class SipCore(SipNode):
+    """Registrar and proxy for one MC system's domain."""
+
+    def __init__(self, name: str, host: str, sip: SipInterface, domain: str,
+                 mc_server: Address, *, transport: str = "udp", trace: Trace | None = None,
+                 policy: RegistrarPolicy | None = None,
+                 server_ssl: ssl.SSLContext | None = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
+        super().__init__(name, host, sip, trace=trace, server_ssl=server_ssl,
+                         client_ssl=client_ssl)
+        self.domain = domain
+        self.mc_server = mc_server
+        self.transport = transport
+        self.location = LocationService(policy or RegistrarPolicy())
+        self._third_party_call_ids: dict[str, str] = {}
+        self._cseq = 0
+
+    # -- dispatch --------------------------------------------------------------
+    def on_request(self, request: Request, source: Address,
+                   transaction: TransactionKey | None) -> None:
+        assert transaction is not None
+        if request.method == "REGISTER":
+            self.on_register(request, source, transaction)
+            return
+        routes = request.routes
+        popped = routes[0] if routes and self.is_mine(routes[0].uri) else None
+        if popped is not None:
+            request.headers.pop_first_value("Route")
+        in_dialog = request.to.tag is not None
+        if in_dialog or request.method in ("CANCEL",):
+            destination = self.next_hop(request)
+            if destination is None:
+                self.reply(request, transaction, 404)
+                return
+            self.forward(request, transaction, destination)
+            return
+        if popped is not None and popped.uri.user == "term":
+            self.terminating(request, transaction)
+        else:
+            self.originating(request, source, transaction)
+
+    # -- registration ----------------------------------------------------------
+    def on_register(self, request: Request, source: Address, transaction: TransactionKey
+                    ) -> None:
+        now = self.endpoint.now()
+        if request.uri.host.lower() != self.domain:
+            self.reply(request, transaction, 404, "Not Found (domain not served here)")
+            return
+        unsupported = request.option_tags("Require") - SUPPORTED
+        if unsupported:
+            self.reply(request, transaction, 420,
+                       headers=(("Unsupported", ", ".join(sorted(unsupported))),))
+            return
+        try:
+            to = request.to
+            aor = to.uri.aor
+            contacts = request.contacts
+            header_expires = request.expires
+        except ValueError as exc:
+            self.reply(request, transaction, 400, f"Bad Request ({exc})")
+            return
+        if to.uri.host.lower() != self.domain:
+            self.reply(request, transaction, 404, "Not Found (AOR not in this domain)")
+            return
+        path = tuple(request.headers.values("Path")) \
+            if "path" in request.option_tags("Supported") else ()
+        snapshot = self.location.snapshot(aor)
+        try:
+            if contacts:
+                bindings = self.location.update(
+                    aor, contacts, header_expires=header_expires, call_id=request.call_id,
+                    cseq=request.cseq.seq, now=now, path=path, source=str(source))
+            else:
+                bindings = self.location.lookup(aor, now=now)
+        except RegistrationRefused as refused:
+            self.reply(request, transaction, refused.status, refused.reason,
+                       headers=refused.headers)
+            return
+        if not contacts:
+            self._answer_register(request, transaction, bindings, path, now)
+            return
+        granted = max((b.remaining(now) for b in bindings), default=0)
+        self._third_party_register(request, to, granted, transaction, aor, snapshot, bindings,
+                                   path, now)
+
+    def _third_party_register(self, request: Request, to: NameAddress, expires: int,
+                              transaction: TransactionKey, aor: str, snapshot: dict,  # type: ignore[type-arg]
+                              bindings: list, path: tuple[str, ...], now: float  # type: ignore[type-arg]
+                              ) -> None:
+        """24.229 §5.4.1.7 / 24.379 §7.3.1: tell the MC server, with the UE's REGISTER inside."""
+        self._cseq += 1
+        call_id = self._third_party_call_ids.setdefault(
+            aor, f"{secrets.token_hex(8)}@{self.host}")
+        headers = Headers()
+        headers.add("Via", self.endpoint.make_via(self.mc_server.transport))
+        headers.add("Max-Forwards", 70)
+        headers.add("From", NameAddress(self.uri("scscf", lr=False)).with_tag(
+            secrets.token_hex(4)))
+        headers.add("To", NameAddress(to.uri))
+        headers.add("Call-ID", call_id)
+        headers.add("CSeq", f"{self._cseq} REGISTER")
+        headers.add("Contact", NameAddress(self.uri(lr=False)))
+        headers.add("Expires", expires)
+        third_party = Request("REGISTER", URI("sip", host=self.mc_server.host,
+                                              port=self.mc_server.port), headers)
+        third_party.set_body(request.to_bytes(), "message/sip")
+
+        def answered(response: Response) -> None:
+            if response.status < 200:
+                return
+            if response.status < 300 or expires == 0:
+                self._answer_register(request, transaction, bindings, path, now)
+                return
+            # Service authorisation refused: fail the REGISTER (project choice, see above).
+            self.location.restore(aor, snapshot)
+            refusal = request.make_response(response.status, response.reason,
+                                            to_tag=f"{self.name}-tag")
+            for value in response.headers.get_all("Warning"):
+                refusal.headers.add("Warning", value)
+            self.endpoint.send_response(refusal, transaction)
+
+        self.endpoint.send_request(third_party, self.mc_server, answered)
+
+    def _answer_register(self, request: Request, transaction: TransactionKey, bindings: list,  # type: ignore[type-arg]
+                         path: tuple[str, ...], now: float) -> None:
+        response = request.make_response(200, to_tag=f"{self.name}-tag")
+        for binding in bindings:
+            address = binding.contact.address
+            assert address is not None
+            response.headers.add("Contact", Contact(address.with_param(
+                "expires", str(binding.remaining(now)))))
+        for value in path:  # RFC 3327 §5.3
+            response.headers.add("Path", value)
+        if bindings:
+            response.headers.add("Service-Route", NameAddress(self.uri("orig")))
+            response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
+        response.headers.add("Date", formatdate(usegmt=True))
+        self.endpoint.send_response(response, transaction)
+
+    # -- routing ---------------------------------------------------------------
+    def registered_identity(self, request: Request, source: Address) -> str | None:
+        """The AOR the request is from: P-Asserted-Identity when a P-CSCF set it, else the
+        registered contact the request came from (the core acting as its own P-CSCF)."""
+        asserted = request.headers.get("P-Asserted-Identity")
+        if asserted is not None:
+            aor = NameAddress.parse(asserted).uri.aor
+            return aor if self.location.lookup(aor, now=self.endpoint.now()) else None
+        now = self.endpoint.now()
+        for aor in self.location.aors():
+            for binding in self.location.lookup(aor, now=now):
+                if binding.contact.uri.host == source.host and not binding.path:
+                    return aor
+        return None
+
+    def originating(self, request: Request, source: Address, transaction: TransactionKey
+                    ) -> None:
+        identity = self.registered_identity(request, source)
+        if identity is None:
+            self.reply(request, transaction, 403, "Forbidden (originating user not registered)")
+            return
+        if "P-Asserted-Identity" not in request.headers:
+            request.headers.add("P-Asserted-Identity", NameAddress(URI.parse(identity)))
+        self.record_route(request)
+        # iFC: the MC service AS sees the request first, then sends it back for terminating.
+        request.headers.prepend("Route", NameAddress(self.uri("term",
+                                                              transport=self.mc_server.transport)))
+        mc = URI("sip", host=self.mc_server.host, port=self.mc_server.port,
+                 params=(("lr", None),) if self.mc_server.transport == "udp" else
+                 (("transport", self.mc_server.transport), ("lr", None)))
+        request.headers.prepend("Route", NameAddress(mc))
+        self.forward(request, transaction, self.mc_server)
+
+    def terminating(self, request: Request, transaction: TransactionKey) -> None:
+        now = self.endpoint.now()
+        bindings = self.location.lookup(request.uri.aor, now=now)
+        if not bindings:
+            self.reply(request, transaction, 480, "Temporarily Unavailable (not registered)")
+            return
+        binding = max(bindings, key=lambda b: b.expires_at)
+        request.uri = binding.contact.uri
+        for value in reversed(binding.path):
+            request.headers.prepend("Route", value)
+        self.record_route(request)
+        destination = self.next_hop(request)
+        assert destination is not None
+        self.forward(request, transaction, destination)

@@ -1,0 +1,179 @@
+"""What every SIP-speaking node shares: its endpoint, its own URI, and proxying.
+
+``SipNode`` is a transaction user (see ``emulator.transport.endpoint``):
+subclasses implement :meth:`on_request` as plain code.  :meth:`forward`
+is RFC 3261 §16 stateful proxying reduced to what the emulator's proxies
+need: push a Via, decrement Max-Forwards, send in a client transaction and
+relay every response back through the server transaction, with our Via
+popped (§16.7).  ACK to a 2xx has no transaction and is forwarded
+statelessly (§16.11).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+
+from emulator.sip.events import Address, RequestReceived, ResponseReceived, TransactionKey
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request, Response
+from emulator.sip.uri import URI
+from emulator.topology.model import SipInterface
+from emulator.trace import Trace
+from emulator.transport.endpoint import SipEndpoint
+
+logger = logging.getLogger(__name__)
+
+ResponseFilter = Callable[[Response], Response | None]
+
+
+def tls_port(sip: SipInterface) -> int:
+    """SIP over TLS listens one port above UDP/TCP (5060 -> 5061, RFC 3261 §26.2.2 habit)."""
+    return sip.port + 1
+
+
+class SipNode:
+    """A node with a SIP endpoint on ``host``; subclasses handle requests."""
+
+    def __init__(self, name: str, host: str, sip: SipInterface, *, trace: Trace | None = None,
+                 server_ssl: ssl.SSLContext | None = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.sip = sip
+        self.server_ssl = server_ssl
+        self.endpoint = SipEndpoint(name, self, tap=trace.tap if trace else None,
+                                    client_ssl=client_ssl)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.host}:{self.sip.port}>"
+
+    async def start(self) -> None:
+        for transport in self.sip.transports:
+            port = tls_port(self.sip) if transport == "tls" else self.sip.port
+            await self.endpoint.listen(transport, self.host, port,
+                                       server_ssl=self.server_ssl if transport == "tls" else None)
+
+    async def stop(self) -> None:
+        await self.endpoint.close()
+
+    def address(self, transport: str) -> Address:
+        port = tls_port(self.sip) if transport == "tls" else self.sip.port
+        return Address(transport, self.host, port)
+
+    def uri(self, user: str | None = None, *, transport: str = "udp", lr: bool = True,
+            extra: tuple[tuple[str, str | None], ...] = ()) -> URI:
+        address = self.address(transport)
+        params: tuple[tuple[str, str | None], ...] = ()
+        if transport != "udp":
+            params += (("transport", transport),)
+        if lr:
+            params += (("lr", None),)
+        return URI("sip", user=user, host=self.host, port=address.port, params=params + extra)
+
+    def is_mine(self, uri: URI) -> bool:
+        return uri.host == self.host and (uri.port or 5060) in (self.sip.port, tls_port(self.sip))
+
+    # -- TransactionUser -------------------------------------------------------
+    def request_received(self, event: RequestReceived) -> None:
+        request = event.request
+        if request.method == "ACK":
+            self.on_ack(request, event.source)
+            return
+        self.on_request(request, event.source, event.transaction)
+
+    def response_received(self, event: ResponseReceived) -> None:
+        self.on_stray_response(event.response, event.source)
+
+    def on_request(self, request: Request, source: Address,
+                   transaction: TransactionKey | None) -> None:
+        self.reply(request, transaction, 501)
+
+    def on_ack(self, request: Request, source: Address) -> None:
+        """ACK for a 2xx: proxies forward it statelessly along its Route (§16.11)."""
+        self.pop_own_route(request)
+        destination = self.next_hop(request)
+        if destination is not None:
+            self.push_via(request, destination.transport)
+            self.endpoint.send_stateless(request, destination)
+
+    def on_stray_response(self, response: Response, source: Address) -> None:
+        """A 2xx retransmission after our client transaction ended: relay it upstream."""
+        vias = response.vias
+        if len(vias) >= 2 and vias[0].host == self.host:
+            response.headers.pop_first_value("Via")
+            upstream = vias[1]
+            host = upstream.received or upstream.host
+            port = upstream.rport if isinstance(upstream.rport, int) else upstream.port or 5060
+            self.endpoint.send_stateless(response, Address(upstream.transport.lower(), host,
+                                                           port))
+
+    # -- helpers -------------------------------------------------------------
+    def reply(self, request: Request, transaction: TransactionKey | None, status: int,
+              reason: str | None = None, *, headers: tuple[tuple[str, str], ...] = ()
+              ) -> None:
+        if transaction is None:
+            return
+        response = request.make_response(status, reason, to_tag=f"{self.name}-tag")
+        for name, value in headers:
+            response.headers.add(name, value)
+        self.endpoint.send_response(response, transaction)
+
+    def push_via(self, request: Request, transport: str) -> None:
+        request.headers.prepend("Via", self.endpoint.make_via(transport))
+
+    def pop_own_route(self, request: Request) -> None:
+        routes = request.routes
+        if routes and self.is_mine(routes[0].uri):
+            request.headers.pop_first_value("Route")
+
+    def next_hop(self, request: Request) -> Address | None:
+        """Where a request goes: its top Route (loose routing), else its Request-URI (§16.6)."""
+        routes = request.routes
+        target = routes[0].uri if routes else request.uri
+        if target.scheme not in ("sip", "sips") or not target.host:
+            return None
+        return Address(target.transport, target.host, target.port or 5060)
+
+    def record_route(self, request: Request, transport: str | None = None) -> None:
+        """Stay on the dialog's path (§16.6 step 4).
+
+        The URI names the transport the request arrived on (its top Via,
+        before ours is pushed); with one transport per run that reaches us
+        from both sides.  Mixed-transport paths would need RFC 5658 double
+        record-routing, which is not implemented.
+        """
+        transport = transport or request.top_via.transport.lower()
+        request.headers.prepend("Record-Route", NameAddress(self.uri(transport=transport)))
+
+    def forward(self, request: Request, transaction: TransactionKey, destination: Address, *,
+                on_final: ResponseFilter | None = None) -> None:
+        """Proxy ``request`` to ``destination`` and relay the responses (§16.6, §16.7).
+
+        ``on_final`` may inspect or replace the final response before it is
+        relayed (returning None drops it, e.g. to try elsewhere).
+        """
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            self.reply(request, transaction, 483)
+            return
+        request.headers.set("Max-Forwards", (max_forwards if max_forwards is not None else 71) - 1)
+        self.push_via(request, destination.transport)
+
+        def relay(response: Response) -> None:
+            if response.status == 100:
+                return  # 100 Trying is hop-by-hop (§16.7 step 5)
+            if response.status >= 200 and on_final is not None:
+                filtered = on_final(response)
+                if filtered is None:
+                    return
+                response = filtered
+            if response.headers.get("Via") is not None and response.top_via.host == self.host:
+                response.headers.pop_first_value("Via")
+            try:
+                self.endpoint.send_response(response, transaction)
+            except Exception as exc:  # the server transaction may have ended (Timer H)
+                logger.debug("%s: cannot relay %r: %s", self.name, response, exc)
+
+        self.endpoint.send_request(request, destination, relay)

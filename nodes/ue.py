@@ -1,0 +1,360 @@
+"""The MC service UE: IdM client, CM client and MC service client (23.280 §10.6, 33.180 §5.1).
+
+Procedures, each an ``async`` method because each waits on the network:
+
+* at home: :meth:`login` (OIDC, 33.180 B.4), :meth:`register` with the
+  access tokens in info bodies (24.379 §7.2.1), :meth:`download_profile`
+  (24.484), :meth:`request_security_token` (RFC 8693, 33.180 B.7.2);
+* migration: :meth:`attach` to the local PLMN, :meth:`request_partner_token`
+  (33.180 B.7.4, project reading), :meth:`register` at the partner through
+  the gateway with partner identities (23.280 §10.1.6.2);
+* services: :meth:`private_call` (INVITE/200/ACK/BYE) and
+  :meth:`send_short_data` (SIP MESSAGE); incoming calls and messages are
+  answered by :meth:`on_request`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from dataclasses import dataclass, field
+
+from emulator import mcx_info
+from emulator import profile as profiles
+from emulator.sip.events import Address, TransactionKey
+from emulator.sip.headers import Contact, Headers, NameAddress
+from emulator.sip.message import Request, Response
+from emulator.sip.multipart import BodyPart, MultipartBody
+from emulator.sip.uri import URI
+from emulator.topology.model import SipInterface
+from emulator.trace import Trace
+
+from .dialog import Dialog, new_tag
+from .idm_client import IdmClient, Tokens
+from .sipnode import SipNode
+
+logger = logging.getLogger(__name__)
+
+ICSI_MCPTT = "urn:urn-7:3gpp-service.ims.icsi.mcptt"
+ICSI_MCVIDEO = "urn:urn-7:3gpp-service.ims.icsi.mcvideo"
+MCDATA_PAYLOAD = "application/vnd.3gpp.mcdata-payload"  # 24.282 (payload encoding simplified)
+
+
+@dataclass
+class Registration:
+    """A SIP registration the UE holds."""
+
+    core: Address
+    domain: str
+    impu: str
+    impi: str
+    response: Response
+    service_route: tuple[str, ...] = ()
+
+
+@dataclass
+class CallRecord:
+    """What a private call did, for verdicts."""
+
+    callee: str
+    invite_status: int = 0
+    bye_status: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class McClient(SipNode):
+    """The UE's SIP side on one address (home, or in the visited PLMN after attach)."""
+
+    def __init__(self, name: str, host: str, transport: str, *, trace: Trace | None,
+                 client_ssl: ssl.SSLContext | None) -> None:
+        super().__init__(name, host, SipInterface(0, (transport,)), trace=trace,
+                         client_ssl=client_ssl)
+        self.transport = transport
+        self.messages: list[Request] = []
+        self.calls_answered: list[str] = []
+        self.identity: str | None = None
+        self._dialogs: dict[str, Dialog] = {}
+
+    async def start(self) -> None:
+        server_ssl = None
+        if self.transport == "tls":
+            # Nobody connects to the UE (requests reach it over the flow it
+            # opened), but its Contact must name a real listening port.
+            server_ssl = _self_signed_context(self.host)
+        await self.endpoint.listen(self.transport, self.host, 0, server_ssl=server_ssl)
+
+    def contact(self, *, features: bool = True) -> NameAddress:
+        local = self.endpoint.local(self.transport)
+        params: tuple[tuple[str, str | None], ...] = ()
+        if self.transport != "udp":
+            params = (("transport", self.transport),)
+        uri = URI("sip", user=self.name, host=local.host, port=local.port, params=params)
+        tags: tuple[tuple[str, str | None], ...] = ()
+        if features:
+            icsi = ",".join(i.replace(":", "%3A") for i in (ICSI_MCPTT, ICSI_MCVIDEO))
+            tags = (("+g.3gpp.mcptt", None), ("+g.3gpp.mcdata.sds", None),
+                    ("+g.3gpp.mcvideo", None), ("+g.3gpp.icsi-ref", f'"{icsi}"'))
+        return NameAddress(uri, None, tags)
+
+    # -- incoming --------------------------------------------------------------
+    def on_request(self, request: Request, source: Address,
+                   transaction: TransactionKey | None) -> None:
+        assert transaction is not None
+        method = request.method
+        if method == "MESSAGE":
+            self.messages.append(request)
+            self.reply(request, transaction, 200)
+        elif method == "INVITE":
+            self.answer(request, transaction)
+        elif method == "BYE":
+            self._dialogs.pop(request.call_id, None)
+            self.reply(request, transaction, 200)
+        elif method == "OPTIONS":
+            self.reply(request, transaction, 200)
+        else:
+            self.reply(request, transaction, 405, headers=(("Allow", "INVITE, ACK, BYE, "
+                                                                     "MESSAGE, OPTIONS"),))
+
+    def on_ack(self, request: Request, source: Address) -> None:
+        logger.debug("%s: ACK for %s", self.name, request.call_id)
+
+    def answer(self, invite: Request, transaction: TransactionKey) -> None:
+        """Accept a private call with an SDP answer (§13.3), Record-Route copied (§12.1.1)."""
+        tag = new_tag()
+        dialog = Dialog.as_uas(invite, tag)
+        self._dialogs[invite.call_id] = dialog
+        response = invite.make_response(200, to_tag=tag)
+        for value in invite.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", value)
+        response.headers.add("Contact", self.contact(features=False))
+        response.set_body(sdp(self.host, 40000), "application/sdp")
+        self.calls_answered.append(invite.from_.uri.aor)
+        self.endpoint.send_response(response, transaction)
+
+    def on_stray_response(self, response: Response, source: Address) -> None:
+        # A retransmitted 2xx to our INVITE: re-send the ACK (§13.2.2.4).
+        dialog = self._dialogs.get(response.call_id)
+        if dialog is not None and response.cseq.method == "INVITE" and response.status < 300:
+            ack = dialog.request("ACK", self.endpoint.make_via(self.transport),
+                                 cseq=dialog.invite_cseq)
+            self.endpoint.send_stateless(ack, dialog.next_hop())
+
+    # -- outgoing --------------------------------------------------------------
+    def new_request(self, method: str, target: URI, *, route: tuple[str, ...] = (),
+                    identity: str) -> Request:
+        headers = Headers()
+        headers.add("Via", self.endpoint.make_via(self.transport))
+        headers.add("Max-Forwards", 70)
+        for value in route:
+            headers.add("Route", value)
+        headers.add("From", NameAddress.build(identity).with_tag(new_tag()))
+        headers.add("To", NameAddress(target))
+        headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.host}")
+        headers.add("CSeq", f"1 {method}")
+        return Request(method, target, headers)
+
+    async def private_call(self, callee: str, registration: Registration, *,
+                           hold: float = 0.05) -> CallRecord:
+        """INVITE with SDP, 200, ACK, then BYE (24.379 private call, simplified)."""
+        record = CallRecord(callee)
+        invite = self.new_request("INVITE", URI.parse(callee), route=registration.service_route,
+                                  identity=registration.impu)
+        invite.headers.add("Contact", self.contact(features=False))
+        invite.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
+        invite.headers.add("P-Preferred-Service", ICSI_MCPTT)
+        invite.headers.add("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
+        info = mcx_info.render(mcx_info.ServiceInfo(mcx_info.MCPTT, None, callee, None))
+        body = MultipartBody.build([BodyPart("application/sdp", sdp(self.host, 40002)),
+                                    BodyPart(mcx_info.MCPTT.mime_type, info)])
+        invite.set_body(body.to_bytes(), body.content_type)
+        response = await self.endpoint.request(
+            invite, registration.core, on_provisional=lambda r: record.events.append(str(r.status)))
+        record.invite_status = response.status
+        if response.status >= 300:
+            return record
+        dialog = Dialog.as_uac(invite, response)
+        self._dialogs[invite.call_id] = dialog
+        ack = dialog.request("ACK", self.endpoint.make_via(self.transport),
+                             cseq=dialog.invite_cseq)
+        self.endpoint.send_stateless(ack, dialog.next_hop())
+        await asyncio.sleep(hold)  # the call is up; no media in this emulator yet
+        bye = dialog.request("BYE", self.endpoint.make_via(self.transport))
+        record.bye_status = (await self.endpoint.request(bye, dialog.next_hop())).status
+        self._dialogs.pop(invite.call_id, None)
+        return record
+
+    async def send_short_data(self, target: str, text: str, registration: Registration,
+                              *, mcdata_id: str | None) -> Response:
+        """An MCData short data service message as SIP MESSAGE (24.282 SDS, simplified)."""
+        message = self.new_request("MESSAGE", URI.parse(target),
+                                   route=registration.service_route, identity=registration.impu)
+        message.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
+        info = mcx_info.render(mcx_info.ServiceInfo(mcx_info.MCDATA, None, target, None))
+        body = MultipartBody.build([BodyPart(mcx_info.MCDATA.mime_type, info),
+                                    BodyPart(f"{MCDATA_PAYLOAD}; charset=utf-8",
+                                             text.encode())])
+        message.set_body(body.to_bytes(), body.content_type)
+        return await self.endpoint.request(message, registration.core)
+
+
+def _self_signed_context(host: str) -> ssl.SSLContext:
+    import datetime as dt
+    import tempfile
+    from pathlib import Path
+
+    from emulator.identity.pki import issue_server_certificate, make_ca
+    from emulator.transport.tls import server_context
+
+    now = dt.datetime.now(dt.UTC)
+    credential = issue_server_certificate(make_ca("UE", now=now), "ue", hosts=[host], now=now)
+    with tempfile.TemporaryDirectory(prefix="mcx-ue-") as directory:
+        return server_context(credential.certificate_pem(), credential.key_pem(),
+                              Path(directory), "ue")
+
+
+def sdp(host: str, port: int) -> bytes:
+    """An SDP offer/answer for one audio stream (RFC 4566)."""
+    session = secrets.randbelow(10**9)
+    return (f"v=0\r\no=- {session} 1 IN IP4 {host}\r\ns=MCPTT private call\r\n"
+            f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {port} RTP/AVP 96\r\n"
+            f"a=rtpmap:96 AMR-WB/16000\r\n").encode()
+
+
+class UserEquipment:
+    """The migrating MC service UE, with its IdM, CM and MC service clients."""
+
+    def __init__(self, name: str, username: str, password: str, host: str, *,
+                 client_id: str, redirect_uri: str, ca_pems: list[bytes],
+                 trace: Trace | None = None, transport: str = "udp",
+                 keylog: str | None = None) -> None:
+        self.name = name
+        self.username = username
+        self.password = password
+        self.home_host = host
+        self.client_id = client_id
+        self.redirect_uri = redirect_uri
+        self.trace = trace
+        self.transport = transport
+        self.ssl = ssl.create_default_context(cadata="".join(p.decode() for p in ca_pems))
+        if keylog:
+            self.ssl.keylog_filename = keylog
+        self.client_uuid = f"urn:uuid:{secrets.token_hex(4)}-0000-1000-8000-{secrets.token_hex(6)}"
+        self.sip = McClient(name, host, transport, trace=trace, client_ssl=self.ssl)
+        self.visited_sip: McClient | None = None
+        self.tokens: Tokens | None = None
+        self.profile: profiles.UserProfile | None = None
+        self.security_token: str | None = None
+        self.partner_token: dict[str, object] | None = None
+        self.visited_address: str | None = None
+        self.attach_info: dict[str, object] | None = None
+
+    def __repr__(self) -> str:
+        return f"<UserEquipment {self.name} {self.username}>"
+
+    async def start(self) -> None:
+        await self.sip.start()
+
+    async def stop(self) -> None:
+        await self.sip.stop()
+        if self.visited_sip is not None:
+            await self.visited_sip.stop()
+
+    def _http(self, local: str) -> IdmClient:
+        return IdmClient(self.client_id, self.redirect_uri, self.ssl, local_address=local,
+                         trace=self.trace, name=self.name)
+
+    # -- at home ---------------------------------------------------------------
+    async def login(self, issuer: str) -> Tokens:
+        async with self._http(self.home_host) as client:
+            self.tokens = await client.login(issuer, self.username, self.password)
+        return self.tokens
+
+    async def download_profile(self, cms_url: str, xui: str) -> profiles.UserProfile:
+        assert self.tokens is not None
+        async with self._http(self.home_host) as client:
+            self.profile = await client.fetch_profile(cms_url, xui, self.tokens.access_token)
+        return self.profile
+
+    async def request_security_token(self, token_endpoint: str, partner: str) -> str:
+        assert self.tokens is not None
+        async with self._http(self.home_host) as client:
+            self.security_token = await client.exchange_for_partner(
+                token_endpoint, self.tokens.access_token, partner)
+        return self.security_token
+
+    # -- migration ---------------------------------------------------------------
+    async def attach(self, attach_url: str) -> str:
+        """Attach to the local PLMN: the gateway hands out the UE's address there."""
+        async with self._http(self.home_host) as client:
+            async with client.session.post(attach_url, json={"ue": self.name}) as response:
+                body = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"attach refused: {body}")
+        self.attach_info = body
+        self.visited_address = str(body["ue_address"])
+        self.visited_sip = McClient(self.name, self.visited_address, self.transport,
+                                    trace=self.trace, client_ssl=self.ssl)
+        await self.visited_sip.start()
+        return self.visited_address
+
+    async def request_partner_token(self, token_endpoint: str, *,
+                                    security_token: str | None = None) -> dict[str, object]:
+        local = self.visited_address or self.home_host
+        async with self._http(local) as client:
+            self.partner_token = await client.partner_access_token(
+                token_endpoint, security_token or self.security_token or "")
+        return self.partner_token
+
+    # -- SIP -----------------------------------------------------------------
+    def register_request(self, client: McClient, core: Address, domain: str, impu: str,
+                         impi: str, token: str, ids: dict[str, str], *, expires: int = 3600,
+                         via_p_cscf: bool = False) -> Request:
+        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2)."""
+        headers = Headers()
+        headers.add("Via", client.endpoint.make_via(client.transport))
+        headers.add("Max-Forwards", 70)
+        identity = NameAddress.build(impu)
+        headers.add("From", identity.with_tag(new_tag()))
+        headers.add("To", identity)
+        headers.add("Call-ID", f"{secrets.token_hex(10)}@{client.host}")
+        headers.add("CSeq", "1 REGISTER")
+        headers.add("Contact", Contact(client.contact()))
+        headers.add("Expires", expires)
+        headers.add("Supported", "path")
+        headers.add("Authorization", f'Digest username="{impi}", realm="{domain}", '
+                                     f'uri="sip:{domain}", nonce="", response=""')
+        headers.add("P-Access-Network-Info",
+                    "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00102ABCD0000001")
+        if via_p_cscf:
+            # Offered to the P-CSCF, which strips it (no IPsec in the emulator).
+            headers.add("Security-Client", "ipsec-3gpp; alg=hmac-sha-1-96; spi-c=1111; "
+                                           "spi-s=2222; port-c=5062; port-s=5064")
+            headers.add("Require", "sec-agree")
+            headers.add("Proxy-Require", "sec-agree")
+        parts = []
+        for fmt in (mcx_info.MCPTT, mcx_info.MCDATA, mcx_info.MCVIDEO):
+            service_id = ids.get(f"{fmt.service}_id")
+            if service_id is None:
+                continue
+            parts.append(BodyPart(fmt.mime_type, mcx_info.render(
+                mcx_info.ServiceInfo(fmt, token, service_id, self.client_uuid))))
+        request = Request("REGISTER", URI("sip", host=domain), headers)
+        if len(parts) == 1:  # 24.379 §6.5: a single body is not wrapped
+            request.set_body(parts[0].content, parts[0].content_type)
+        else:
+            body = MultipartBody.build(parts)
+            request.set_body(body.to_bytes(), body.content_type)
+        return request
+
+    async def register(self, client: McClient, core: Address, domain: str, impu: str,
+                       impi: str, token: str, ids: dict[str, str], *, expires: int = 3600,
+                       via_p_cscf: bool = False) -> Registration:
+        request = self.register_request(client, core, domain, impu, impi, token, ids,
+                                        expires=expires, via_p_cscf=via_p_cscf)
+        response = await client.endpoint.request(request, core)
+        client.identity = impu
+        return Registration(core, domain, impu, impi, response,
+                            tuple(response.headers.values("Service-Route")))
+
