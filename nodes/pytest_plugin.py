@@ -1,0 +1,48 @@
+"""pytest fixtures for running the emulator inside your own async tests.
+
+Installed with the package (entry point ``pytest11``), so in any project that
+has the emulator installed::
+
+    async def test_my_client_registers(mcx_network):
+        state = mcx_network.state()          # addresses, users, CA files
+        ue = mcx_network.ues["ue-alice"]     # or drive your own client
+        ...
+
+``mcx_network`` starts the topology named by the ``--mcx-topology`` option
+(default: the emulator's ``topologies/default.yaml``) with the default
+scenario options, in a fresh run directory under pytest's ``tmp_path``, and
+stops it (finalising the capture) after the test.  ``mcx_topology`` gives
+the loaded topology alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from emulator.topology import Topology, load_topology
+
+from .network import Network, NetworkOptions
+
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--mcx-topology", default=str(DEFAULT_TOPOLOGY),
+                     help="topology file for the mcx_network fixture")
+
+
+@pytest.fixture
+def mcx_topology(request: pytest.FixtureRequest) -> Topology:
+    return load_topology(request.config.getoption("--mcx-topology"))
+
+
+@pytest_asyncio.fixture
+async def mcx_network(mcx_topology: Topology, tmp_path: Path) -> AsyncIterator[Network]:
+    network = Network(mcx_topology, NetworkOptions(), run_dir=tmp_path / "mcx-run")
+    async with network:
+        await network.wait_ready()
+        yield network

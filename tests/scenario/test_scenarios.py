@@ -1,0 +1,103 @@
+"""The seed's scenario and its negative variants, in-process through the Python API.
+
+Each run uses real sockets on 127.0.0.0/8; when running as root the capture
+is a kernel capture and the no-interconnection verdict is read back from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emulator.topology import Topology
+from nodes.scenario import SCENARIOS
+from nodes.session import Report, run_scenario
+
+ROOT_CAPTURE = os.geteuid() == 0 and shutil.which("tcpdump") is not None
+
+
+async def _run(topology: Topology, name: str, tmp_path: Path,
+               transport: str | None = None) -> Report:
+    return await run_scenario(topology, SCENARIOS[name], transport=transport,
+                              pcap_root=tmp_path)
+
+
+def _verdict(report: Report, step: str):  # type: ignore[no-untyped-def]
+    return next(v for v in report.verdicts if v.step == step)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_default_scenario_passes_on_every_transport(mcx_topology: Topology,
+                                                          tmp_path: Path, transport: str) -> None:
+    report = await _run(mcx_topology, "default", tmp_path, transport)
+    assert report.passed, report.text()
+    steps = [v.step for v in report.verdicts]
+    for step in ("login-primary", "register-primary", "profile", "security-token", "attach",
+                 "partner-token", "partner-register", "private-call", "short-data"):
+        assert step in steps
+    # The ladder shows the migration steps with their clauses.
+    assert "TR 23.700-90 7.X.2 steps 1-2" in report.ladder
+    assert "REGISTER sip:mcx.partner.example" in report.ladder
+    assert "grant_type=jwt-bearer" in report.ladder
+    if ROOT_CAPTURE:
+        assert _verdict(report, "capture").passed
+        assert "0 packets between" in _verdict(report, "capture").detail
+
+
+NEGATIVE = [name for name, s in SCENARIOS.items() if s.expect is not None]
+
+
+@pytest.mark.parametrize("name", NEGATIVE)
+async def test_negative_scenario_is_refused_for_the_expected_reason(
+        mcx_topology: Topology, tmp_path: Path, name: str) -> None:
+    scenario = SCENARIOS[name]
+    assert scenario.expect is not None
+    report = await _run(mcx_topology, name, tmp_path)
+    assert report.passed, report.text()
+    refusal = _verdict(report, scenario.expect.step)
+    assert refusal.detail.startswith("as expected, refused")
+    # Nothing after the refusal ran: the UE did not get service.
+    assert "private-call" not in [v.step for v in report.verdicts]
+
+
+@pytest.mark.skipif(not ROOT_CAPTURE, reason="needs root and tcpdump for a kernel capture")
+@pytest.mark.parametrize("name,status", [("partner-profile-missing", b"SIP/2.0 403"),
+                                         ("forged-token", b"SIP/2.0 403")])
+async def test_sip_refusal_is_visible_in_the_capture(mcx_topology: Topology, tmp_path: Path,
+                                                     name: str, status: bytes) -> None:
+    from scapy.layers.inet import UDP
+    from scapy.utils import rdpcap
+
+    report = await _run(mcx_topology, name, tmp_path)
+    assert report.capture is not None
+    payloads = [bytes(p[UDP].payload) for p in rdpcap(str(report.capture)) if p.haslayer(UDP)]
+    refusals = [p for p in payloads if p.startswith(status)]
+    assert refusals, "the 403 is not on the wire"
+    assert any(b'Warning: 399 127.0.20.3 "101 service authorisation failed"' in p
+               for p in refusals)
+
+
+@pytest.mark.skipif(not ROOT_CAPTURE, reason="needs root and tcpdump for a kernel capture")
+async def test_interconnection_baseline_shows_primary_partner_traffic(
+        mcx_topology: Topology, tmp_path: Path) -> None:
+    baseline = await _run(mcx_topology, "with-interconnection", tmp_path)
+    assert baseline.passed, baseline.text()
+    assert "packets between the systems" in _verdict(baseline, "capture").detail
+    seed = await _run(mcx_topology, "direct", tmp_path)
+    assert seed.passed, seed.text()
+    assert _verdict(seed, "capture").detail.startswith("0 packets between")
+
+
+async def test_network_api_and_fixture(mcx_network) -> None:  # type: ignore[no-untyped-def]
+    """The documented fixture gives a running network with its nodes and state."""
+    state = mcx_network.state()
+    assert state["nodes"]["partner.sip-core"]["sip"][0] == {
+        "transport": "udp", "host": "127.0.20.2", "port": 5060}
+    assert state["users"]["alice"]["partner_identity"] == "sip:alice.visitor@mcx.partner.example"
+    assert Path(state["ca_certs"]["primary"]).exists()
+    ue = mcx_network.ues["ue-alice"]
+    tokens = await ue.login(mcx_network.systems["primary"].issuer)
+    assert tokens.id_token and tokens.refresh_token

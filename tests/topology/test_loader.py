@@ -1,0 +1,110 @@
+"""The topology loader: frozen data on success, errors naming file, line and key path."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from emulator.topology import TopologyError, load_topology, parse_topology
+
+DEFAULT = Path(__file__).resolve().parent.parent.parent / "topologies" / "default.yaml"
+TEXT = DEFAULT.read_text()
+
+
+def test_default_topology_is_the_seed() -> None:
+    topology = load_topology(DEFAULT)
+    assert [s.name for s in topology.systems] == ["primary", "partner"]
+    partner = topology.system("partner")
+    assert partner.node("mc-server").host == "127.0.20.3"
+    assert partner.migration_profiles[0].partner_identity == \
+        "sip:alice.visitor@mcx.partner.example"
+    assert topology.local_plmn.serves == "partner"
+    assert topology.ue("ue-alice").home == "primary"
+    # No link joins the two MC systems: that is the scenario.
+    for link in topology.links:
+        ends = {link.a.split(".")[0], link.b.split(".")[0]}
+        assert ends != {"primary", "partner"}
+    # Every node has its own address.
+    hosts = [n.host for s in topology.systems for n in s.nodes]
+    assert len(hosts) == len(set(hosts))
+
+
+def test_topology_is_frozen() -> None:
+    topology = load_topology(DEFAULT)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        topology.name = "x"  # type: ignore[misc]
+    assert {link.transport for link in topology.with_transport("tls").links} == {"tls"}
+
+
+def _line_of(text: str, needle: str) -> int:
+    return text[:text.index(needle)].count("\n") + 1
+
+
+@pytest.mark.parametrize("old,new,path,message", [
+    ("host: 127.0.20.3", "host: 10.1.1.1", "systems.partner.nodes.mc-server.host",
+     "not in 127.0.0.0/8"),
+    ("host: 127.0.20.3", "host: 127.0.0.1", "systems.partner.nodes.mc-server.host",
+     "127.0.0.1"),
+    ("host: 127.0.20.3", "host: nowhere", "systems.partner.nodes.mc-server.host",
+     "not an IP address"),
+    ("organization: Partner", "organisation: Partner", "systems.partner.organisation",
+     "unknown key"),
+    ("[ue-alice, primary.sip-core]", "[ue-alice, primary.sip-cor]", "links[0].between[1]",
+     "no node named 'primary.sip-cor'"),
+    ("{role: mc-server, host: 127.0.20.3, sip: {port: 5060}}",
+     "{role: mc-server, host: 127.0.20.3, sip: {port: 99999}}",
+     "systems.partner.nodes.mc-server.sip.port", "out of range"),
+    ("{role: mc-server, host: 127.0.20.3, sip: {port: 5060}}",
+     "{role: mc-server, host: 127.0.20.3, sip: {port: 5060, transports: [udp, sctp]}}",
+     "systems.partner.nodes.mc-server.sip.transports[1]", "sctp"),
+    ("{role: mc-server, host: 127.0.20.3, sip: {port: 5060}}",
+     "{role: mc-server, host: 127.0.20.3}", "systems.partner.nodes.mc-server",
+     "needs a 'sip' interface"),
+    ("{role: cms,       host: 127.0.20.5, https: 9444}",
+     "{role: idms,      host: 127.0.20.5, https: 9444}", "systems.partner.nodes",
+     "exactly one node with role 'idms'"),
+    ("ue-alice: {user: alice, home: primary", "ue-alice: {user: dave, home: primary",
+     "ues.ue-alice.user", "has no user 'dave'"),
+    ("serves: partner", "serves: tertiary", "local_plmn.serves", "no MC system"),
+    ("migrate_to: [partner]", "migrate_to: [primary]", "systems.primary.users.alice.migrate_to",
+     "not another MC system"),
+    ("primary: primary", "primary: elsewhere",
+     "systems.partner.migration_profiles.alice.primary", "no MC system"),
+    ("mcptt_id: sip:carol@mcx.partner.example", "mcptt_id: carol",
+     "systems.partner.users.carol.mcptt_id", "not a SIP URI"),
+    ("host: 127.0.20.3", "host: 127.0.20.2", "systems.partner.nodes.mc-server.host",
+     "already used by partner.sip-core"),
+    ("ue_pool: 127.0.31.0/26", "ue_pool: 10.0.0.0/24", "local_plmn.ue_pool",
+     "not inside 127.0.0.0/8"),
+])
+def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: str) -> None:
+    assert old in TEXT, old
+    text = TEXT.replace(old, new, 1)
+    with pytest.raises(TopologyError) as error:
+        parse_topology(text, "bad.yaml")
+    text_of_error = str(error.value)
+    assert text_of_error.startswith("bad.yaml:"), text_of_error
+    assert f": {path}: " in text_of_error, text_of_error
+    assert message in text_of_error, text_of_error
+    # The line is the one that was changed (or the mapping it belongs to).
+    line = int(text_of_error.split(":")[1])
+    assert line == _line_of(TEXT, old) or path in ("systems.partner.nodes",), text_of_error
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "the file is empty"),
+    ("name: x\nsystems: [1, 2\n", "not valid YAML"),
+    ("- just\n- a list\n", "must be a mapping"),
+    ("name: x\n", "missing required key 'systems'"),
+    ("name: 5\nsystems: {}\n", "must be str"),
+])
+def test_structural_errors(text: str, message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        parse_topology(text, "bad.yaml")
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="cannot read"):
+        load_topology(tmp_path / "nope.yaml")
