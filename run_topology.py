@@ -6,6 +6,8 @@
     python run_topology.py --list-scenarios
     python run_topology.py up TOPOLOGY --state-file FILE
     python run_topology.py provision --dir DIR --from A --to B --issuer URL [--mode ...]
+    python run_topology.py ladder CAPTURE [--format text|mermaid|svg|html] [-o FILE]
+    python run_topology.py diff CAPTURE_A CAPTURE_B
     python run_topology.py demo                  REGISTER over UDP, TCP and TLS
 
 A run prints the ladder (who sent what to whom, with each step's spec
@@ -172,6 +174,52 @@ def run_up(args: argparse.Namespace) -> int:
                              pcap_root=Path(args.pcaps)))
 
 
+def _capture_arg(path: str) -> tuple[Path, Path | None]:
+    """A capture file, or a run directory holding capture.pcapng; plus its key log if loose."""
+    capture = Path(path)
+    if capture.is_dir():
+        capture = capture / "capture.pcapng"
+    keylog = capture.parent / "tls-keys.log"
+    # A pcapng from the emulator embeds its TLS secrets; a plain pcap needs the key log.
+    return capture, keylog if capture.suffix == ".pcap" and keylog.exists() else None
+
+
+def run_ladder(args: argparse.Namespace) -> int:
+    from emulator.capture.ladder import RENDERERS, LadderError, extract
+
+    capture, keylog = _capture_arg(args.capture)
+    try:
+        messages = extract(capture, keylog=keylog)
+    except LadderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = RENDERERS[args.format](messages)
+    if args.output:
+        Path(args.output).write_text(output)
+        print(f"{len(messages)} messages -> {args.output}")
+    else:
+        print(output)
+    return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from emulator.capture.diff import first_difference
+    from emulator.capture.ladder import LadderError, extract
+
+    try:
+        a = extract(*_capture_arg(args.a)[:1], keylog=_capture_arg(args.a)[1])
+        b = extract(*_capture_arg(args.b)[:1], keylog=_capture_arg(args.b)[1])
+    except LadderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    difference = first_difference(a, b)
+    if difference is None:
+        print(f"same message sequence ({len(a)} messages)")
+        return 0
+    print(difference)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="force every SIP link to this transport")
         sub.add_argument("--pcaps", default="pcaps", help="where run directories go")
     run.add_argument("-q", "--quiet", action="store_true", help="verdicts only, no ladder")
+    ladder = commands.add_parser("ladder", help="message sequence chart of a capture")
+    ladder.add_argument("capture", help="a .pcapng/.pcap file or a run directory")
+    ladder.add_argument("--format", choices=["text", "mermaid", "svg", "html"], default="text")
+    ladder.add_argument("-o", "--output", help="write to this file instead of stdout")
+    diff = commands.add_parser("diff", help="compare two runs' message sequences")
+    diff.add_argument("a")
+    diff.add_argument("b")
     demo = commands.add_parser("demo", help="REGISTER demo over UDP, TCP and TLS")
     demo.add_argument("--transport", choices=["udp", "tcp", "tls", "all"], default="all")
     oob = commands.add_parser(
@@ -210,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_provision(args)
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "ladder":
+        return run_ladder(args)
+    if args.command == "diff":
+        return run_diff(args)
     if args.command == "up":
         return run_up(args)
     if args.command is None:

@@ -26,7 +26,13 @@ from tests.support.sipp import SIPP, run_sipp  # noqa: E402
 Row = tuple[int, float, int, int, int]
 
 
-async def measure(rates: list[int], seconds: float, transport: str) -> list[Row]:
+async def measure(rates: list[int], seconds: float, transport: str,
+                  capture: Path | None = None) -> list[Row]:
+    from emulator.capture.kernel import KernelCapture
+
+    tap = KernelCapture(capture, ["127.0.4.1", "127.0.4.2"]) if capture else None
+    if tap is not None:
+        await tap.start()
     server = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "benchmarks" / "registrar_server.py"), "--transport", transport,
         stdout=asyncio.subprocess.PIPE)
@@ -54,6 +60,9 @@ async def measure(rates: list[int], seconds: float, transport: str) -> list[Row]
     finally:
         server.send_signal(signal.SIGTERM)
         await server.wait()
+        if tap is not None:
+            await tap.stop()
+            print(f"capture: {tap.summary}")
     return rows
 
 
@@ -63,6 +72,9 @@ def main() -> int:
     parser.add_argument("--rates", default="500,1000,2000,3000,3500,4000,4500,5000,6000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--transport", default="udp", choices=["udp", "tcp"])
+    parser.add_argument("--capture", action="store_true",
+                        help="run tcpdump on the traffic (as the emulator does) to measure "
+                             "what kernel capture costs")
     args = parser.parse_args()
     if SIPP is None:
         print("sipp not found: install the Debian package sip-tester", file=sys.stderr)
@@ -70,7 +82,13 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
     print(f"registrar REGISTER rate over {args.transport.upper()}, {os.cpu_count()} cores, "
           f"{args.seconds:.0f} s per step")
-    rows = asyncio.run(measure(rates, args.seconds, args.transport))
+    capture = None
+    if args.capture:
+        import tempfile
+
+        capture = Path(tempfile.mkdtemp(prefix="mcx-bench-")) / "capture.pcap"
+        print(f"with kernel capture to {capture}")
+    rows = asyncio.run(measure(rates, args.seconds, args.transport, capture))
     clean = [row for row in rows if row[3] == 0 and row[4] == 0]
     if clean:
         best = max(clean, key=lambda row: row[1])

@@ -34,10 +34,22 @@ class Trace:
     started: float = field(default_factory=time.monotonic)
     step: str = ""
     clause: str = ""
+    steps: list[tuple[float, str, str]] = field(default_factory=list)
+    """(wall-clock start, step, clause): lets a capture's packets be labelled afterwards."""
 
     def set_step(self, step: str, clause: str = "") -> None:
         """Label what follows with a scenario step and the spec clause it implements."""
         self.step, self.clause = step, clause
+        self.steps.append((time.time(), step, clause))
+
+    def step_at(self, timestamp: float) -> tuple[str, str]:
+        """The step (and clause) that was running at wall-clock ``timestamp``."""
+        current = ("", "")
+        for started, step, clause in self.steps:
+            if started > timestamp:
+                break
+            current = (step, clause)
+        return current
 
     def record(self, source: str, destination: str, transport: str, summary: str,
                size: int = 0) -> None:

@@ -33,11 +33,13 @@ class CmsNode:
 
     def __init__(self, name: str, profiles_by_id: Mapping[str, profiles.UserProfile],
                  validator: TokenValidator, issuer: str, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None) -> None:
+                 ssl_context: ssl.SSLContext | None, *, audience: str | None = None) -> None:
         self.name = name
         self.profiles = dict(profiles_by_id)
         self.validator = validator
         self.issuer = issuer
+        self.audience = audience
+        """The resource-server audience the access tokens must name (RFC 9068 §4)."""
         self.requests = 0
         app = new_application()
         app.router.add_get(
@@ -61,7 +63,8 @@ class CmsNode:
             return _bearer_error(401, "invalid_request", "a Bearer access token is required")
         try:
             claims = self.validator.validate(token.strip(), now=time.time(),
-                                             typ=ACCESS_TOKEN_TYP, issuer=self.issuer)
+                                             typ=ACCESS_TOKEN_TYP, issuer=self.issuer,
+                                             audience=self.audience)
         except TokenError as exc:
             return _bearer_error(401, "invalid_token", exc.description)
         if CONFIG_SCOPE not in str(claims.get("scope", "")).split():

@@ -17,6 +17,7 @@ from aiohttp import web
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 20 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -60,7 +61,11 @@ class HttpsServer:
         return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # Header lines up to 20 kB: a 16 kB bearer token (the validator's cap) must reach
+        # the validator and get an RFC 6750 answer, not aiohttp's plain 400 at 8 kB.
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     max_line_size=MAX_HEADER_BYTES,
+                                     max_field_size=MAX_HEADER_BYTES)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
                            reuse_address=True)

@@ -86,6 +86,8 @@ class ServiceAuthoriser:
 
     own_issuer: str
     own_tokens: TokenValidator
+    audience: str | None = None
+    """The aud access tokens must name: this MC system's resource servers (RFC 9068 §4)."""
     migration_profiles: frozenset[str] = frozenset()
     """Partner-assigned MCPTT IDs that have a migration profile here."""
     primary_tokens: TokenValidator | None = None
@@ -152,7 +154,8 @@ class ServiceAuthoriser:
                      now: float) -> dict[str, object]:
         try:
             return self.own_tokens.validate(token, now=now, typ=ACCESS_TOKEN_TYP,
-                                            issuer=self.own_issuer, required_scope=fmt.scope)
+                                            issuer=self.own_issuer, audience=self.audience,
+                                            required_scope=fmt.scope)
         except TokenError as exc:
             if self.primary_tokens is None:
                 raise AuthorisationRefused(f"{fmt.service} token refused: {exc.description}") \

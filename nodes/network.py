@@ -265,12 +265,13 @@ class Network:
             for p, m in zip(system.migration_profiles, migration, strict=True)]
         cms = CmsNode(cms_node.qualified_name, {p.xui_uri: p for p in user_profiles},
                       TokenValidator([own_key]), issuer, cms_node.host, cms_node.https_port,
-                      self._tls(material, cms_node.name))
+                      self._tls(material, cms_node.name), audience=provider.resource_audience)
         mc_profiles = frozenset() if options.drop_migration_profiles else frozenset(
             p.partner_identity for p in system.migration_profiles)
         direct = options.partner_mode == "direct"
         authoriser = ServiceAuthoriser(
             own_issuer=issuer, own_tokens=TokenValidator([own_key]),
+            audience=provider.resource_audience,
             migration_profiles=mc_profiles,
             primary_tokens=TokenValidator(trusted) if direct else None,
             own_idms_address=issuer,

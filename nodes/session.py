@@ -97,8 +97,6 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
     """``up``: start the topology, write the state file, run until SIGINT/SIGTERM."""
     from .scenario import SCENARIOS
 
-    # A state file left by an earlier run is stale by definition: replace it.
-    state_file.unlink(missing_ok=True)
     run_dir = pcap_root / run_id(topology, "up")
     network = Network(topology, options_for(SCENARIOS["default"], transport=transport),
                       run_dir=run_dir)
@@ -106,17 +104,22 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    written = False
     try:
         async with network:
             await network.wait_ready()
-            temporary = state_file.with_suffix(state_file.suffix + ".tmp")
+            # Written atomically once ready: a stale file from an earlier run is replaced,
+            # never read, and a run that failed to start leaves another run's file alone.
+            temporary = state_file.with_suffix(state_file.suffix + f".{os.getpid()}.tmp")
             temporary.write_text(json.dumps(network.state(), indent=2) + "\n")
             temporary.replace(state_file)
+            written = True
             print(f"ready: state in {state_file}, captures in {run_dir}", flush=True)
             await stop.wait()
             print("stopping", flush=True)
     finally:
-        state_file.unlink(missing_ok=True)
+        if written:
+            state_file.unlink(missing_ok=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     print(f"captures finalised in {run_dir}", flush=True)

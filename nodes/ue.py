@@ -294,6 +294,8 @@ class UserEquipment:
                     raise RuntimeError(f"attach refused: {body}")
         self.attach_info = body
         self.visited_address = str(body["ue_address"])
+        if self.trace is not None:
+            self.trace.names[self.visited_address] = self.name  # one column per UE
         self.visited_sip = McClient(self.name, self.visited_address, self.transport,
                                     trace=self.trace, client_ssl=self.ssl)
         await self.visited_sip.start()

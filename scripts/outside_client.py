@@ -54,6 +54,9 @@ def main() -> int:
         for path in state["ca_certs"].values():
             bundle.write(Path(path).read_text())
     session = requests.Session()
+    # Per-request verify=: a Session-level verify is overridden by REQUESTS_CA_BUNDLE
+    # or CURL_CA_BUNDLE when those are set in the environment.
+    session.trust_env = False
     session.verify = bundle.name
     gateway_ca = Path(state["pcap_dir"]) / "pki" / partner_system / "ca.crt"
     if gateway_ca.exists():

@@ -1,7 +1,7 @@
 """Two MC systems' identity servers, running in-process over HTTPS on 127.0.0.0/8.
 
-Primary: IdMS on 127.0.10.4:9443, CMS on 127.0.10.5:9444.
-Partner: IdMS on 127.0.20.4:9443, CMS on 127.0.20.5:9444.
+Primary: IdMS on 127.0.110.4:9443, CMS on 127.0.110.5:9444.
+Partner: IdMS on 127.0.120.4:9443, CMS on 127.0.120.5:9444.
 Nothing is shared between the systems except what ``provision`` copies.
 """
 
@@ -32,8 +32,8 @@ from nodes.idms import IdmsNode
 
 CLIENT_ID = "mcx-client"
 REDIRECT_URI = "http://127.0.0.1/callback"  # RFC 8252 §7.3 loopback redirect
-PRIMARY_IDMS, PARTNER_IDMS = ("127.0.10.4", 9443), ("127.0.20.4", 9443)
-PRIMARY_CMS, PARTNER_CMS = ("127.0.10.5", 9444), ("127.0.20.5", 9444)
+PRIMARY_IDMS, PARTNER_IDMS = ("127.0.110.4", 9443), ("127.0.120.4", 9443)
+PRIMARY_CMS, PARTNER_CMS = ("127.0.110.5", 9444), ("127.0.120.5", 9444)
 PRIMARY_ISSUER = f"https://{PRIMARY_IDMS[0]}:{PRIMARY_IDMS[1]}"
 PARTNER_ISSUER = f"https://{PARTNER_IDMS[0]}:{PARTNER_IDMS[1]}"
 ALICE_PASSWORD = "alice-secret"
@@ -88,7 +88,8 @@ def _system(directory: Path, material: SystemMaterial, issuer: str, idms_at: tup
     idms = IdmsNode(f"{material.name}-idms", provider, *idms_at,
                     _tls(material, "idms", directory), title=f"{material.name} IdMS")
     cms = CmsNode(f"{material.name}-cms", {p.xui_uri: p for p in user_profiles},
-                  TokenValidator([own_key]), issuer, *cms_at, _tls(material, "cms", directory))
+                  TokenValidator([own_key]), issuer, *cms_at, _tls(material, "cms", directory),
+                  audience=provider.resource_audience)
     return System(material.name, material, provider, idms, cms,
                   directory / material.name / "ca.crt", refused)
 
@@ -96,7 +97,7 @@ def _system(directory: Path, material: SystemMaterial, issuer: str, idms_at: tup
 def alice_profile() -> profiles.UserProfile:
     partner = profiles.PartnerSystem(
         system_id="partner", authorised_to_migrate=True, plmn_id="001-02",
-        attach_url="https://127.0.30.1:8443/attach", sip_core_host="127.0.20.2",
+        attach_url="https://127.0.130.1:8443/attach", sip_core_host="127.0.120.2",
         sip_core_port=5060, sip_transport="udp", sip_domain="mcx.partner.example",
         partner_impu=ALICE_PARTNER_ID, partner_impi="alice.visitor@mcx.partner.example",
         idms_token_endpoint=f"{PARTNER_ISSUER}/token", idms_audience=PARTNER_ISSUER)
