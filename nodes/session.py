@@ -33,6 +33,8 @@ class Report:
     capture_summary: str
     seconds: float
     verdicts: list[Verdict] = field(default_factory=list)
+    migration_seconds: float | None = None
+    """From the attach to the partner's answer to the REGISTER (None if not reached)."""
 
     @property
     def passed(self) -> bool:
@@ -49,6 +51,9 @@ class Report:
             lines.append(f"{mark}  {verdict.step:<{width}}  {verdict.detail}")
             if verdict.clause:
                 lines.append(f"      {'':<{width}}  ({verdict.clause})")
+        if self.migration_seconds is not None:
+            lines += ["", f"migration (attach -> partner 200 OK): "
+                          f"{self.migration_seconds * 1000:.1f} ms"]
         lines += ["", f"captures: {self.run_dir}  ({self.capture_summary})",
                   f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.2f} s", ""]
         return "\n".join(lines)
@@ -89,7 +94,20 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
     capture = network.capture
     return Report(result, network.trace.listing(), run_dir, network.capture_file,
                   capture.summary if capture else "no kernel capture: not root or no tcpdump",
-                  time.monotonic() - started, verdicts)
+                  time.monotonic() - started, verdicts, _migration_seconds(network, result))
+
+
+def _migration_seconds(network: Network, result: ScenarioResult) -> float | None:
+    """Wall time from the attach step's start to the end of the partner REGISTER step."""
+    passed = {v.step for v in result.verdicts if v.passed}
+    if not {"attach", "partner-register"} <= passed:
+        return None
+    starts = network.trace.steps
+    begin = next(t for t, step, _ in starts if step.startswith("attach:"))
+    index = next(i for i, (_, step, _) in enumerate(starts)
+                 if step.startswith("partner-register:"))
+    end = starts[index + 1][0] if index + 1 < len(starts) else time.time()
+    return end - begin
 
 
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,

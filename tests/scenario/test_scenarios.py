@@ -45,6 +45,7 @@ async def test_default_scenario_passes_on_every_transport(mcx_topology: Topology
     if ROOT_CAPTURE:
         assert _verdict(report, "capture").passed
         assert "0 packets between" in _verdict(report, "capture").detail
+    assert report.migration_seconds is not None and report.migration_seconds > 0
 
 
 NEGATIVE = [name for name, s in SCENARIOS.items() if s.expect is not None]
@@ -78,6 +79,28 @@ async def test_sip_refusal_is_visible_in_the_capture(mcx_topology: Topology, tmp
     assert refusals, "the 403 is not on the wire"
     assert any(b'Warning: 399 127.0.20.3 "101 service authorisation failed"' in p
                for p in refusals)
+
+
+@pytest.mark.skipif(not ROOT_CAPTURE or shutil.which("tshark") is None,
+                    reason="needs root, tcpdump and tshark")
+@pytest.mark.parametrize("name,peer,error", [
+    ("no-oob-provisioning", "partner.idms", "invalid_grant"),
+    ("migration-not-authorised", "primary.idms", "invalid_target"),
+])
+async def test_oauth_refusal_is_visible_in_the_decrypted_capture(
+        mcx_topology: Topology, tmp_path: Path, name: str, peer: str, error: str) -> None:
+    """The IdMS's OAuth error is on the wire inside TLS; the run's key log decrypts it."""
+    import subprocess
+
+    report = await _run(mcx_topology, name, tmp_path)
+    assert report.capture is not None
+    hosts = {v: k for k, v in mcx_topology.host_names().items()}
+    done = subprocess.run(
+        ["tshark", "-r", str(report.capture), "-o",
+         f"tls.keylog_file:{report.run_dir / 'tls-keys.log'}", "-Y",
+         f"http.response.code == 400 && ip.src == {hosts[peer]}", "-T", "fields",
+         "-e", "http.file_data"], capture_output=True, text=True, timeout=60)
+    assert f'"error": "{error}"' in done.stdout
 
 
 @pytest.mark.skipif(not ROOT_CAPTURE, reason="needs root and tcpdump for a kernel capture")
