@@ -178,7 +178,8 @@ def _capture_arg(path: str) -> tuple[Path, Path | None]:
     """A capture file, or a run directory holding capture.pcapng; plus its key log if loose."""
     capture = Path(path)
     if capture.is_dir():
-        capture = capture / "capture.pcapng"
+        published = capture / "capture.pcapng"
+        capture = published if published.exists() else capture / "capture.pcap"
     keylog = capture.parent / "tls-keys.log"
     # A pcapng from the emulator embeds its TLS secrets; a plain pcap needs the key log.
     return capture, keylog if capture.suffix == ".pcap" and keylog.exists() else None

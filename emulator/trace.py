@@ -8,6 +8,7 @@ the authoritative record; this trace is what the terminal shows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emulator.sip.events import Address
@@ -35,6 +36,8 @@ class Trace:
     step: str = ""
     clause: str = ""
     steps: list[tuple[float, str, str]] = field(default_factory=list)
+    sinks: list[Callable[[str, Address, Address, bytes], None]] = field(default_factory=list)
+    """Further taps fed with every message (the application-level capture writer)."""
     """(wall-clock start, step, clause): lets a capture's packets be labelled afterwards."""
 
     def set_step(self, step: str, clause: str = "") -> None:
@@ -68,6 +71,8 @@ class Trace:
         return self.names.get(host or "", host or url_or_host)
 
     def tap(self, direction: str, local: Address, remote: Address, data: bytes) -> None:
+        for sink in self.sinks:
+            sink(direction, local, remote, data)
         if direction != "out":
             return
         line = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")

@@ -26,6 +26,9 @@ from typing import Any
 
 from emulator import profile as profiles
 from emulator.capture.kernel import KernelCapture, kernel_capture_available
+from emulator.capture.pcapng import read_pcap
+from emulator.capture.publish import publish
+from emulator.capture.tap import TapWriter
 from emulator.identity.oidc import (
     IdentityProvider,
     MigrationProfile,
@@ -101,6 +104,9 @@ class Network:
     gateway: Gateway | None = None
     trace: Trace = field(default_factory=Trace)
     capture: KernelCapture | None = None
+    tap_writer: TapWriter | None = None
+    capture_files: list[Path] = field(default_factory=list)
+    capture_method: str = "none"
     _started: list[Any] = field(default_factory=list)
     _plmn_material: SystemMaterial | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -126,7 +132,8 @@ class Network:
 
     @property
     def capture_file(self) -> Path | None:
-        return self.capture.path if self.capture is not None else None
+        """The merged capture of the run (published when the network stops)."""
+        return self.capture_files[0] if self.capture_files else None
 
     @property
     def keylog_file(self) -> Path:
@@ -145,10 +152,16 @@ class Network:
 
     async def _start(self) -> None:
         topology, options = self.topology, self.options
+        assert self.run_dir is not None
         if options.capture and kernel_capture_available():
-            hosts = list(self.trace.names)
-            self.capture = KernelCapture(self.run_dir / "capture.pcap", hosts)  # type: ignore[operator]
+            self.capture = KernelCapture(self.run_dir / "capture.pcap", list(self.trace.names))
             await self.capture.start()
+            self.capture_method = "kernel capture (tcpdump on lo)"
+        elif options.capture:
+            # Not root: SIP is still captured, from the transports' taps (no HTTPS).
+            self.tap_writer = TapWriter(tapped_hosts=list(self.trace.names))
+            self.trace.sinks.append(self.tap_writer)
+            self.capture_method = "application-level tap (SIP only; run as root for HTTPS)"
         now = dt.datetime.now(dt.UTC)
         materials = self._pki(now)
         for system in topology.systems:
@@ -184,7 +197,27 @@ class Network:
                 logger.exception("stopping %r failed", node)
         if self.capture is not None:
             await self.capture.stop()
+        self._publish()
 
+    def _publish(self) -> None:
+        """Write capture.pcapng and nodes/*.pcapng (names, step comments, TLS secrets)."""
+        assert self.run_dir is not None
+        if self.capture_files:
+            return
+        packets = None
+        raw = self.capture.path if self.capture is not None else None
+        if raw is not None and raw.exists():
+            packets = read_pcap(raw)
+        elif self.tap_writer is not None:
+            packets = self.tap_writer.close()
+        if packets is None:
+            return
+        names = {host: name for host, name in self.trace.names.items()}
+        self.capture_files = publish(self.run_dir, packets, names=names,
+                                     label=self.trace.step_at, keylog=self.keylog_file,
+                                     method=self.capture_method)
+        if raw is not None and raw.exists():
+            raw.unlink()  # capture.pcapng holds every packet of it, and more
     # -- building --------------------------------------------------------------
     def _pki(self, now: dt.datetime) -> dict[str, SystemMaterial]:
         assert self.run_dir is not None

@@ -63,18 +63,24 @@ def run_id(topology: Topology, scenario: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{scenario}"
 
 
-def tshark_verdict(capture: Path | None) -> Verdict | None:
-    """tshark reads the capture with no malformed frame and no expert warning."""
+def tshark_verdict(captures: list[Path]) -> Verdict | None:
+    """tshark reads every capture file with no malformed frame and no expert warning."""
     tshark = shutil.which("tshark")
-    if tshark is None or capture is None or not capture.exists():
+    if tshark is None or not captures:
         return None
-    done = subprocess.run(
-        [tshark, "-r", str(capture), "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
-        capture_output=True, text=True, timeout=120)
-    bad = [line for line in done.stdout.splitlines() if line.strip()]
-    return Verdict("tshark", "Wireshark opens the capture cleanly", "", done.returncode == 0
-                   and not bad, f"exit {done.returncode}, {len(bad)} malformed/warning frames"
-                   + (f": {bad[0].strip()}" if bad else ""))
+    failures = []
+    for capture in captures:
+        done = subprocess.run(
+            [tshark, "-r", str(capture), "-Y",
+             "_ws.malformed || _ws.expert.severity >= warning"],
+            capture_output=True, text=True, timeout=120)
+        bad = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+        if done.returncode != 0 or bad:
+            failures.append(f"{capture.name}: exit {done.returncode}, {len(bad)} bad frames"
+                            + (f" ({bad[0]})" if bad else ""))
+    detail = "; ".join(failures) if failures else \
+        f"{len(captures)} files, exit 0, no malformed frame or expert warning"
+    return Verdict("tshark", "Wireshark opens the captures cleanly", "", not failures, detail)
 
 
 async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
@@ -88,12 +94,13 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
         result = await runner.run()
     verdicts = list(result.verdicts)
     verdicts.append(runner.capture_verdict())
-    wireshark = tshark_verdict(network.capture_file)
+    wireshark = tshark_verdict(network.capture_files)
     if wireshark is not None:
         verdicts.append(wireshark)
     capture = network.capture
-    return Report(result, network.trace.listing(), run_dir, network.capture_file,
-                  capture.summary if capture else "no kernel capture: not root or no tcpdump",
+    summary = f"{network.capture_method}: {capture.summary}" if capture else \
+        network.capture_method
+    return Report(result, network.trace.listing(), run_dir, network.capture_file, summary,
                   time.monotonic() - started, verdicts, _migration_seconds(network, result))
 
 

@@ -118,19 +118,32 @@ def group_of(name: str) -> str:
 
 
 def columns(messages: Sequence[LadderMessage]) -> list[str]:
-    """Node columns: UEs first, then each system's nodes, in order of first appearance."""
+    """Node columns grouped by system, in the order the story reads.
+
+    The UE that talks to the most systems (the migrating one) comes first,
+    then the systems in the order it reached them (primary, local PLMN,
+    partner), then anything else in order of appearance.
+    """
     seen: list[str] = []
+    reached: dict[str, list[str]] = {}
     for message in messages:
         for name in (message.source, message.destination):
             if name not in seen:
                 seen.append(name)
-    groups: list[str] = []
-    for name in seen:
-        if group_of(name) not in groups:
-            groups.append(group_of(name))
-    order = {group: i for i, group in enumerate(groups)}
-    groups.sort(key=lambda g: (g != "UEs", order[g]))
-    return [name for group in groups for name in seen if group_of(name) == group]
+        for ue, peer in ((message.source, message.destination),
+                         (message.destination, message.source)):
+            if group_of(ue) == "UEs" and group_of(peer) not in reached.setdefault(ue, []):
+                reached[ue].append(group_of(peer))
+    ues = sorted((n for n in seen if group_of(n) == "UEs"),
+                 key=lambda n: (-len(reached.get(n, [])), seen.index(n)))
+    order: list[str] = ["UEs"]
+    for ue in ues:
+        order += [g for g in reached.get(ue, []) if g not in order]
+    order += [group_of(n) for n in seen if group_of(n) not in order]
+    order = list(dict.fromkeys(order))
+    rank = {group: i for i, group in enumerate(order)}
+    ue_rank = {ue: i for i, ue in enumerate(ues)}
+    return sorted(seen, key=lambda n: (rank[group_of(n)], ue_rank.get(n, 0), seen.index(n)))
 
 
 def render_text(messages: Sequence[LadderMessage], width: int = 18) -> str:

@@ -30,12 +30,17 @@ class _Connection(asyncio.Protocol):
         self.remote = remote
         self.framer = StreamFramer(owner.limits)
         self.transport: asyncio.Transport | None = None
+        self.local = owner.local
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.remote = Address(self.owner.name, host, port)
+        # The connection's own address: an opened connection's port is ephemeral,
+        # and captures and ladders must show the port the packets really use.
+        local_host, local_port = transport.get_extra_info("sockname")[:2]
+        self.local = Address(self.owner.name, local_host, local_port)
         self.owner._connections[self.remote] = self
 
     def data_received(self, data: bytes) -> None:
@@ -53,7 +58,7 @@ class _Connection(asyncio.Protocol):
                 self.write(PONG)
                 continue
             if owner.tap is not None:
-                owner.tap("in", owner.local, self.remote, item)
+                owner.tap("in", self.local, self.remote, item)
             owner.receiver(item, self.remote, stream=True)
 
     def write(self, data: bytes) -> None:
@@ -129,7 +134,7 @@ class StreamTransport:
         if connection is not None:
             connection.write(data)
             if self.tap is not None:
-                self.tap("out", self._local, connection.remote or destination, data)
+                self.tap("out", connection.local, connection.remote or destination, data)
             return
         pending = self._pending.get(destination)
         if pending is not None:
@@ -160,7 +165,7 @@ class StreamTransport:
         for data in queued:
             protocol.write(data)
             if self.tap is not None:
-                self.tap("out", self._local, destination, data)
+                self.tap("out", protocol.local, destination, data)
 
     async def close(self) -> None:
         for task in list(self._tasks):

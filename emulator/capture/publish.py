@@ -1,0 +1,65 @@
+"""Turn a run's raw capture into the files a Wireshark user opens.
+
+From the kernel capture (or the application-level tap's frames) this writes:
+
+* ``capture.pcapng``: every packet of the run, time-ordered, with the node
+  names (Name Resolution Block), the TLS secrets (Decryption Secrets Block,
+  so HTTPS opens decrypted with no set-up) and, on each packet, a comment
+  naming the scenario step running when it was sent and the step's clause;
+* ``nodes/<node>.pcapng``: the same, restricted to what one node sent and
+  received;
+* ``tls-keys.log`` stays beside them for tools that want the plain key log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from .pcapng import Packet, read_pcap, split_by_host, write_pcapng
+
+StepLabel = Callable[[float], tuple[str, str]]
+
+
+def annotate(packets: Iterable[Packet], label: StepLabel) -> list[Packet]:
+    """Comment each packet with ``step | clause`` of the step running at its timestamp."""
+    out = []
+    for packet in packets:
+        step, clause = label(packet.timestamp)
+        comment = f"{step} | {clause}" if clause else step or None
+        out.append(Packet(packet.timestamp, packet.data, comment, packet.original_length))
+    return out
+
+
+def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
+            label: StepLabel, keylog: Path | None, method: str) -> list[Path]:
+    """Write the merged and per-node pcapng files; returns their paths (merged first)."""
+    annotated = annotate(packets, label)
+    secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
+    comment = f"MCX migration emulator run {run_dir.name}; capture method: {method}"
+    merged = run_dir / "capture.pcapng"
+    write_pcapng(merged, annotated, names=names, tls_keylog=secrets, comment=comment,
+                 description=method)
+    written = [merged]
+    by_node: dict[str, set[str]] = {}
+    for host, name in names.items():
+        by_node.setdefault(name, set()).add(host)
+    node_dir = run_dir / "nodes"
+    node_dir.mkdir(exist_ok=True)
+    for name, hosts in sorted(by_node.items()):
+        mine = split_by_host(annotated, hosts)
+        if not mine:
+            continue
+        path = node_dir / f"{name}.pcapng"
+        write_pcapng(path, mine, names=names, tls_keylog=secrets,
+                     comment=f"{comment}; packets sent or received by {name}",
+                     description=method)
+        written.append(path)
+    return written
+
+
+def publish_kernel_capture(run_dir: Path, raw: Path, **kwargs: object) -> list[Path]:
+    """Publish tcpdump's file, then remove it: capture.pcapng supersedes it."""
+    paths = publish(run_dir, read_pcap(raw), **kwargs)  # type: ignore[arg-type]
+    raw.unlink()
+    return paths

@@ -1,0 +1,142 @@
+"""What a Wireshark user gets from a run: pcapng with names, step comments and TLS secrets,
+one file per node, ladders built from the file, and a golden-trace comparison."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from defusedxml.ElementTree import fromstring
+
+from emulator.capture.diff import first_difference
+from emulator.capture.ladder import extract, render_html, render_mermaid, render_svg, render_text
+from emulator.topology import Topology
+from nodes import network as network_module
+from nodes.scenario import SCENARIOS
+from nodes.session import Report, run_scenario
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
+TSHARK = shutil.which("tshark")
+needs_kernel = pytest.mark.skipif(not KERNEL or TSHARK is None,
+                                  reason="needs root, tcpdump and tshark")
+
+
+def tshark(*args: str) -> subprocess.CompletedProcess[str]:
+    assert TSHARK is not None
+    return subprocess.run([TSHARK, *args], capture_output=True, text=True, timeout=60)
+
+
+def clean(path: Path) -> None:
+    done = tshark("-r", str(path), "-Y", "_ws.malformed || _ws.expert.severity >= warning")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"{path.name}: {done.stdout[:300]}"
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    import asyncio
+
+    from emulator.topology import load_topology
+
+    topology = load_topology(ROOT / "topologies" / "default.yaml")
+    return asyncio.run(run_scenario(topology, SCENARIOS["default"],
+                                    pcap_root=tmp_path_factory.mktemp("captures")))
+
+
+@needs_kernel
+def test_every_capture_file_opens_cleanly(default_run: Report) -> None:
+    assert default_run.passed, default_run.text()
+    files = [default_run.run_dir / "capture.pcapng",
+             *sorted((default_run.run_dir / "nodes").glob("*.pcapng"))]
+    names = {f.stem for f in files}
+    assert {"capture", "ue-alice", "visited-plmn.gateway", "partner.sip-core",
+            "partner.mc-server", "partner.idms", "primary.idms"} <= names
+    for path in files:
+        clean(path)
+
+
+@needs_kernel
+def test_node_names_comments_and_decrypted_https_from_the_file_alone(
+        default_run: Report) -> None:
+    capture = str(default_run.run_dir / "capture.pcapng")
+    # Names come from the Name Resolution Block, with no hosts file or option.
+    hosts = tshark("-r", capture, "-N", "n", "-Y", "sip", "-T", "fields",
+                   "-e", "ip.src_host").stdout.split()
+    assert {"ue-alice", "visited-plmn.gateway", "partner.sip-core"} <= set(hosts)
+    # HTTP inside TLS, decrypted with the embedded secrets only (no -o tls.keylog_file).
+    http = tshark("-r", capture, "-Y", "http.request", "-T", "fields",
+                  "-e", "http.request.method", "-e", "http.request.uri").stdout
+    assert "POST\t/token" in http and "POST\t/attach" in http
+    # Each packet says which step it belongs to, and the step's clause.
+    comments = tshark("-r", capture, "-Y", "sip.Method == REGISTER", "-T", "fields",
+                      "-e", "frame.comment").stdout
+    assert "partner-register:" in comments
+    assert "TR 23.700-90 7.X.2 steps 1-2" in comments
+
+
+@needs_kernel
+def test_node_file_holds_only_that_nodes_traffic(default_run: Report) -> None:
+    capture = str(default_run.run_dir / "nodes" / "partner.mc-server.pcapng")
+    pairs = tshark("-r", capture, "-T", "fields", "-e", "ip.src", "-e", "ip.dst").stdout
+    for line in pairs.splitlines():
+        assert "127.0.20.3" in line.split("\t")
+
+
+@needs_kernel
+def test_ladder_from_the_capture_shows_every_step_of_the_figure(default_run: Report) -> None:
+    messages = extract(default_run.run_dir / "capture.pcapng")
+    text = render_text(messages)
+    # Figure 7.X.2-1 step 1 (migrate using access info and credentials) and step 2
+    # (the partner's authorisation check), each with its clause.
+    for clause in ("TR 23.700-90 7.X.2 step 1", "TR 23.700-90 7.X.2 steps 1-2",
+                   "33.180 §5.1.4.2", "33.180 B.7.2"):
+        assert clause in text
+    labels = [(m.source, m.destination, m.label) for m in messages]
+    assert ("ue-alice", "visited-plmn.gateway", "REGISTER") in labels
+    assert ("partner.sip-core", "partner.mc-server", "REGISTER") in labels
+    assert ("ue-alice", "partner.idms", "POST /token (jwt-bearer)") in labels
+    assert text.splitlines()[0].split("=")[0] == ""  # the system banner line comes first
+    assert render_mermaid(messages).startswith("sequenceDiagram")
+    svg = render_svg(messages)
+    assert fromstring(svg.encode()).tag.endswith("svg")
+    assert "<svg" in render_html(messages)
+
+
+@needs_kernel
+def test_fresh_run_matches_the_committed_reference(default_run: Report) -> None:
+    reference = extract(ROOT / "pcaps" / "reference" / "default.pcapng")
+    fresh = extract(default_run.run_dir / "capture.pcapng")
+    difference = first_difference(reference, fresh)
+    assert difference is None, str(difference)
+
+
+@needs_kernel
+async def test_diff_names_the_first_difference(mcx_topology: Topology, tmp_path: Path) -> None:
+    refused = await run_scenario(mcx_topology, SCENARIOS["expired-token"], pcap_root=tmp_path)
+    assert refused.capture is not None
+    difference = first_difference(extract(ROOT / "pcaps" / "reference" / "default.pcapng"),
+                                  extract(refused.capture))
+    assert difference is not None
+    assert difference.expected == "partner.idms -> ue-alice: HTTP 200"
+    assert difference.actual == "partner.idms -> ue-alice: HTTP 400"
+    assert difference.step.startswith("partner-token")
+
+
+@pytest.mark.skipif(TSHARK is None, reason="needs tshark")
+async def test_application_tap_when_kernel_capture_is_impossible(
+        mcx_topology: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not root: the transports' tap still yields a pcapng that tshark dissects as SIP."""
+    monkeypatch.setattr(network_module, "kernel_capture_available", lambda: False)
+    report = await run_scenario(mcx_topology, SCENARIOS["default"], pcap_root=tmp_path,
+                                transport="tcp")
+    assert report.passed, report.text()
+    assert report.capture is not None
+    assert "application-level tap" in report.capture_summary
+    clean(report.capture)
+    methods = tshark("-r", str(report.capture), "-Y", "sip.Method", "-T", "fields",
+                     "-e", "sip.Method").stdout.split()
+    assert "REGISTER" in methods and "INVITE" in methods and "MESSAGE" in methods
