@@ -154,8 +154,15 @@ def run_scenarios(args: argparse.Namespace) -> int:
         return 2
     ok = True
     for name in names:
-        report = asyncio.run(run_scenario(topology, SCENARIOS[name], transport=args.transport,
-                                          pcap_root=Path(args.pcaps)))
+        try:
+            report = asyncio.run(run_scenario(topology, SCENARIOS[name],
+                                              transport=args.transport,
+                                              pcap_root=Path(args.pcaps)))
+        except KeyboardInterrupt:
+            # asyncio.run cancelled the run; the network stopped and published its captures.
+            print(f"interrupted: captures of the partial run are under {args.pcaps}/",
+                  file=sys.stderr)
+            return 130
         print(report.text(ladder=not args.quiet))
         ok &= report.passed
     return 0 if ok else 1
