@@ -28,7 +28,10 @@ class Binding:
         return max(0, round(self.expires_at - now))
 
 
-def contact_key(uri: URI) -> tuple[str, str, str, int | None, str]:
+BindingKey = tuple[str, str, str, int | None, str]
+
+
+def contact_key(uri: URI) -> BindingKey:
     """The fields §19.1.4 compares, as a dictionary key."""
     return (uri.scheme, uri.user or "", uri.host.lower(), uri.port, uri.transport)
 
@@ -60,8 +63,7 @@ class LocationService:
     """All bindings, keyed by AOR, then by the contact key."""
 
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
-    _bindings: dict[str, dict[tuple[str, str, str, int | None, str], Binding]] = field(
-        default_factory=dict)
+    _bindings: dict[str, dict[BindingKey, Binding]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._bindings.values())
@@ -82,12 +84,11 @@ class LocationService:
             return []
         return list(bindings.values())
 
-    def snapshot(self, aor: str) -> dict[tuple[str, str, str, int | None, str], Binding]:
+    def snapshot(self, aor: str) -> dict[BindingKey, Binding]:
         """A copy of ``aor``'s bindings, to :meth:`restore` if a registration is refused later."""
         return dict(self._bindings.get(aor, {}))
 
-    def restore(self, aor: str,
-                snapshot: dict[tuple[str, str, str, int | None, str], Binding]) -> None:
+    def restore(self, aor: str, snapshot: dict[BindingKey, Binding]) -> None:
         if snapshot:
             self._bindings[aor] = snapshot
         else:
@@ -124,7 +125,7 @@ class LocationService:
                     raise RegistrationRefused(500, "Server Internal Error (CSeq out of order)")
             self._bindings.pop(aor, None)
             return []
-        changes: list[tuple[tuple[str, str, str, int | None, str], Contact, int]] = []
+        changes: list[tuple[BindingKey, Contact, int]] = []
         for contact in contacts:
             expires = contact.expires
             if expires is None:

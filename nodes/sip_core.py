@@ -30,21 +30,19 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
-from email.utils import formatdate
 
 from emulator.sip.events import Address, TransactionKey
-from emulator.sip.headers import Contact, Headers, NameAddress
+from emulator.sip.headers import Headers, NameAddress
 from emulator.sip.message import Request, Response
 from emulator.sip.uri import URI
 from emulator.topology.model import SipInterface
 from emulator.trace import Trace
 
-from .location import LocationService, RegistrarPolicy, RegistrationRefused
+from .location import LocationService, RegistrarPolicy
+from .registration import Registered, process_register, registered_response
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
-
-SUPPORTED = frozenset({"path"})
 
 
 class SipCore(SipNode):
@@ -92,60 +90,29 @@ class SipCore(SipNode):
     def on_register(self, request: Request, source: Address, transaction: TransactionKey
                     ) -> None:
         now = self.endpoint.now()
-        if request.uri.host.lower() != self.domain:
-            self.reply(request, transaction, 404, "Not Found (domain not served here)")
-            return
-        unsupported = request.option_tags("Require") - SUPPORTED
-        if unsupported:
-            self.reply(request, transaction, 420,
-                       headers=(("Unsupported", ", ".join(sorted(unsupported))),))
-            return
-        try:
-            to = request.to
-            aor = to.uri.aor
-            contacts = request.contacts
-            header_expires = request.expires
-        except ValueError as exc:
-            self.reply(request, transaction, 400, f"Bad Request ({exc})")
-            return
-        if to.uri.host.lower() != self.domain:
-            self.reply(request, transaction, 404, "Not Found (AOR not in this domain)")
-            return
-        path = tuple(request.headers.values("Path")) \
-            if "path" in request.option_tags("Supported") else ()
-        snapshot = self.location.snapshot(aor)
-        try:
-            if contacts:
-                bindings = self.location.update(
-                    aor, contacts, header_expires=header_expires, call_id=request.call_id,
-                    cseq=request.cseq.seq, now=now, path=path, source=str(source))
-            else:
-                bindings = self.location.lookup(aor, now=now)
-        except RegistrationRefused as refused:
-            self.reply(request, transaction, refused.status, refused.reason,
-                       headers=refused.headers)
-            return
-        if not contacts:
-            self._answer_register(request, transaction, bindings, path, now)
-            return
-        granted = max((b.remaining(now) for b in bindings), default=0)
-        self._third_party_register(request, to, granted, transaction, aor, snapshot, bindings,
-                                   path, now)
+        tag = f"{self.name}-tag"
+        outcome = process_register(request, domains={self.domain}, location=self.location,
+                                   now=now, to_tag=tag)
+        if isinstance(outcome, Response):
+            self.endpoint.send_response(outcome, transaction)
+        elif not outcome.changed:
+            self._answer_register(request, transaction, outcome, now)
+        else:
+            self._third_party_register(request, transaction, outcome, now)
 
-    def _third_party_register(self, request: Request, to: NameAddress, expires: int,
-                              transaction: TransactionKey, aor: str, snapshot: dict,  # type: ignore[type-arg]
-                              bindings: list, path: tuple[str, ...], now: float  # type: ignore[type-arg]
-                              ) -> None:
+    def _third_party_register(self, request: Request, transaction: TransactionKey,
+                              registered: Registered, now: float) -> None:
         """24.229 §5.4.1.7 / 24.379 §7.3.1: tell the MC server, with the UE's REGISTER inside."""
+        expires = max((b.remaining(now) for b in registered.bindings), default=0)
         self._cseq += 1
         call_id = self._third_party_call_ids.setdefault(
-            aor, f"{secrets.token_hex(8)}@{self.host}")
+            registered.aor, f"{secrets.token_hex(8)}@{self.host}")
         headers = Headers()
         headers.add("Via", self.endpoint.make_via(self.mc_server.transport))
         headers.add("Max-Forwards", 70)
         headers.add("From", NameAddress(self.uri("scscf", lr=False)).with_tag(
             secrets.token_hex(4)))
-        headers.add("To", NameAddress(to.uri))
+        headers.add("To", NameAddress(request.to.uri))
         headers.add("Call-ID", call_id)
         headers.add("CSeq", f"{self._cseq} REGISTER")
         headers.add("Contact", NameAddress(self.uri(lr=False)))
@@ -158,10 +125,10 @@ class SipCore(SipNode):
             if response.status < 200:
                 return
             if response.status < 300 or expires == 0:
-                self._answer_register(request, transaction, bindings, path, now)
+                self._answer_register(request, transaction, registered, now)
                 return
             # Service authorisation refused: fail the REGISTER (project choice, see above).
-            self.location.restore(aor, snapshot)
+            self.location.restore(registered.aor, registered.previous)
             refusal = request.make_response(response.status, response.reason,
                                             to_tag=f"{self.name}-tag")
             for value in response.headers.get_all("Warning"):
@@ -170,20 +137,12 @@ class SipCore(SipNode):
 
         self.endpoint.send_request(third_party, self.mc_server, answered)
 
-    def _answer_register(self, request: Request, transaction: TransactionKey, bindings: list,  # type: ignore[type-arg]
-                         path: tuple[str, ...], now: float) -> None:
-        response = request.make_response(200, to_tag=f"{self.name}-tag")
-        for binding in bindings:
-            address = binding.contact.address
-            assert address is not None
-            response.headers.add("Contact", Contact(address.with_param(
-                "expires", str(binding.remaining(now)))))
-        for value in path:  # RFC 3327 §5.3
-            response.headers.add("Path", value)
-        if bindings:
+    def _answer_register(self, request: Request, transaction: TransactionKey,
+                         registered: Registered, now: float) -> None:
+        response = registered_response(request, registered, now=now, to_tag=f"{self.name}-tag")
+        if registered.bindings:  # 24.229 §5.4.1.2.2
             response.headers.add("Service-Route", NameAddress(self.uri("orig")))
             response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
-        response.headers.add("Date", formatdate(usegmt=True))
         self.endpoint.send_response(response, transaction)
 
     # -- routing ---------------------------------------------------------------

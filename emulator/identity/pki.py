@@ -37,6 +37,19 @@ class Credential:
                                       serialization.NoEncryption())
 
 
+def _key_usage(*, issuer: bool) -> x509.KeyUsage:
+    """digitalSignature always; keyCertSign and cRLSign for a CA (RFC 5280 §4.2.1.3)."""
+    return x509.KeyUsage(digital_signature=True, content_commitment=False,
+                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=issuer, crl_sign=issuer, encipher_only=False,
+                         decipher_only=False)
+
+
+def _organization(ca: Credential) -> str:
+    names = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(names[0].value) if names else "MCX"
+
+
 def _name(common_name: str, organization: str) -> x509.Name:
     return x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
@@ -57,10 +70,7 @@ def make_ca(organization: str, *, now: dt.datetime, days: int = 3650) -> Credent
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_key_usage(issuer=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .sign(key, hashes.SHA256())
@@ -78,8 +88,7 @@ def issue_server_certificate(ca: Credential, common_name: str, *, hosts: list[st
             alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             alt_names.append(x509.DNSName(host))
-    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    org = str(organization[0].value) if organization else "MCX"
+    org = _organization(ca)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name, org))
@@ -89,10 +98,7 @@ def issue_server_certificate(ca: Credential, common_name: str, *, hosts: list[st
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_key_usage(issuer=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
@@ -122,8 +128,7 @@ def issue_signing_certificate(ca: Credential, common_name: str, *, now: dt.datet
         key = ec.generate_private_key(ec.SECP256R1())
     else:
         raise ValueError(f"unsupported signing algorithm {algorithm}")
-    organization = ca.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    org = str(organization[0].value) if organization else "MCX"
+    org = _organization(ca)
     start = not_before if not_before is not None else now - dt.timedelta(minutes=5)
     certificate = (
         x509.CertificateBuilder()
@@ -134,10 +139,7 @@ def issue_signing_certificate(ca: Credential, common_name: str, *, now: dt.datet
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(_key_usage(issuer=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(

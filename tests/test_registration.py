@@ -1,0 +1,121 @@
+"""RFC 3261 §10.3 registrar behaviour (nodes/registration.py), in simulated time."""
+
+from __future__ import annotations
+
+from emulator.sip.message import Request, Response, parse_message
+from nodes.location import LocationService, RegistrarPolicy
+from nodes.registration import Registered, process_register, registered_response
+
+DOMAIN = "mcx.partner.example"
+
+
+def register(contact: str = "<sip:ue@127.0.31.1:5060>", *, call_id: str = "c1", cseq: int = 1,
+             expires: str | None = "600", extra: str = "") -> Request:
+    lines = [f"REGISTER sip:{DOMAIN} SIP/2.0",
+             "Via: SIP/2.0/UDP 127.0.31.1:5060;branch=z9hG4bK-1",
+             f"From: <sip:alice@{DOMAIN}>;tag=a", f"To: <sip:alice@{DOMAIN}>",
+             f"Call-ID: {call_id}", f"CSeq: {cseq} REGISTER"]
+    if contact:
+        lines.append(f"Contact: {contact}")
+    if expires is not None:
+        lines.append(f"Expires: {expires}")
+    if extra:
+        lines.append(extra)
+    message = parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def run(location: LocationService, request: Request, now: float = 1000.0
+        ) -> Registered | Response:
+    return process_register(request, domains={DOMAIN}, location=location, now=now, to_tag="t")
+
+
+def test_binding_refresh_and_200_listing_all_bindings() -> None:
+    location = LocationService()
+    first = run(location, register())
+    assert isinstance(first, Registered) and first.changed
+    second = run(location, register("<sip:ue@127.0.31.2:5060>", call_id="c2"))
+    assert isinstance(second, Registered)
+    response = registered_response(register(), second, now=1000.0, to_tag="t")
+    contacts = sorted(str(c.uri) for c in response.contacts)
+    assert contacts == ["sip:ue@127.0.31.1:5060", "sip:ue@127.0.31.2:5060"]  # §10.3 step 8
+    assert all(c.expires == 600 for c in response.contacts)
+
+
+def test_interval_too_brief_gets_423_with_min_expires() -> None:
+    location = LocationService(RegistrarPolicy(min_expires=60))
+    refused = run(location, register(expires="30"))
+    assert isinstance(refused, Response) and refused.status == 423
+    assert refused.headers.get("Min-Expires") == "60"
+    assert len(location) == 0
+
+
+def test_contact_expires_parameter_beats_the_header_and_is_capped() -> None:
+    location = LocationService(RegistrarPolicy(max_expires=7200))
+    outcome = run(location, register("<sip:ue@127.0.31.1>;expires=100000", expires="60"))
+    assert isinstance(outcome, Registered)
+    assert outcome.bindings[0].remaining(1000.0) == 7200
+
+
+def test_wildcard_removes_every_binding_only_with_expires_zero() -> None:
+    location = LocationService()
+    run(location, register())
+    run(location, register("<sip:ue@127.0.31.2>", call_id="c2"))
+    bad = run(location, register("*", cseq=2, expires="600"))
+    assert isinstance(bad, Response) and bad.status == 400
+    removed = run(location, register("*", cseq=2, expires="0"))
+    assert isinstance(removed, Registered) and removed.bindings == []
+    assert len(location) == 0
+
+
+def test_cseq_must_grow_within_a_call_id() -> None:
+    location = LocationService()
+    run(location, register(cseq=5))
+    stale = run(location, register(cseq=5))
+    assert isinstance(stale, Response) and stale.status == 500
+    newer = run(location, register(cseq=6, expires="300"))
+    assert isinstance(newer, Registered) and newer.bindings[0].remaining(1000.0) == 300
+
+
+def test_another_call_id_replaces_the_binding() -> None:
+    location = LocationService()
+    run(location, register(cseq=9))
+    replaced = run(location, register(call_id="new", cseq=1, expires="120"))
+    assert isinstance(replaced, Registered) and len(replaced.bindings) == 1
+    assert replaced.bindings[0].call_id == "new"
+
+
+def test_bindings_expire_with_time() -> None:
+    location = LocationService()
+    run(location, register(expires="100"), now=0.0)
+    assert location.lookup(f"sip:alice@{DOMAIN}", now=99.0)
+    assert location.lookup(f"sip:alice@{DOMAIN}", now=101.0) == []
+
+
+def test_path_is_stored_and_echoed() -> None:
+    location = LocationService()
+    request = register(extra="Supported: path\r\nPath: <sip:term@127.0.30.1:5060;lr>")
+    outcome = run(location, request)
+    assert isinstance(outcome, Registered)
+    assert outcome.bindings[0].path == ("<sip:term@127.0.30.1:5060;lr>",)
+    response = registered_response(request, outcome, now=1000.0, to_tag="t")
+    assert response.headers.get_all("Path") == ["<sip:term@127.0.30.1:5060;lr>"]
+
+
+def test_query_without_contact_lists_bindings_and_changes_nothing() -> None:
+    location = LocationService()
+    run(location, register())
+    query = run(location, register(contact="", cseq=2))
+    assert isinstance(query, Registered) and not query.changed
+    assert len(query.bindings) == 1
+
+
+def test_unsupported_require_and_foreign_domain_are_refused() -> None:
+    location = LocationService()
+    refused = run(location, register(extra="Require: sec-agree"))
+    assert isinstance(refused, Response) and refused.status == 420
+    assert refused.headers.get("Unsupported") == "sec-agree"
+    foreign = process_register(register(), domains={"other.example"}, location=location,
+                               now=0.0, to_tag="t")
+    assert isinstance(foreign, Response) and foreign.status == 404
