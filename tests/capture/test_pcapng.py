@@ -291,7 +291,9 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
     directory = tmp_path_factory.mktemp("loopback")
     pcap, keylog = directory / "capture.pcap", directory / "tls-keys.log"
     tcpdump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-s", "65535", "-n", "-w", str(pcap),
+        # A 64 MB buffer, as emulator/capture/kernel.py uses: the default drops bursts on lo.
+        ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-s", "65535", "-B", "65536", "-n",
+         "-w", str(pcap),
          f"host {CLIENT} or host {SERVER}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert tcpdump.stderr is not None
     try:
