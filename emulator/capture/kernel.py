@@ -18,6 +18,24 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+async def settle(path: Path, *, quiet: float = 0.15, limit: float = 3.0) -> None:
+    """Wait until tcpdump has stopped writing (the file unchanged for ``quiet`` seconds).
+
+    Packets reach tcpdump a little after they cross ``lo``; a loaded machine
+    makes "a little" longer, and SIGINT drops whatever was not yet written.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    last, since = -1, loop.time()
+    while loop.time() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, loop.time()
+        elif loop.time() - since >= quiet:
+            return
+        await asyncio.sleep(0.02)
+
+
 def kernel_capture_available() -> bool:
     return os.geteuid() == 0 and shutil.which("tcpdump") is not None
 
@@ -67,7 +85,7 @@ class KernelCapture:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
-        await asyncio.sleep(0.1)  # let the last packets of the run reach the file
+        await settle(self.path)
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGINT)
         try:

@@ -8,6 +8,7 @@ the comment and the decrypted HTTP from the file alone.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.capture.kernel import settle
 from emulator.capture.pcapng import (
     SECRETS_TLS_KEY_LOG,
     Packet,
@@ -311,6 +313,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
                 core.recv(65536)
         _https_exchange(directory, keylog)
     finally:
+        asyncio.run(settle(pcap))  # as KernelCapture.stop: let tcpdump write the last packets
         tcpdump.send_signal(signal.SIGINT)
         _, summary = tcpdump.communicate(timeout=10)
     count = int(summary.decode().split(" packets captured")[0].split()[-1])

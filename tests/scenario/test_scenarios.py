@@ -45,6 +45,17 @@ async def test_default_scenario_passes_on_every_transport(mcx_topology: Topology
     if ROOT_CAPTURE:
         assert _verdict(report, "capture").passed
         assert "0 packets between" in _verdict(report, "capture").detail
+    if ROOT_CAPTURE and shutil.which("tshark"):
+        # SIP is dissected on every transport: UDP, TCP reassembled, TLS decrypted with the
+        # secrets embedded in the pcapng.
+        import subprocess
+
+        assert report.capture is not None
+        methods = subprocess.run(["tshark", "-r", str(report.capture), "-Y", "sip.Method",
+                                  "-T", "fields", "-e", "sip.Method"], capture_output=True,
+                                 text=True, timeout=60).stdout.split()
+        assert {"REGISTER", "INVITE", "ACK", "BYE", "MESSAGE"} <= {
+            m.split(",")[0] for m in methods}
     assert report.migration_seconds is not None and report.migration_seconds > 0
 
 
