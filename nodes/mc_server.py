@@ -35,6 +35,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -201,7 +202,8 @@ class McServer(SipNode):
         self.primary_validator = primary_validator
         self.allowed_partners = allowed_partners or {}
         self.users: dict[str, AuthorisedUser] = {}
-        self.refusals: list[tuple[str, str]] = []
+        self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
+        """The latest refusals (AOR, reason), for inspection; bounded under load."""
 
     def warning(self) -> str:
         return f'399 {self.host} "{WARNING_SERVICE_AUTHORISATION_FAILED}"'

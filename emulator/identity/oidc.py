@@ -315,6 +315,7 @@ class IdentityProvider:
             audience=self.resource_audience, lifetime=self.access_token_lifetime,
             mc_ids=user.mc_ids)
         refresh = secrets.token_urlsafe(32)
+        self._purge(now)
         self._refresh[refresh] = _Refresh(client_id, user.username, scope,
                                           now + self.refresh_token_lifetime)
         response: dict[str, Any] = {
@@ -443,6 +444,8 @@ class IdentityProvider:
     def _purge(self, now: float) -> None:
         for code in [c for c, v in self._codes.items() if v.expires_at < now]:
             del self._codes[code]
+        for token in [t for t, v in self._refresh.items() if v.expires_at < now]:
+            del self._refresh[token]
         for jti in [j for j, t in self._seen_security_tokens.items() if t < now]:
             del self._seen_security_tokens[jti]
 
