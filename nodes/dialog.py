@@ -30,7 +30,11 @@ class Dialog:
     @classmethod
     def as_uac(cls, invite: Request, response: Response) -> Dialog:
         routes = tuple(reversed(response.headers.values("Record-Route")))
-        return cls(invite.call_id, invite.from_, response.to, response.contacts[0].uri, routes,
+        # A 2xx must carry a Contact (§12.1.1); without one, the Request-URI is the only
+        # target left, and the dialog must still be ACKed and ended (§13.2.2.4).
+        contacts = response.contacts
+        target = contacts[0].uri if contacts else invite.uri
+        return cls(invite.call_id, invite.from_, response.to, target, routes,
                    invite.cseq.seq, invite.cseq.seq)
 
     @classmethod

@@ -171,11 +171,15 @@ class Gateway(SipNode):
 
         def on_final(response: Response) -> Response:
             if response.status == 200:
-                context.registered = bool(response.contacts)
-                context.service_route = tuple(response.headers.values("Service-Route"))
-                context.associated = tuple(
-                    NameAddress.parse(v).uri.aor
-                    for v in response.headers.values("P-Associated-URI"))
+                try:
+                    context.registered = bool(response.contacts)
+                    context.service_route = tuple(response.headers.values("Service-Route"))
+                    context.associated = tuple(
+                        NameAddress.parse(v).uri.aor
+                        for v in response.headers.values("P-Associated-URI"))
+                except ValueError as exc:
+                    logger.warning("%s: unusable 200 to REGISTER: %s", self.name, exc)
+                    context.registered = False
             return response
 
         self.forward(request, transaction, self.core, on_final=on_final)
@@ -213,5 +217,7 @@ class Gateway(SipNode):
             self.reply(request, transaction, 404, "Not Found (UE not attached here)")
             return
         destination = self.next_hop(request)
-        assert destination is not None
+        if destination is None:
+            self.reply(request, transaction, 416, "Unsupported URI Scheme")
+            return
         self.forward(request, transaction, destination)

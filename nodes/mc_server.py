@@ -202,8 +202,16 @@ class McServer(SipNode):
         self.primary_validator = primary_validator
         self.allowed_partners = allowed_partners or {}
         self.users: dict[str, AuthorisedUser] = {}
+        self.sip_cores: set[str] = set()
+        """Hosts allowed to send third-party REGISTERs; empty trusts any (tests, tools)."""
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         """The latest refusals (AOR, reason), for inspection; bounded under load."""
+
+    def _purge_expired(self) -> None:
+        now = time.time()
+        if len(self.users) > 1000:  # amortised: only a big table is worth a scan
+            for impu in [i for i, u in self.users.items() if u.expires_at < now]:
+                del self.users[impu]
 
     def warning(self) -> str:
         return f'399 {self.host} "{WARNING_SERVICE_AUTHORISATION_FAILED}"'
@@ -219,7 +227,7 @@ class McServer(SipNode):
                    transaction: TransactionKey | None) -> None:
         assert transaction is not None
         if request.method == "REGISTER":
-            self.on_third_party_register(request, transaction)
+            self.on_third_party_register(request, source, transaction)
         elif request.method == "MESSAGE" and request.content_type is not None and \
                 request.content_type.mime_type == MIGRATION_AUTH_TYPE:
             self.on_migration_authorisation_request(request, transaction)
@@ -233,12 +241,22 @@ class McServer(SipNode):
             else:
                 self.forward(request, transaction, destination)
 
-    def on_third_party_register(self, request: Request, transaction: TransactionKey) -> None:
+    def on_third_party_register(self, request: Request, source: Address,
+                                transaction: TransactionKey) -> None:
+        if self.sip_cores and source.host not in self.sip_cores:
+            # Only our own SIP core speaks for registrations (24.229 §5.4.1.7).
+            self.reply(request, transaction, 403, "Forbidden (not this system's SIP core)")
+            return
         impu = request.to.uri.aor
         expires = request.expires or 0
         if expires == 0:
             self.users.pop(impu, None)
             self.reply(request, transaction, 200)
+            return
+        self._purge_expired()
+        content_type = request.content_type
+        if content_type is None or content_type.mime_type != "message/sip":
+            self.refuse(request, transaction, "third-party REGISTER without a message/sip body")
             return
         try:
             inner = parse_message(request.body)
@@ -256,6 +274,9 @@ class McServer(SipNode):
             user = self.authoriser.authorise(inner, impu, now=time.time(), expires=expires)
         except AuthorisationRefused as exc:
             self.refuse(request, transaction, str(exc))
+            return
+        except ValueError as exc:  # a header of the UE's REGISTER that does not parse
+            self.refuse(request, transaction, f"malformed REGISTER inside: {exc}")
             return
         self.users[impu] = user
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))

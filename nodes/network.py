@@ -171,6 +171,8 @@ class Network:
                 await node.start()
                 self._started.append(node)
         self.gateway = self._build_gateway()
+        served = self.systems[self.topology.local_plmn.serves].sip_core
+        served.trusted_hosts.add(self.gateway.host)  # the P-CSCF is in the trust domain
         await self.gateway.start()
         self._started.append(self.gateway)
         ca_pems = [m.ca.certificate_pem() for m in materials.values()]
@@ -323,6 +325,7 @@ class Network:
             allowed_partners={u.mcptt_id: frozenset(u.migrate_to) for u in system.users},
             trace=self.trace, server_ssl=self._tls(material, mc_node.name),
             client_ssl=self._client_ssl())
+        mc_server.sip_cores = {core_node.host}
         sip_core = SipCore(
             core_node.qualified_name, core_node.host, core_node.sip, system.domain,
             self._sip_address(mc_node, core_node.qualified_name), trace=self.trace,

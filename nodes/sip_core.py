@@ -40,7 +40,7 @@ from emulator.trace import Trace
 
 from .location import LocationService, RegistrarPolicy
 from .registration import Registered, process_register, registered_response
-from .sipnode import SipNode
+from .sipnode import SipNode, new_tag
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class SipCore(SipNode):
         self.mc_server = mc_server
         self.transport = transport
         self.location = LocationService(policy or RegistrarPolicy())
+        self.trusted_hosts: set[str] = {mc_server.host}
+        """The trust domain (RFC 3325 §2.3): hosts whose P-Asserted-Identity is believed,
+        i.e. our MC server and the P-CSCFs (gateways) that serve this system."""
         self._third_party_call_ids: dict[str, str] = {}
         self._cseq = 0
 
@@ -74,7 +77,7 @@ class SipCore(SipNode):
         if popped is not None:
             request.headers.pop_first_value("Route")
         in_dialog = request.to.tag is not None
-        if in_dialog or request.method in ("CANCEL",):
+        if in_dialog:
             destination = self.next_hop(request)
             if destination is None:
                 self.reply(request, transaction, 404)
@@ -90,18 +93,18 @@ class SipCore(SipNode):
     def on_register(self, request: Request, source: Address, transaction: TransactionKey
                     ) -> None:
         now = self.endpoint.now()
-        tag = f"{self.name}-tag"
+        tag = new_tag()
         outcome = process_register(request, domains={self.domain}, location=self.location,
                                    now=now, to_tag=tag)
         if isinstance(outcome, Response):
             self.endpoint.send_response(outcome, transaction)
         elif not outcome.changed:
-            self._answer_register(request, transaction, outcome, now)
+            self._answer_register(request, transaction, outcome, now, tag)
         else:
-            self._third_party_register(request, transaction, outcome, now)
+            self._third_party_register(request, transaction, outcome, now, tag)
 
     def _third_party_register(self, request: Request, transaction: TransactionKey,
-                              registered: Registered, now: float) -> None:
+                              registered: Registered, now: float, tag: str) -> None:
         """24.229 §5.4.1.7 / 24.379 §7.3.1: tell the MC server, with the UE's REGISTER inside."""
         expires = max((b.remaining(now) for b in registered.bindings), default=0)
         self._cseq += 1
@@ -125,12 +128,15 @@ class SipCore(SipNode):
             if response.status < 200:
                 return
             if response.status < 300 or expires == 0:
-                self._answer_register(request, transaction, registered, now)
+                if not registered.bindings:  # de-registered: forget its third-party Call-ID
+                    self._third_party_call_ids.pop(registered.aor, None)
+                self._answer_register(request, transaction, registered, now, tag)
                 return
             # Service authorisation refused: fail the REGISTER (project choice, see above).
             self.location.restore(registered.aor, registered.previous)
-            refusal = request.make_response(response.status, response.reason,
-                                            to_tag=f"{self.name}-tag")
+            if not registered.previous:
+                self._third_party_call_ids.pop(registered.aor, None)
+            refusal = request.make_response(response.status, response.reason, to_tag=tag)
             for value in response.headers.get_all("Warning"):
                 refusal.headers.add("Warning", value)
             self.endpoint.send_response(refusal, transaction)
@@ -138,8 +144,8 @@ class SipCore(SipNode):
         self.endpoint.send_request(third_party, self.mc_server, answered)
 
     def _answer_register(self, request: Request, transaction: TransactionKey,
-                         registered: Registered, now: float) -> None:
-        response = registered_response(request, registered, now=now, to_tag=f"{self.name}-tag")
+                         registered: Registered, now: float, tag: str) -> None:
+        response = registered_response(request, registered, now=now, to_tag=tag)
         if registered.bindings:  # 24.229 §5.4.1.2.2
             response.headers.add("Service-Route", NameAddress(self.uri("orig")))
             response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
@@ -150,9 +156,11 @@ class SipCore(SipNode):
         """The AOR the request is from: P-Asserted-Identity when a P-CSCF set it, else the
         registered contact the request came from (the core acting as its own P-CSCF)."""
         asserted = request.headers.get("P-Asserted-Identity")
-        if asserted is not None:
+        if asserted is not None and source.host in self.trusted_hosts:
             aor = NameAddress.parse(asserted).uri.aor
             return aor if self.location.lookup(aor, now=self.endpoint.now()) else None
+        # RFC 3325 §5: an asserted identity from outside the trust domain is removed.
+        request.headers.remove("P-Asserted-Identity")
         now = self.endpoint.now()
         for aor in self.location.aors():
             for binding in self.location.lookup(aor, now=now):
@@ -188,7 +196,9 @@ class SipCore(SipNode):
         request.uri = binding.contact.uri
         for value in reversed(binding.path):
             request.headers.prepend("Route", value)
-        self.record_route(request)
         destination = self.next_hop(request)
-        assert destination is not None
+        if destination is None:  # e.g. a tel: or urn: Contact: nothing SIP can reach
+            self.reply(request, transaction, 480, "Temporarily Unavailable (no SIP contact)")
+            return
+        self.record_route(request)
         self.forward(request, transaction, destination)

@@ -16,14 +16,17 @@ import ssl
 from collections.abc import Callable
 
 from emulator.sip.events import Address, RequestReceived, ResponseReceived, TransactionKey
-from emulator.sip.headers import NameAddress
+from emulator.sip.headers import Headers, NameAddress
 from emulator.sip.message import Request, Response
+from emulator.sip.transaction import new_tag
 from emulator.sip.uri import URI
 from emulator.topology.model import SipInterface
 from emulator.trace import Trace
 from emulator.transport.endpoint import SipEndpoint
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["SipNode", "new_tag", "tls_port"]
 
 ResponseFilter = Callable[[Response], Response | None]
 
@@ -45,6 +48,8 @@ class SipNode:
         self.server_ssl = server_ssl
         self.endpoint = SipEndpoint(name, self, tap=trace.tap if trace else None,
                                     client_ssl=client_ssl)
+        self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
+        """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.host}:{self.sip.port}>"
@@ -75,11 +80,18 @@ class SipNode:
     def is_mine(self, uri: URI) -> bool:
         return uri.host == self.host and (uri.port or 5060) in (self.sip.port, tls_port(self.sip))
 
+    def is_self(self, address: Address) -> bool:
+        return address.host == self.host and address.port in (self.sip.port, tls_port(self.sip))
+
     # -- TransactionUser -------------------------------------------------------
     def request_received(self, event: RequestReceived) -> None:
         request = event.request
         if request.method == "ACK":
             self.on_ack(request, event.source)
+            return
+        assert event.transaction is not None
+        if request.method == "CANCEL":
+            self.on_cancel(request, event.source, event.transaction)
             return
         self.on_request(request, event.source, event.transaction)
 
@@ -92,22 +104,55 @@ class SipNode:
 
     def on_ack(self, request: Request, source: Address) -> None:
         """ACK for a 2xx: proxies forward it statelessly along its Route (§16.11)."""
+        max_forwards = request.max_forwards
+        if max_forwards is not None and max_forwards <= 0:
+            return  # §16.3 step 3; an ACK is never answered
         self.pop_own_route(request)
         destination = self.next_hop(request)
-        if destination is not None:
-            self.push_via(request, destination.transport)
-            self.endpoint.send_stateless(request, destination)
+        if destination is None or self.is_self(destination):
+            return  # nowhere to go, or back to us: a loop
+        request.headers.set("Max-Forwards", (max_forwards if max_forwards is not None
+                                             else 71) - 1)
+        self.push_via(request, destination.transport)
+        self.endpoint.send_stateless(request, destination)
+
+    def on_cancel(self, request: Request, source: Address, transaction: TransactionKey) -> None:
+        """§16.10: answer the CANCEL ourselves, and cancel the INVITE we forwarded.
+
+        The CANCEL we send downstream copies the forwarded INVITE's top Via,
+        branch included, so the next hop matches it to that INVITE (§9.1).
+        """
+        invite_key = self.endpoint.layer.invite_for_cancel(request)
+        forwarded = self._forwarded.get(invite_key) if invite_key is not None else None
+        if forwarded is None:
+            self.reply(request, transaction, 481)
+            return
+        self.reply(request, transaction, 200)
+        invite, destination = forwarded
+        headers = Headers()
+        headers.add("Via", invite.headers.values("Via")[0])
+        for route in invite.headers.get_all("Route"):
+            headers.add("Route", route)
+        headers.add("Max-Forwards", 70)
+        for name in ("From", "To", "Call-ID"):
+            headers.add(name, invite.headers.get(name))
+        headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
+        cancel = Request("CANCEL", invite.uri, headers)
+        self.endpoint.send_request(cancel, destination, lambda response: None)
 
     def on_stray_response(self, response: Response, source: Address) -> None:
         """A 2xx retransmission after our client transaction ended: relay it upstream."""
         vias = response.vias
-        if len(vias) >= 2 and vias[0].host == self.host:
-            response.headers.pop_first_value("Via")
-            upstream = vias[1]
-            host = upstream.received or upstream.host
-            port = upstream.rport if isinstance(upstream.rport, int) else upstream.port or 5060
-            self.endpoint.send_stateless(response, Address(upstream.transport.lower(), host,
-                                                           port))
+        if len(vias) < 2 or vias[0].host != self.host:
+            return
+        upstream = vias[1]
+        host = upstream.received or upstream.host
+        port = upstream.rport if isinstance(upstream.rport, int) else upstream.port or 5060
+        transport = upstream.transport.lower()
+        if not 0 < port < 65536 or not host.isascii() or transport not in ("udp", "tcp", "tls"):
+            return  # a forged Via: nowhere sensible to relay to
+        response.headers.pop_first_value("Via")
+        self.endpoint.send_stateless(response, Address(transport, host, port))
 
     # -- helpers -------------------------------------------------------------
     def reply(self, request: Request, transaction: TransactionKey | None, status: int,
@@ -115,7 +160,7 @@ class SipNode:
               ) -> None:
         if transaction is None:
             return
-        response = request.make_response(status, reason, to_tag=f"{self.name}-tag")
+        response = request.make_response(status, reason, to_tag=new_tag())
         for name, value in headers:
             response.headers.add(name, value)
         self.endpoint.send_response(response, transaction)
@@ -161,9 +206,14 @@ class SipNode:
         request.headers.set("Max-Forwards", (max_forwards if max_forwards is not None else 71) - 1)
         self.push_via(request, destination.transport)
 
+        if request.method == "INVITE":
+            self._forwarded[transaction] = (request, destination)
+
         def relay(response: Response) -> None:
             if response.status == 100:
                 return  # 100 Trying is hop-by-hop (§16.7 step 5)
+            if response.status >= 200:
+                self._forwarded.pop(transaction, None)
             if response.status >= 200 and on_final is not None:
                 filtered = on_final(response)
                 if filtered is None:

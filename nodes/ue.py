@@ -19,6 +19,7 @@ import asyncio
 import logging
 import secrets
 import ssl
+from collections import deque
 from dataclasses import dataclass, field
 
 from emulator import mcx_info
@@ -72,10 +73,12 @@ class McClient(SipNode):
         super().__init__(name, host, SipInterface(0, (transport,)), trace=trace,
                          client_ssl=client_ssl)
         self.transport = transport
-        self.messages: list[Request] = []
-        self.calls_answered: list[str] = []
+        self.messages: deque[Request] = deque(maxlen=100)
+        self.calls_answered: deque[str] = deque(maxlen=100)
         self.identity: str | None = None
         self._dialogs: dict[str, Dialog] = {}
+        self._unacked: dict[str, asyncio.TimerHandle] = {}
+        """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
 
     async def start(self) -> None:
         server_ssl = None
@@ -84,6 +87,12 @@ class McClient(SipNode):
             # opened), but its Contact must name a real listening port.
             server_ssl = _self_signed_context(self.host)
         await self.endpoint.listen(self.transport, self.host, 0, server_ssl=server_ssl)
+
+    async def stop(self) -> None:
+        for handle in self._unacked.values():
+            handle.cancel()
+        self._unacked.clear()
+        await super().stop()
 
     def contact(self, *, features: bool = True) -> NameAddress:
         local = self.endpoint.local(self.transport)
@@ -109,29 +118,77 @@ class McClient(SipNode):
         elif method == "INVITE":
             self.answer(request, transaction)
         elif method == "BYE":
-            self._dialogs.pop(request.call_id, None)
+            if self._dialogs.pop(request.call_id, None) is None:
+                self.reply(request, transaction, 481)  # §12.2.2: no such dialog
+                return
+            self._stop_retransmitting(request.call_id)
             self.reply(request, transaction, 200)
         elif method == "OPTIONS":
             self.reply(request, transaction, 200)
         else:
             self.reply(request, transaction, 405, headers=(("Allow", "INVITE, ACK, BYE, "
-                                                                     "MESSAGE, OPTIONS"),))
+                                                                     "CANCEL, MESSAGE, "
+                                                                     "OPTIONS"),))
+
+    def on_cancel(self, request: Request, source: Address, transaction: TransactionKey) -> None:
+        """§9.2: 200 when the INVITE is known (already answered here: no 487), else 481."""
+        known = self.endpoint.layer.invite_for_cancel(request) is not None
+        self.reply(request, transaction, 200 if known else 481)
 
     def on_ack(self, request: Request, source: Address) -> None:
-        logger.debug("%s: ACK for %s", self.name, request.call_id)
+        self._stop_retransmitting(request.call_id)
 
     def answer(self, invite: Request, transaction: TransactionKey) -> None:
         """Accept a private call with an SDP answer (§13.3), Record-Route copied (§12.1.1)."""
-        tag = new_tag()
-        dialog = Dialog.as_uas(invite, tag)
-        self._dialogs[invite.call_id] = dialog
+        if not invite.contacts:
+            self.reply(invite, transaction, 400, "Bad Request (INVITE without Contact)")
+            return
+        existing = self._dialogs.get(invite.call_id)
+        if invite.to.tag is not None:
+            # A re-INVITE (§14.2): the dialog stays, with its tags; unknown ones get 481.
+            if existing is None or existing.local.tag != invite.to.tag:
+                self.reply(invite, transaction, 481)
+                return
+            dialog, tag = existing, invite.to.tag
+        else:
+            tag = new_tag()
+            dialog = Dialog.as_uas(invite, tag)
+            self._dialogs[invite.call_id] = dialog
+            self.calls_answered.append(invite.from_.uri.aor)
         response = invite.make_response(200, to_tag=tag)
         for value in invite.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
         response.headers.add("Contact", self.contact(features=False))
         response.set_body(sdp(self.host, 40000), "application/sdp")
-        self.calls_answered.append(invite.from_.uri.aor)
         self.endpoint.send_response(response, transaction)
+        if self.transport == "udp":
+            self._retransmit(invite.call_id, response, transaction,
+                             self.endpoint.layer.timers.t1, 0.0)
+
+    def _retransmit(self, call_id: str, response: Response, transaction: TransactionKey,
+                    interval: float, elapsed: float) -> None:
+        """§13.3.1.4: the UAS core re-sends its 2xx, T1 doubling to T2, until the ACK."""
+        timers = self.endpoint.layer.timers
+        if elapsed >= 64 * timers.t1:
+            self._unacked.pop(call_id, None)
+            return
+
+        def fire() -> None:
+            try:
+                self.endpoint.send_response(response, transaction)
+            except Exception:  # the Accepted transaction ended (Timer L): stop quietly
+                self._unacked.pop(call_id, None)
+                return
+            self._retransmit(call_id, response, transaction, min(2 * interval, timers.t2),
+                             elapsed + interval)
+
+        loop = asyncio.get_running_loop()
+        self._unacked[call_id] = loop.call_later(interval, fire)
+
+    def _stop_retransmitting(self, call_id: str) -> None:
+        handle = self._unacked.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
 
     def on_stray_response(self, response: Response, source: Address) -> None:
         # A retransmitted 2xx to our INVITE: re-send the ACK (§13.2.2.4).

@@ -353,11 +353,13 @@ class IdentityProvider:
 
     def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
-        refresh = self._refresh.pop(form.get("refresh_token", ""), None)
+        refresh = self._refresh.get(form.get("refresh_token", ""))
         if refresh is None or refresh.expires_at < now:
             raise OAuthError("invalid_grant", "refresh token unknown, used or expired")
         if refresh.client_id != client.client_id:
+            # Not consumed: another client presenting it must not revoke it for its owner.
             raise OAuthError("invalid_grant", "refresh token was issued to another client")
+        del self._refresh[form["refresh_token"]]
         scope = refresh.scope
         if "scope" in form:
             wanted = tuple(form["scope"].split())

@@ -67,6 +67,11 @@ def new_branch() -> str:
     return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
 
 
+def new_tag() -> str:
+    """A From/To tag: random, at least 32 bits (§19.3)."""
+    return secrets.token_hex(4)
+
+
 class State(Enum):
     CALLING = "Calling"
     TRYING = "Trying"
@@ -161,6 +166,19 @@ class TransactionLayer:
         """The state of a live transaction; Terminated once it has been purged."""
         txn = self._transactions.get(key)
         return txn.state if txn is not None else State.TERMINATED
+
+    def invite_for_cancel(self, cancel: Request) -> TransactionKey | None:
+        """The live INVITE server transaction a CANCEL targets (§9.2), or None.
+
+        A CANCEL carries the same top Via branch and sent-by as the INVITE
+        it cancels; it matches that INVITE's transaction key (§17.2.3).
+        """
+        try:
+            key = _server_key(cancel)
+        except ValueError:
+            return None
+        key = (*key[:-1], "INVITE")
+        return key if key in self._transactions else None
 
     # ------------------------------------------------------------------- input
     def receive(self, data: bytes, source: Address, *, now: float, stream: bool = False) -> None:

@@ -30,7 +30,7 @@ from emulator.sip.events import (
 from emulator.sip.headers import Via
 from emulator.sip.message import DEFAULT_LIMITS, ParserLimits, Request, Response
 from emulator.sip.timers import DEFAULT_TIMERS, TimerConfig
-from emulator.sip.transaction import TransactionLayer, new_branch
+from emulator.sip.transaction import State, TransactionLayer, new_branch, new_tag
 
 from .base import Tap, Transport
 from .memory import MemoryHub, MemoryTransport
@@ -185,8 +185,9 @@ class SipEndpoint:
         while (event := layer.next_event()) is not None:
             try:
                 self._dispatch(event)
-            except Exception:  # a TU bug must not take the node's SIP down
+            except Exception as exc:  # a TU bug must not take the node's SIP down
                 logger.exception("%s: transaction user failed on %r", self.name, event)
+                self._answer_failure(event, exc)
         for data, destination in layer.messages_to_send():
             transport = self._transports.get(destination.transport)
             if transport is None:
@@ -203,6 +204,30 @@ class SipEndpoint:
             if deadline is not None:
                 loop = self._loop or asyncio.get_running_loop()
                 self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _answer_failure(self, event: object, exc: Exception) -> None:
+        """A request the TU could not handle still gets a final response.
+
+        Without one the peer waits for nothing, and a non-INVITE server
+        transaction in Trying (which has no timer) would never be purged.
+        A ValueError comes from parsing the peer's headers: 400; anything
+        else is ours: 500 (§8.2.6, §21.5.1).
+        """
+        if not isinstance(event, RequestReceived) or event.transaction is None:
+            return
+        if self.layer.transaction_state(event.transaction) not in (State.TRYING,
+                                                                   State.PROCEEDING):
+            return
+        if isinstance(exc, ValueError):
+            status, reason = 400, f"Bad Request ({exc})"
+        else:
+            status, reason = 500, "Server Internal Error"
+        reason = "".join(c for c in reason if c.isprintable())[:120]
+        try:
+            response = event.request.make_response(status, reason, to_tag=new_tag())
+            self.layer.send_response(response, now=self.now(), transaction=event.transaction)
+        except Exception:
+            logger.exception("%s: could not answer %r", self.name, event.request)
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, RequestReceived):

@@ -155,7 +155,7 @@ class StreamTransport:
                 ssl=self._client_ssl if self.name == "tls" else None,
                 server_hostname=destination.host if self.name == "tls" else None,
                 local_addr=(self._local.host, 0))
-        except (OSError, ssl.SSLError) as exc:
+        except Exception as exc:  # OSError, SSL errors, bad addresses: all end the same way
             self._pending.pop(destination, None)
             logger.info("%s: cannot connect to %s: %s", self._local, destination, exc)
             if self._on_error is not None:

@@ -66,7 +66,15 @@ class UdpTransport(asyncio.DatagramProtocol):
             if self._on_error is not None:
                 self._on_error(destination, "UDP socket closed")
             return
-        self._transport.sendto(data, (destination.host, destination.port))
+        try:
+            self._transport.sendto(data, (destination.host, destination.port))
+        except (OSError, OverflowError, TypeError, ValueError) as exc:
+            # A bad destination (a peer's rport=70000, a non-ASCII host) must not get
+            # as far as asyncio, which closes the whole socket on a non-OSError.
+            logger.info("udp %s: cannot send to %s: %s", self._local, destination, exc)
+            if self._on_error is not None:
+                self._on_error(destination, f"send failed: {exc}")
+            return
         if self._tap is not None:
             self._tap("out", self._local, destination, data)
 

@@ -1,0 +1,91 @@
+"""Regression tests from a review of the MC server: hostile input gets an answer, and only
+the system's own SIP core may speak for registrations."""
+
+from __future__ import annotations
+
+import time
+
+from emulator.identity.tokens import TokenValidator
+from emulator.sip.events import Address
+from emulator.topology.model import SipInterface
+from emulator.transport.memory import MemoryHub
+from nodes.mc_server import AuthorisedUser, McServer, ServiceAuthoriser
+
+from .support import Peer, on_hub, request, settle, sip
+
+MC_HOST = "127.0.88.3"
+MC = Address("udp", MC_HOST, 5060)
+ALICE = "sip:alice@mcx.example"
+
+
+async def make_mc(hub: MemoryHub, core: str = "127.0.88.66") -> McServer:
+    authoriser = ServiceAuthoriser("https://idms.example", TokenValidator([]))
+    mc = McServer("mc", MC_HOST, SipInterface(5060, ("udp",)), authoriser)
+    mc.sip_cores = {core}
+    await on_hub(mc, hub)
+    mc.users[ALICE] = AuthorisedUser(ALICE, {"mcptt": ALICE}, None, time.time() + 600)
+    return mc
+
+
+def third_party(expires: int, body: bytes = b"", content_type: str | None = None) -> bytes:
+    extra = [f"Expires: {expires}"]
+    if content_type:
+        extra.append(f"Content-Type: {content_type}")
+    return sip([
+        f"REGISTER sip:{MC_HOST}:5060 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.88.66:5060;branch=z9hG4bKevil;rport",
+        "Max-Forwards: 70", "From: <sip:whoever@evil.example>;tag=1",
+        f"To: <{ALICE}>", "Call-ID: evil@review", "CSeq: 1 REGISTER", *extra,
+    ], body)
+
+
+async def test_only_the_own_sip_core_may_deauthorise_a_user() -> None:
+    """24.229 §5.4.1.7: third-party REGISTERs come from the system's own S-CSCF.  Anyone
+    else is refused, so nobody can drop another user's service authorisation."""
+    hub = MemoryHub()
+    mc = await make_mc(hub, core="127.0.88.1")
+    attacker = Peer(hub, "127.0.88.66")
+    attacker.send(third_party(0), MC)
+    await settle()
+    assert [r.status for r in attacker.responses()] == [403]
+    assert ALICE in mc.users
+    await mc.endpoint.close()
+
+
+async def test_inner_register_with_bad_content_type_is_refused() -> None:
+    """A malformed header inside the message/sip body is a service-authorisation failure
+    (403 + Warning), not an unanswered request."""
+    hub = MemoryHub()
+    mc = await make_mc(hub)
+    inner = request("REGISTER", "sip:mcx.example", via="127.0.88.21:5060",
+                    extra=("Content-Type: not a media type",), body=b"x")
+    attacker = Peer(hub, "127.0.88.66")
+    attacker.send(third_party(600, inner, "message/sip"), MC)
+    await settle(0.5)
+    [response] = attacker.responses()
+    assert response.status == 403
+    assert "101 service authorisation failed" in (response.headers.get("Warning") or "")
+    await mc.endpoint.close()
+
+
+async def test_third_party_register_without_message_sip_is_refused() -> None:
+    hub = MemoryHub()
+    mc = await make_mc(hub)
+    attacker = Peer(hub, "127.0.88.66")
+    attacker.send(third_party(600, b"<x/>", "application/xml"), MC)
+    await settle()
+    [response] = attacker.responses()
+    assert response.status == 403 and "message/sip" in response.reason
+    await mc.endpoint.close()
+
+
+async def test_service_request_with_bad_p_asserted_identity_gets_400() -> None:
+    hub = MemoryHub()
+    mc = await make_mc(hub)
+    peer = Peer(hub, "127.0.88.1")
+    peer.send(request("MESSAGE", "sip:bob@mcx.example", via="127.0.88.1:5060",
+                      extra=('P-Asserted-Identity: <sip:alice@',)), MC)
+    await settle(0.5)
+    assert [r.status for r in peer.responses()] == [400]
+    assert len(mc.endpoint.layer) == 0 or mc.endpoint.layer.get_timer() is not None
+    await mc.endpoint.close()
