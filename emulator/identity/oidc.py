@@ -274,9 +274,24 @@ class IdentityProvider:
         Raises :class:`OAuthError` ``access_denied`` (status 401) on bad credentials,
         so the login form can be shown again.
         """
+        user = self.authenticate(username, password)
+        return self.issue_code(request, user, now=now)
+
+    def authenticate(self, username: str, password: str) -> UserAccount:
+        """The account for these credentials; :class:`OAuthError` (401) otherwise.
+
+        Reads only immutable accounts, so a server may run it off its event loop
+        (the password hash is deliberately slow).
+        """
         user = self.users.get(username)
         if user is None or not check_password(password, user.password_hash):
             raise OAuthError("access_denied", "unknown user or wrong password", 401)
+        return user
+
+    def issue_code(self, request: AuthorizationRequest, user: UserAccount, *,
+                   now: float) -> str:
+        """A fresh authorization code for an authenticated user: the redirect URL."""
+        username = user.username
         granted = tuple(s for s in request.scope if s == "openid" or s in user.scopes)
         code = secrets.token_urlsafe(24)
         self._purge(now)
