@@ -228,7 +228,8 @@ class ScenarioRunner:
         return f"security token for {partner.idms_audience}"
 
     async def attach(self) -> str:
-        address = await self.ue.attach(self._partner_info().attach_url)
+        partner = self._partner_info()
+        address = await self.ue.attach(partner.attach_url, partner.sip_transport)
         return f"UE address in {self.net.topology.local_plmn.name}: {address}"
 
     async def partner_token(self) -> str:

@@ -185,8 +185,9 @@ class SipNode:
         """Stay on the dialog's path (§16.6 step 4).
 
         The URI names the transport the request arrived on (its top Via,
-        before ours is pushed); with one transport per run that reaches us
-        from both sides.  Mixed-transport paths would need RFC 5658 double
+        before ours is pushed).  Every node listens on every transport, so
+        the other side of a mixed-transport path reaches us on it too; a node
+        limited to one transport per side would need RFC 5658 double
         record-routing, which is not implemented.
         """
         transport = transport or request.top_via.transport.lower()

@@ -342,8 +342,12 @@ class UserEquipment:
         return self.security_token
 
     # -- migration ---------------------------------------------------------------
-    async def attach(self, attach_url: str) -> str:
-        """Attach to the local PLMN: the gateway hands out the UE's address there."""
+    async def attach(self, attach_url: str, transport: str | None = None) -> str:
+        """Attach to the local PLMN: the gateway hands out the UE's address there.
+
+        ``transport`` is the one the profile names for the partner's access (the
+        UE-gateway link); the home transport is kept when none is given.
+        """
         async with self._http(self.home_host) as client:
             async with client.session.post(attach_url, json={"ue": self.name}) as response:
                 body = await response.json()
@@ -353,8 +357,9 @@ class UserEquipment:
         self.visited_address = str(body["ue_address"])
         if self.trace is not None:
             self.trace.names[self.visited_address] = self.name  # one column per UE
-        self.visited_sip = McClient(self.name, self.visited_address, self.transport,
-                                    trace=self.trace, client_ssl=self.ssl)
+        self.visited_sip = McClient(self.name, self.visited_address,
+                                    transport or self.transport, trace=self.trace,
+                                    client_ssl=self.ssl)
         await self.visited_sip.start()
         return self.visited_address
 

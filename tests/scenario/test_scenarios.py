@@ -135,3 +135,21 @@ async def test_network_api_and_fixture(mcx_network) -> None:  # type: ignore[no-
     ue = mcx_network.ues["ue-alice"]
     tokens = await ue.login(mcx_network.systems["primary"].issuer)
     assert tokens.id_token and tokens.refresh_token
+
+
+async def test_transport_of_each_link_comes_from_the_topology(tmp_path: Path) -> None:
+    """Links may differ: UE-primary over TCP, UE-gateway over TLS, the rest over UDP."""
+    from emulator.topology import parse_topology
+
+    text = (Path(__file__).resolve().parent.parent.parent / "topologies" / "default.yaml") \
+        .read_text()
+    for link, transport in (("[ue-alice, primary.sip-core], transport: udp", "tcp"),
+                            ("[ue-alice, visited-plmn.gateway], transport: udp", "tls"),
+                            ("[ue-carol, partner.sip-core], transport: udp", "tcp")):
+        assert link in text
+        text = text.replace(link, link.replace("udp", transport))
+    topology = parse_topology(text, "mixed.yaml")
+    report = await run_scenario(topology, SCENARIOS["default"], pcap_root=tmp_path)
+    assert report.passed, report.text()
+    assert "REGISTER sip:mcx.partner.example (tls)" in report.ladder
+    assert "REGISTER sip:mcx.primary.example (tcp)" in report.ladder
