@@ -417,8 +417,9 @@ class Network:
             "nodes": nodes, "users": users,
             "oidc_client": {"client_id": self.topology.oidc_client_id,
                             "redirect_uri": self.topology.oidc_redirect_uri},
-            "ca_certs": {s.name: str((self.run_dir / "pki" / s.name / "ca.crt").resolve())
-                         for s in self.topology.systems},
+            "ca_certs": {name: str((self.run_dir / "pki" / name / "ca.crt").resolve())
+                         for name in [*(s.name for s in self.topology.systems),
+                                      self.topology.local_plmn.name]},
             "pcap_dir": str(self.run_dir.resolve()),
         }
 

@@ -45,8 +45,7 @@ def main() -> int:
     client = state["oidc_client"]
     nodes = state["nodes"]
     primary = nodes[f"{user['system']}.idms"]["http"]
-    partner_system = next(n["system"] for n in nodes.values() if n["role"] == "gateway")
-    gateway = nodes[f"{partner_system}.gateway"]
+    gateway = next(n for n in nodes.values() if n["role"] == "gateway")
     served = next(name.split(".")[0] for name, n in nodes.items()
                   if n["role"] == "idms" and name.split(".")[0] != user["system"])
     partner = nodes[f"{served}.idms"]["http"]
@@ -58,10 +57,6 @@ def main() -> int:
     # or CURL_CA_BUNDLE when those are set in the environment.
     session.trust_env = False
     session.verify = bundle.name
-    gateway_ca = Path(state["pcap_dir"]) / "pki" / partner_system / "ca.crt"
-    if gateway_ca.exists():
-        with open(bundle.name, "a") as handle:
-            handle.write(gateway_ca.read_text())
 
     # 1. OIDC login at the primary IdMS: authorization code with PKCE S256 (33.180 B.4).
     verifier = secrets.token_urlsafe(48)
