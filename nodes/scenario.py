@@ -350,6 +350,8 @@ class ScenarioRunner:
                            f"{len(found)} packets between the systems")
         detail = f"{len(found)} packets between {sorted(self.home.hosts)} and " \
                  f"{sorted(self.partner.hosts)} in {path.name}"
+        if self.net.capture is None:  # the application tap sees SIP, not HTTPS
+            detail += " (application-level tap: SIP only)"
         return Verdict("capture", title, clause, not found, detail)
 
 
