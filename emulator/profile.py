@@ -71,9 +71,10 @@ class UserProfile:
     def partner(self, system_id: str) -> PartnerSystem | None:
         return next((p for p in self.partners if p.system_id == system_id), None)
 
-    def xcap_path(self) -> str:
-        """Where the CMS serves it (24.484 XCAP layout, as for MCData §10.3 [V])."""
-        return f"/{AUID}/users/{self.xui_uri}/mcptt-user-profile-{self.index}.xml"
+
+def xcap_path(xui: str, index: int | str) -> str:
+    """Where a CMS serves a profile (24.484 XCAP layout, as for MCData §10.3 [V])."""
+    return f"/{AUID}/users/{xui}/mcptt-user-profile-{index}.xml"
 
 
 def render(profile: UserProfile) -> bytes:

@@ -42,8 +42,7 @@ class CmsNode:
         """The resource-server audience the access tokens must name (RFC 9068 §4)."""
         self.requests = 0
         app = new_application()
-        app.router.add_get(
-            f"/{profiles.AUID}/users/{{xui}}/mcptt-user-profile-{{index}}.xml", self._get)
+        app.router.add_get(profiles.xcap_path("{xui}", "{index}"), self._get)
         self.server = HttpsServer(name, app, host, port, ssl_context)
 
     def __repr__(self) -> str:

@@ -166,7 +166,7 @@ class IdmClient:
     async def fetch_profile(self, cms_url: str, xui: str, access_token: str,
                             index: int = 1) -> profiles.UserProfile:
         """GET the user profile from the CMS with a bearer token (RFC 6750 §2.1)."""
-        path = f"/{profiles.AUID}/users/{xui}/mcptt-user-profile-{index}.xml"
+        path = profiles.xcap_path(xui, index)
         async with self.session.get(f"{cms_url}{path}",
                                     headers={"Authorization": f"Bearer {access_token}"}) as r:
             if r.status != 200:

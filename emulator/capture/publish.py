@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .pcapng import Packet, read_pcap, split_by_host, write_pcapng
+from .pcapng import Packet, split_by_host, write_pcapng
 
 StepLabel = Callable[[float], tuple[str, str]]
 
@@ -56,10 +56,3 @@ def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
                      description=method)
         written.append(path)
     return written
-
-
-def publish_kernel_capture(run_dir: Path, raw: Path, **kwargs: object) -> list[Path]:
-    """Publish tcpdump's file, then remove it: capture.pcapng supersedes it."""
-    paths = publish(run_dir, read_pcap(raw), **kwargs)  # type: ignore[arg-type]
-    raw.unlink()
-    return paths

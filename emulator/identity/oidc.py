@@ -267,16 +267,6 @@ class IdentityProvider:
         return AuthorizationRequest(client.client_id, redirect_uri, scope, state, challenge,
                                     params.get("nonce"), acr)
 
-    def authorize(self, request: AuthorizationRequest, username: str, password: str, *,
-                  now: float) -> str:
-        """Check the user's credentials; returns the redirect URL carrying code and state.
-
-        Raises :class:`OAuthError` ``access_denied`` (status 401) on bad credentials,
-        so the login form can be shown again.
-        """
-        user = self.authenticate(username, password)
-        return self.issue_code(request, user, now=now)
-
     def authenticate(self, username: str, password: str) -> UserAccount:
         """The account for these credentials; :class:`OAuthError` (401) otherwise.
 

@@ -161,10 +161,6 @@ class TokenValidator:
             raise ValueError(f"kid {key.kid!r} is not a plain identifier")
         self._keys[key.kid] = key
 
-    @property
-    def issuers(self) -> set[str]:
-        return {key.issuer for key in self._keys.values()}
-
     def validate(self, token: str | bytes, *, now: float, typ: str,
                  audience: str | None = None, issuer: str | None = None,
                  required_scope: str | None = None) -> dict[str, Any]:

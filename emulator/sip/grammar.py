@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _TOKEN_FULL = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 
 # Method = INVITEm / ... / extension-method; extension-method = token
@@ -18,11 +17,8 @@ METHOD_RE = _TOKEN_FULL
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT   (case-insensitive per §7.1)
 SIP_VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z", re.IGNORECASE)
 
-# Status-Code = 3DIGIT
+# Status-Code = 3DIGIT (the classes 1xx-6xx of §21)
 STATUS_CODE_RE = re.compile(r"[1-6]\d\d\Z")
-
-# header-name = token   (§7.3.1; whitespace before the colon is allowed: HCOLON)
-HEADER_NAME_RE = _TOKEN_FULL
 
 # RFC 3261 §7.3.3 and the later RFCs that register compact forms in the IANA
 # "Header Fields" registry.

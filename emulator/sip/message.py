@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .grammar import METHOD_RE, header_key
+from .grammar import METHOD_RE, SIP_VERSION_RE, STATUS_CODE_RE, header_key
 from .headers import Contact, ContentType, CSeq, Headers, NameAddress, Via, parse_name_addresses
 from .status import reason_phrase
 from .uri import URI, URIError
@@ -279,8 +279,6 @@ def _first_value(value: str) -> str:
 
 # Request-Line = Method SP Request-URI SP SIP-Version CRLF  (exactly one SP each, §7.1;
 # RFC 4475 §3.1.2.9 lwsstart and §3.1.2.10 trws rely on it)
-_VERSION_RE = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
-_STATUS_RE = re.compile(r"\d{3}\Z")
 # HCOLON = *( SP / HTAB ) ":" SWS
 _HEADER_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*\Z", re.DOTALL)
 
@@ -396,11 +394,9 @@ def _parse_start_line(line: str) -> tuple[Request | Response, RemoteProtocolErro
         raise RemoteProtocolError(f"malformed start line {line[:80]!r}", None)
     if parts[0].upper().startswith("SIP/"):
         version, code, reason = parts
-        if not _VERSION_RE.match(version) or not _STATUS_RE.match(code):
+        if not SIP_VERSION_RE.match(version) or not STATUS_CODE_RE.match(code):
             raise RemoteProtocolError(f"malformed status line {line[:80]!r}", None)
         status = int(code)
-        if not 100 <= status <= 699:
-            raise RemoteProtocolError(f"status code {status} out of range", None)
         if version.upper() != SIP_VERSION:
             raise RemoteProtocolError(f"unsupported version {version}", None)
         if "\r" in reason or "\n" in reason:
@@ -411,7 +407,7 @@ def _parse_start_line(line: str) -> tuple[Request | Response, RemoteProtocolErro
     if not METHOD_RE.match(method):
         raise RemoteProtocolError(f"bad method {method[:40]!r}", None)
     error = None
-    if " " in version or not _VERSION_RE.match(version):
+    if " " in version or not SIP_VERSION_RE.match(version):
         error = RemoteProtocolError(f"malformed Request-Line {line[:80]!r}", 400)
     elif version.upper() != SIP_VERSION:
         error = RemoteProtocolError(f"SIP version {version} not supported", 505)

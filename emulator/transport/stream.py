@@ -81,7 +81,6 @@ class StreamTransport:
         self.tap = tap
         self.limits = limits
         self._on_error = on_error
-        self._server_ssl = server_ssl
         self._client_ssl = client_ssl
         self._server: asyncio.Server | None = None
         self._connections: dict[Address, _Connection] = {}
