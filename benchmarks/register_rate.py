@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.sipp import SIPP, run_sipp  # noqa: E402
+from tests.support.sipp import SIPP  # noqa: E402
+from tests.support.sipp import run_sipp  # noqa: E402
 
 Row = tuple[int, float, int, int, int]
 

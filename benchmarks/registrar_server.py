@@ -1,4 +1,7 @@
-"""Run the project's registrar alone, for load tests: prints READY host:port when listening."""
+"""Run the project's registrar alone, for load tests: prints READY host:port when listening.
+
+The registrar is the SIP core role with no MC server peer (RFC 3261 §10.3 only).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +13,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulator.transport.endpoint import SipEndpoint
-from nodes.registrar import Registrar
+from nodes import Listener
+from nodes import NodePlan
+from nodes import SipCore
+from nodes import SipCoreOptions
 
 
 async def serve(host: str, port: int, transport: str) -> None:
-    registrar = Registrar("registrar", {"mc.example.org"})
-    endpoint = SipEndpoint("registrar", registrar)
-    registrar.attach(endpoint)
-    local = await endpoint.listen(transport, host, port)
+    registrar = SipCore(NodePlan("registrar", "sip-core", "bench", host,
+                                 (Listener(transport, host, port),),
+                                 SipCoreOptions("mc.example.org")))
+    await registrar.start()
+    endpoint = registrar.endpoint
+    local = endpoint.local(transport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -26,7 +33,7 @@ async def serve(host: str, port: int, transport: str) -> None:
     print(f"READY {local.host}:{local.port}", flush=True)
     await stop.wait()
     print(f"bindings={len(registrar.location)} transactions={len(endpoint.layer)}", flush=True)
-    await endpoint.close()
+    await registrar.stop()
 
 
 if __name__ == "__main__":

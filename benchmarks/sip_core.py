@@ -13,10 +13,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulator.sip.events import Address, RequestReceived
-from emulator.sip.message import check_request, parse_message
-from emulator.sip.transaction import TransactionLayer
-from nodes.registrar import Registrar
+from emulator.sip import Address
+from emulator.sip import LocationService
+from emulator.sip import RequestReceived
+from emulator.sip import Response
+from emulator.sip import TransactionLayer
+from emulator.sip import check_request
+from emulator.sip import parse_message
+from emulator.sip import process_register
+from emulator.sip import registered_response
 
 BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\r\n<mcpttinfo xmlns="urn:3gpp:ns:mcpttInfo:1.0">'
         b'<mcptt-Params><mcptt-request-uri type="Normal"><mcpttURI>sip:user@mc.example.org'
@@ -57,18 +62,22 @@ def main(count: int = 20000) -> None:
     per_op("parse_message + check_request", count, time.perf_counter() - start)
 
     layer = TransactionLayer()
-    registrar = Registrar("registrar", {"mc.example.org"})
+    location = LocationService()  # the SIP core's registrar (RFC 3261 §10.3), sans-IO
+    domains = {"mc.example.org"}
     start = time.perf_counter()
     for data in messages:
         layer.receive(data, source, now=0.0)
         event = layer.next_event()
         assert isinstance(event, RequestReceived)
-        response = registrar.handle(event.request, now=0.0)
+        outcome = process_register(event.request, domains=domains, location=location,
+                                   now=0.0, to_tag="bench")
+        response = outcome if isinstance(outcome, Response) else registered_response(
+            event.request, outcome, now=0.0, to_tag="bench")
         layer.send_response(response, now=0.0, transaction=event.transaction)
         layer.messages_to_send()
     per_op("receive + registrar + 200 OK (whole path)", count, time.perf_counter() - start)
     print(f"live server transactions (Timer J pending): {len(layer)}; "
-          f"bindings: {len(registrar.location)}")
+          f"bindings: {len(location)}")
 
 
 if __name__ == "__main__":

@@ -24,22 +24,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulator.identity.oidc import (
-    GRANT_JWT_BEARER,
-    IdentityProvider,
-    MigrationProfile,
-    OidcClient,
-    migration_profile_index,
-)
-from emulator.identity.pki import issue_signing_certificate, make_ca
-from emulator.identity.tokens import (
-    ACCESS_TOKEN_TYP,
-    SECURITY_TOKEN_TYP,
-    SigningKey,
-    TokenIssuer,
-    TokenValidator,
-)
-from emulator.identity.trust import VerificationKey, verification_key
+from emulator.identity.oidc import GRANT_JWT_BEARER
+from emulator.identity.oidc import IdentityProvider
+from emulator.identity.oidc import MigrationProfile
+from emulator.identity.oidc import OidcClient
+from emulator.identity.oidc import migration_profile_index
+from emulator.identity.pki import issue_signing_certificate
+from emulator.identity.pki import make_ca
+from emulator.identity.tokens import ACCESS_TOKEN_TYP
+from emulator.identity.tokens import SECURITY_TOKEN_TYP
+from emulator.identity.tokens import SigningKey
+from emulator.identity.tokens import TokenIssuer
+from emulator.identity.tokens import TokenValidator
+from emulator.identity.trust import VerificationKey
+from emulator.identity.trust import verification_key
 
 PRIMARY_ISSUER = "https://127.0.10.4:9443"
 PARTNER_ISSUER = "https://127.0.20.4:9443"

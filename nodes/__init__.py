@@ -1,0 +1,60 @@
+"""The roles of the emulator, each built from a :class:`NodePlan`.
+
+UE, local PLMN gateway (P-CSCF), SIP core, MC server, IdMS and CMS, with
+what they share (:mod:`nodes.base`, :mod:`nodes.sipnode`, :mod:`nodes.httpd`).
+:func:`build` makes the role a plan names; the orchestration
+(``emulator.orchestration``) decides where and when it runs.
+"""
+
+from __future__ import annotations
+
+from emulator.transport.base import Tap
+
+from .base import Node
+from .cms import CmsNode
+from .gateway import Gateway
+from .idm_client import IdmClient
+from .idm_client import Tokens
+from .idms import IdmsNode
+from .mc_server import McServer
+from .plan import Account
+from .plan import CmsOptions
+from .plan import Credentials
+from .plan import GatewayOptions
+from .plan import IdmsOptions
+from .plan import Listener
+from .plan import McServerOptions
+from .plan import NodePlan
+from .plan import Peer
+from .plan import SipCoreOptions
+from .plan import UeOptions
+from .sip_core import SipCore
+from .ue import McClient
+from .ue import Registration
+from .ue import UserEquipment
+
+__all__ = [
+    "Account", "CmsNode", "CmsOptions", "Credentials", "Gateway", "GatewayOptions",
+    "IdmClient", "IdmsNode", "IdmsOptions", "Listener", "McClient", "McServer",
+    "McServerOptions", "Node", "NodePlan", "Peer", "Registration", "SipCore", "SipCoreOptions",
+    "Tokens", "UeOptions", "UserEquipment", "build",
+]
+
+
+def build(plan: NodePlan, *, tap: Tap | None = None) -> Node:
+    """The role ``plan`` describes, not yet started.
+
+    ``tap`` sees every SIP message the node sends or receives (the
+    application-level capture); HTTPS roles have no SIP to show it.
+    """
+    if plan.role == "idms":
+        return IdmsNode(plan)
+    if plan.role == "cms":
+        return CmsNode(plan)
+    if plan.role == "mc-server":
+        return McServer(plan, tap=tap)
+    if plan.role == "sip-core":
+        return SipCore(plan, tap=tap)
+    if plan.role == "gateway":
+        return Gateway(plan, tap=tap)
+    return UserEquipment(plan, tap=tap)

@@ -12,47 +12,44 @@ error=...``).
 from __future__ import annotations
 
 import logging
-import ssl
 import time
-from collections.abc import Mapping
 
 from aiohttp import web
 
-from emulator import profile as profiles
-from emulator.identity.tokens import ACCESS_TOKEN_TYP, TokenError, TokenValidator
+from emulator.documents import profile as profiles
+from emulator.identity.tokens import ACCESS_TOKEN_TYP
+from emulator.identity.tokens import TokenError
 
-from .httpd import HttpsServer, json_response, new_application
+from .base import own_token_validator
+from .httpd import HttpsRole
+from .httpd import json_response
+from .httpd import new_application
+from .plan import CmsOptions
+from .plan import NodePlan
 
 logger = logging.getLogger(__name__)
 
 CONFIG_SCOPE = "3gpp:mc:ptt_config_management_service"
 
 
-class CmsNode:
-    """A CMS holding ``profiles`` keyed by MCPTT ID (the XUI)."""
+class CmsNode(HttpsRole):
+    """A CMS holding its plan's profiles, keyed by MCPTT ID (the XUI)."""
 
-    def __init__(self, name: str, profiles_by_id: Mapping[str, profiles.UserProfile],
-                 validator: TokenValidator, issuer: str, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None, *, audience: str | None = None) -> None:
-        self.name = name
-        self.profiles = dict(profiles_by_id)
-        self.validator = validator
-        self.issuer = issuer
-        self.audience = audience
+    def __init__(self, plan: NodePlan) -> None:
+        options = plan.options
+        assert isinstance(options, CmsOptions)
+        self.profiles = {p.xui_uri: p for p in options.profiles}
+        self.validator = own_token_validator(options.issuer, plan.credentials)
+        self.issuer = options.issuer
+        self.audience = options.audience
         """The resource-server audience the access tokens must name (RFC 9068 §4)."""
         self.requests = 0
         app = new_application()
         app.router.add_get(profiles.xcap_path("{xui}", "{index}"), self._get)
-        self.server = HttpsServer(name, app, host, port, ssl_context)
+        super().__init__(plan, app)
 
-    def __repr__(self) -> str:
-        return f"<CmsNode {self.name} profiles={len(self.profiles)}>"
-
-    async def start(self) -> str:
-        return await self.server.start()
-
-    async def stop(self) -> None:
-        await self.server.stop()
+    def state(self) -> dict[str, object]:
+        return {**super().state(), "profiles": len(self.profiles), "requests": self.requests}
 
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1

@@ -28,19 +28,27 @@ from __future__ import annotations
 
 import logging
 import secrets
-import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 from aiohttp import web
 
-from emulator.sip.events import Address, TransactionKey
+from emulator.sip.events import Address
+from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
-from emulator.sip.message import Request, Response
-from emulator.topology.model import LocalPlmn
-from emulator.trace import Trace
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.transport.base import Tap
 
-from .httpd import HttpsServer, json_response, new_application
-from .sipnode import SipNode, tls_port
+from .base import describe
+from .base import tls_client
+from .base import tls_server
+from .httpd import HttpsServer
+from .httpd import json_response
+from .httpd import new_application
+from .plan import GatewayOptions
+from .plan import NodePlan
+from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
 
@@ -60,32 +68,41 @@ class UeContext:
 
 
 class Gateway(SipNode):
-    """A local PLMN gateway acting as P-CSCF towards ``core``."""
+    """A local PLMN gateway acting as P-CSCF towards its plan's ``sip-core`` peer."""
 
-    def __init__(self, plmn: LocalPlmn, core: Address, *, trace: Trace | None = None,
-                 server_ssl: ssl.SSLContext | None = None,
-                 client_ssl: ssl.SSLContext | None = None,
-                 https_ssl: ssl.SSLContext | None = None) -> None:
-        node = plmn.gateway
-        assert node.sip is not None and node.https_port is not None
-        super().__init__(f"{plmn.name}.gateway", node.host, node.sip, trace=trace,
-                         server_ssl=server_ssl, client_ssl=client_ssl)
-        self.plmn = plmn
-        self.core = core
+    def __init__(self, plan: NodePlan, *, tap: Tap | None = None) -> None:
+        options = plan.options
+        assert isinstance(options, GatewayOptions)
+        https = plan.listener("https")
+        core = plan.peer("sip-core")
+        if https is None or core is None:
+            raise ValueError(f"{plan.name}: a gateway needs an https listener and a sip-core")
+        server_ssl = tls_server(plan.credentials)
+        super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
+                         server_ssl=server_ssl, client_ssl=tls_client(plan.credentials))
+        self.plan = plan
+        self.plmn = options.plmn
+        self.plmn_id = options.plmn_id
+        self.core = core.address
         self.attached: dict[str, UeContext] = {}
-        self._free = list(plmn.ue_pool)
+        self._free = list(options.ue_pool)
         app = new_application()
         app.router.add_post("/attach", self._attach)
         app.router.add_delete("/attach/{address}", self._detach)
-        self.http = HttpsServer(self.name, app, node.host, node.https_port, https_ssl)
+        self.http = HttpsServer(self.name, app, https.host, https.port, server_ssl)
 
     async def start(self) -> None:
-        await super().start()
         await self.http.start()
+        await super().start()  # marks the gateway ready: SIP last, as before
 
     async def stop(self) -> None:
         await self.http.stop()
         await super().stop()
+
+    def state(self) -> dict[str, object]:
+        listening = [*self.sip_state(), ("https", self.http.host, self.http.port)]
+        return {**describe(self.plan, listening),
+                "attached": {c.address: c.name for c in self.attached.values()}}
 
     # -- attach ----------------------------------------------------------------
     def attach(self, ue: str) -> UeContext:
@@ -113,10 +130,11 @@ class Gateway(SipNode):
             context = self.attach(ue)
         except LookupError as exc:
             return json_response({"error": "unavailable", "error_description": str(exc)}, 503)
+        sip = {address.transport: address.port for address in self.endpoint.addresses}
         return json_response({
-            "ue_address": context.address, "plmn_id": self.plmn.plmn_id,
-            "p_cscf": {"host": self.host, "port": self.sip.port, "tls_port": tls_port(self.sip),
-                       "transports": list(self.sip.transports)}})
+            "ue_address": context.address, "plmn_id": self.plmn_id,
+            "p_cscf": {"host": self.host, "port": sip.get("udp", sip.get("tcp")),
+                       "tls_port": sip.get("tls"), "transports": list(sip)}})
 
     async def _detach(self, request: web.Request) -> web.Response:
         context = self.attached.pop(request.match_info["address"], None)
@@ -138,8 +156,7 @@ class Gateway(SipNode):
             return
         context = self.attached.get(source.host)
         if context is None:
-            self.reply(request, transaction, 403,
-                       f"Forbidden (not attached to {self.plmn.name})")
+            self.reply(request, transaction, 403, f"Forbidden (not attached to {self.plmn})")
             return
         context.requests += 1
         if request.method == "REGISTER":
@@ -165,7 +182,7 @@ class Gateway(SipNode):
         headers.prepend("Path", NameAddress(self.uri("term", transport=self.core.transport)))
         require = set(request.option_tags("Require")) | {"path"}
         headers.set("Require", ", ".join(sorted(require)))
-        headers.add("P-Visited-Network-ID", f'"{self.plmn.name}"')
+        headers.add("P-Visited-Network-ID", f'"{self.plmn}"')
         headers.add("P-Charging-Vector", f"icid-value={secrets.token_hex(12)};"
                                          f"icid-generated-at={self.host}")
 

@@ -3,6 +3,7 @@
 Small on purpose: bind, serve an ``aiohttp.web.Application``, stop cleanly.
 Request bodies are capped (a token request never needs more than a few kB),
 and unexpected handler errors become a JSON 500 instead of a stack trace.
+:class:`HttpsRole` is the whole life of a role that only speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 
 from aiohttp import web
+
+from .base import Readiness
+from .base import describe
+from .base import tls_server
+from .plan import NodePlan
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +87,30 @@ class HttpsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class HttpsRole(Readiness):
+    """A role serving ``app`` on its plan's https listener (the IdMS, the CMS)."""
+
+    def __init__(self, plan: NodePlan, app: web.Application) -> None:
+        super().__init__()
+        https = plan.listener("https")
+        if https is None:
+            raise ValueError(f"{plan.name}: a {plan.role} needs an https listener")
+        self.plan = plan
+        self.name = plan.name
+        self.server = HttpsServer(plan.name, app, https.host, https.port,
+                                  tls_server(plan.credentials))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.server.url}>"
+
+    async def start(self) -> None:
+        await self.server.start()
+        self._mark_ready()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def state(self) -> dict[str, object]:
+        return describe(self.plan, [("https", self.server.host, self.server.port)])

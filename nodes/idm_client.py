@@ -12,30 +12,19 @@ import re
 import secrets
 import ssl
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from html import unescape
 from typing import Any
 
 import aiohttp
 
-from emulator import profile as profiles
-from emulator.identity.oidc import (
-    GRANT_JWT_BEARER,
-    GRANT_TOKEN_EXCHANGE,
-    TOKEN_TYPE_ACCESS_TOKEN,
-    s256_challenge,
-)
-from emulator.trace import Trace
-
-
-class IdmError(Exception):
-    """An IdMS or CMS refused; ``error`` is the OAuth error code, ``status`` the HTTP status."""
-
-    def __init__(self, status: int, error: str, description: str) -> None:
-        super().__init__(f"HTTP {status} {error}: {description}")
-        self.status = status
-        self.error = error
-        self.description = description
+from emulator.documents import profile as profiles
+from emulator.identity.oidc import GRANT_JWT_BEARER
+from emulator.identity.oidc import GRANT_TOKEN_EXCHANGE
+from emulator.identity.oidc import TOKEN_TYPE_ACCESS_TOKEN
+from emulator.identity.oidc import s256_challenge
+from emulator.refusal import Refusal
 
 
 @dataclass
@@ -57,41 +46,19 @@ class IdmClient:
     """An HTTPS client bound to one CA bundle; use as an async context manager."""
 
     def __init__(self, client_id: str, redirect_uri: str, ssl_context: ssl.SSLContext,
-                 *, local_address: str | None = None, trace: Trace | None = None,
-                 name: str = "ue") -> None:
+                 *, local_address: str | None = None) -> None:
         self.client_id = client_id
         self.redirect_uri = redirect_uri
-        self.name = name
         self._ssl = ssl_context
         self._local = local_address
-        self._trace = trace
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> IdmClient:
         connector = aiohttp.TCPConnector(
             ssl=self._ssl, local_addr=(self._local, 0) if self._local else None)
-        hooks = []
-        if self._trace is not None:
-            hooks.append(self._trace_config(self._trace))
-        self._session = aiohttp.ClientSession(connector=connector, trace_configs=hooks,
+        self._session = aiohttp.ClientSession(connector=connector,
                                               timeout=aiohttp.ClientTimeout(total=15))
         return self
-
-    def _trace_config(self, trace: Trace) -> aiohttp.TraceConfig:
-        """Tell the run's trace about each HTTPS exchange (the pcap has them encrypted)."""
-        config = aiohttp.TraceConfig()
-
-        async def on_end(session: object, context: object,
-                         params: aiohttp.TraceRequestEndParams) -> None:
-            url = params.url
-            peer = trace.name_of_host(str(url))
-            what = describe_http(params.method, url.path, self._last_form)
-            trace.record(self.name, peer, "https", what)
-            trace.record(peer, self.name, "https",
-                         f"{params.response.status} {params.response.reason}")
-
-        config.on_request_end.append(on_end)
-        return config
 
     async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
@@ -121,30 +88,27 @@ class IdmClient:
         async with self.session.get(metadata["authorization_endpoint"], params=query) as form:
             page = await form.text()
             if form.status != 200:
-                raise IdmError(form.status, "authorization_refused", page[:200])
+                raise Refusal("authorization_refused", page[:200], form.status)
         fields = {unescape(k): unescape(v) for k, v in _HIDDEN.findall(page)}
         fields.update(username=username, password=password)
         async with self.session.post(metadata["authorization_endpoint"], data=fields,
                                      allow_redirects=False) as answer:
             if answer.status != 302:
-                raise IdmError(answer.status, "access_denied", "login refused")
+                raise Refusal("access_denied", "login refused", answer.status)
             location = answer.headers["Location"]
         params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
         if params.get("state") != state:
-            raise IdmError(302, "invalid_state", "state mismatch in the redirect")
+            raise Refusal("invalid_state", "state mismatch in the redirect", 302)
         if "error" in params:
-            raise IdmError(302, params["error"], params.get("error_description", ""))
+            raise Refusal(params["error"], params.get("error_description", ""), 302)
         body = await self.token(metadata["token_endpoint"], {
             "grant_type": "authorization_code", "code": params["code"],
             "redirect_uri": self.redirect_uri, "code_verifier": verifier})
         return Tokens(body["access_token"], body.get("id_token"), body.get("refresh_token"),
                       int(body.get("expires_in", 0)), body.get("scope", ""), body)
 
-    _last_form: dict[str, str] | None = None
-
     async def token(self, endpoint: str, form: dict[str, str]) -> dict[str, Any]:
-        """POST to a token endpoint; raises :class:`IdmError` on an OAuth error."""
-        self._last_form = form
+        """POST to a token endpoint; raises :class:`Refusal` on an OAuth error."""
         async with self.session.post(endpoint, data={"client_id": self.client_id, **form}) \
                 as response:
             return await _json(response)
@@ -171,31 +135,17 @@ class IdmClient:
                                     headers={"Authorization": f"Bearer {access_token}"}) as r:
             if r.status != 200:
                 body = await r.json(content_type=None)
-                raise IdmError(r.status, body.get("error", "?"), body.get("error_description", ""))
+                raise Refusal(body.get("error", "?"), body.get("error_description", ""), r.status)
             return profiles.parse(await r.read())
-
-
-_GRANT_NAMES = {"authorization_code": "authorization_code", "refresh_token": "refresh_token",
-                GRANT_TOKEN_EXCHANGE: "token-exchange", GRANT_JWT_BEARER: "jwt-bearer"}
-
-
-def describe_http(method: str, path: str, form: dict[str, str] | None) -> str:
-    """A one-line summary of an IdM/CM request for the ladder."""
-    if path.endswith("/token") and form:
-        grant = form.get("grant_type", "")
-        return f"{method} {path} grant_type={_GRANT_NAMES.get(grant, grant)}"
-    if len(path) > 48:
-        path = path[:45] + "..."
-    return f"{method} {path}"
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
     try:
         body = await response.json(content_type=None)
     except ValueError:
-        raise IdmError(response.status, "invalid_response", "not JSON") from None
+        raise Refusal("invalid_response", "not JSON", response.status) from None
     if response.status != 200 or not isinstance(body, dict):
         error = body.get("error", "?") if isinstance(body, dict) else "?"
         description = body.get("error_description", "") if isinstance(body, dict) else ""
-        raise IdmError(response.status, error, description)
+        raise Refusal(error, description, response.status)
     return body

@@ -17,18 +17,32 @@ module only turns HTTP into its calls and its answers into HTTP.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import html
 import logging
-import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from emulator.identity.oidc import AuthorizationRequest, IdentityProvider, OAuthError
+from emulator.identity.oidc import AuthorizationRequest
+from emulator.identity.oidc import IdentityProvider
+from emulator.identity.oidc import UserAccount
+from emulator.identity.oidc import hash_password
+from emulator.identity.oidc import migration_profile_index
+from emulator.identity.tokens import SigningKey
+from emulator.identity.tokens import TokenIssuer
+from emulator.identity.tokens import TokenValidator
+from emulator.keystore import load_trusted_issuers
+from emulator.keystore import read_credential
+from emulator.refusal import Refusal
 
-from .httpd import HttpsServer, json_response, new_application
+from .httpd import HttpsRole
+from .httpd import json_response
+from .httpd import new_application
+from .plan import IdmsOptions
+from .plan import NodePlan
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +58,16 @@ _FORM = """<!DOCTYPE html>
 """
 
 
-class IdmsNode:
-    """An IdMS: an :class:`IdentityProvider` served over HTTPS."""
+class IdmsNode(HttpsRole):
+    """An IdMS: the :class:`IdentityProvider` its plan describes, served over HTTPS."""
 
-    def __init__(self, name: str, provider: IdentityProvider, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None, *, title: str = "MC IdMS",
-                 clock_offset: float = 0.0) -> None:
-        self.name = name
+    def __init__(self, plan: NodePlan, *, clock_offset: float = 0.0) -> None:
+        options = plan.options
+        assert isinstance(options, IdmsOptions)
         self.clock_offset = clock_offset
-        """Seconds added to this IdMS's clock (negative scenarios: a skewed issuer)."""
-        self.provider = provider
-        self.title = title
+        """Seconds added to this IdMS's clock: simulated time for tests, or a skewed issuer."""
+        self.provider, self.refused_trust = identity_provider(plan, options)
+        self.title = options.title
         self.requests = 0
         app = new_application()
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
@@ -62,19 +75,14 @@ class IdmsNode:
         app.router.add_get("/authorize", self._authorize_form)
         app.router.add_post("/authorize", self._authorize_submit)
         app.router.add_post("/token", self._token)
-        self.server = HttpsServer(name, app, host, port, ssl_context)
+        super().__init__(plan, app)
 
     def now(self) -> float:
         return time.time() + self.clock_offset
 
-    def __repr__(self) -> str:
-        return f"<IdmsNode {self.name} {self.server.url}>"
-
-    async def start(self) -> str:
-        return await self.server.start()
-
-    async def stop(self) -> None:
-        await self.server.stop()
+    def state(self) -> dict[str, object]:
+        return {**super().state(), "issuer": self.provider.address, "requests": self.requests,
+                "refused_trust": dict(self.refused_trust)}
 
     # -- handlers -------------------------------------------------------------
     async def _discovery(self, request: web.Request) -> web.Response:
@@ -98,7 +106,7 @@ class IdmsNode:
     def _check(self, params: Mapping[str, str]) -> AuthorizationRequest | web.Response:
         try:
             return self.provider.check_authorization_request(params)
-        except OAuthError as exc:
+        except Refusal as exc:
             if exc.error in ("invalid_client",) or "redirect_uri" in exc.description:
                 # RFC 6749 §4.1.2.1: never redirect to an unverified URI.
                 return json_response(exc.as_json(), status=400)
@@ -125,7 +133,7 @@ class IdmsNode:
             user = await asyncio.to_thread(self.provider.authenticate,
                                            form.get("username", ""), form.get("password", ""))
             location = self.provider.issue_code(checked, user, now=self.now())
-        except OAuthError as exc:
+        except Refusal as exc:
             return self._form(checked, f"<p role=alert>{html.escape(exc.description)}</p>",
                               status=exc.status)
         raise web.HTTPFound(location)
@@ -139,8 +147,36 @@ class IdmsNode:
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         try:
             body = self.provider.token(form, now=self.now())
-        except OAuthError as exc:
+        except Refusal as exc:
             logger.info("%s: token request refused: %s", self.name, exc)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
             return json_response(exc.as_json(), status=exc.status, **headers)
         return json_response(body)
+
+
+def identity_provider(plan: NodePlan, options: IdmsOptions
+                      ) -> tuple[IdentityProvider, dict[str, str]]:
+    """The IdMS's decisions, from its plan: accounts, clients, keys and, in the partner
+    role, the primary IdMS certificates provisioned out of band (33.180 §5.1.4.2).
+
+    Also returns, per peer system, why its provisioned certificate was refused.
+    """
+    credentials = plan.credentials
+    if credentials.signing_certificate is None or credentials.signing_key is None:
+        raise ValueError(f"{plan.name}: an IdMS needs its signing credential")
+    signing = read_credential(credentials.signing_certificate, credentials.signing_key)
+    trusted, refused = None, dict[str, str]()
+    if credentials.trust_dir is not None:
+        keys, refused = load_trusted_issuers(credentials.trust_dir, now=dt.datetime.now(dt.UTC))
+        for peer, reason in refused.items():
+            logger.warning("%s does not trust %s: %s", plan.name, peer, reason)
+        trusted = TokenValidator(keys)
+    accounts = {a.username: UserAccount(a.username, hash_password(a.password), a.mc_ids,
+                                        migration_targets=a.migration_targets)
+                for a in options.accounts}
+    return IdentityProvider(
+        issuer=TokenIssuer(options.issuer, SigningKey.from_credential(signing)),
+        clients={c.client_id: c for c in options.clients}, users=accounts,
+        resource_audience=options.resource_audience, trusted_primaries=trusted,
+        migration_profiles=migration_profile_index(options.migration_profiles),
+        security_token_lifetime=options.security_token_lifetime), refused

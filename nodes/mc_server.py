@@ -31,31 +31,42 @@ Variants, selected per MC server:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import secrets
-import ssl
-import time
+import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from emulator import mcx_info
-from emulator.identity.tokens import (
-    ACCESS_TOKEN_TYP,
-    SECURITY_TOKEN_TYP,
-    TokenError,
-    TokenValidator,
-)
+from emulator.documents import mcx_info
+from emulator.documents.xmlsafe import XmlError
+from emulator.documents.xmlsafe import parse_xml
+from emulator.identity.tokens import ACCESS_TOKEN_TYP
+from emulator.identity.tokens import SECURITY_TOKEN_TYP
+from emulator.identity.tokens import TokenError
+from emulator.identity.tokens import TokenValidator
+from emulator.keystore import load_trusted_issuers
+from emulator.sip.builder import new_call_id
+from emulator.sip.builder import new_request
 from emulator.sip.errors import RemoteProtocolError
-from emulator.sip.events import Address, TransactionKey
-from emulator.sip.headers import Headers, NameAddress
-from emulator.sip.message import Request, Response, parse_message
-from emulator.sip.multipart import MultipartBody, MultipartError
+from emulator.sip.events import Address
+from emulator.sip.events import TransactionKey
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.sip.message import parse_message
+from emulator.sip.multipart import MultipartBody
+from emulator.sip.multipart import MultipartError
 from emulator.sip.uri import URI
-from emulator.topology.model import SipInterface
-from emulator.trace import Trace
-from emulator.xmlsafe import XmlError, parse_xml
+from emulator.transport.base import Tap
 
+from .base import describe
+from .base import own_token_validator
+from .base import tls_client
+from .base import tls_server
+from .plan import McServerOptions
+from .plan import NodePlan
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -186,29 +197,39 @@ class ServiceAuthoriser:
 
 
 class McServer(SipNode):
-    """An MC server (MCPTT/MCData/MCVideo) of one MC system."""
+    """An MC server (MCPTT/MCData/MCVideo) of one MC system.
 
-    def __init__(self, name: str, host: str, sip: SipInterface, authoriser: ServiceAuthoriser,
-                 *, mode: str = "normal", interconnection: Address | None = None,
-                 primary_validator: TokenValidator | None = None,
-                 allowed_partners: Mapping[str, frozenset[str]] | None = None,
-                 trace: Trace | None = None, server_ssl: ssl.SSLContext | None = None,
-                 client_ssl: ssl.SSLContext | None = None) -> None:
-        super().__init__(name, host, sip, trace=trace, server_ssl=server_ssl,
-                         client_ssl=client_ssl)
-        self.authoriser = authoriser
-        self.mode = mode
-        self.interconnection = interconnection
-        self.primary_validator = primary_validator
-        self.allowed_partners = allowed_partners or {}
+    Time comes from its endpoint: ``wall_clock()`` for token ``exp``/``iat``
+    (RFC 7519 §4.1.4) and the authorisations' expiry alike.
+    """
+
+    def __init__(self, plan: NodePlan, *, tap: Tap | None = None) -> None:
+        options = plan.options
+        assert isinstance(options, McServerOptions)
+        super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
+                         server_ssl=tls_server(plan.credentials),
+                         client_ssl=tls_client(plan.credentials))
+        self.plan = plan
+        self.mode = options.mode
+        self.authoriser = _authoriser(plan, options)
+        interconnection = plan.peer("mc-server") if options.mode == "interconnection" else None
+        self.interconnection = interconnection.address if interconnection else None
+        self.allowed_partners = {k: frozenset(v) for k, v in options.allowed_partners.items()}
         self.users: dict[str, AuthorisedUser] = {}
-        self.sip_cores: set[str] = set()
+        self.sip_cores = frozenset(p.host for p in plan.peers_of("sip-core"))
         """Hosts allowed to send third-party REGISTERs; empty trusts any (tests, tools)."""
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         """The latest refusals (AOR, reason), for inspection; bounded under load."""
 
+    def state(self) -> dict[str, object]:
+        return {**describe(self.plan, self.sip_state()), "mode": self.mode,
+                "authorised_users": len(self.users), "refusals": len(self.refusals)}
+
+    def now(self) -> float:
+        return self.endpoint.wall_clock()
+
     def _purge_expired(self) -> None:
-        now = time.time()
+        now = self.now()
         if len(self.users) > 1000:  # amortised: only a big table is worth a scan
             for impu in [i for i, u in self.users.items() if u.expires_at < now]:
                 del self.users[impu]
@@ -271,7 +292,7 @@ class McServer(SipNode):
             self.ask_primary(request, inner, impu, expires, transaction)
             return
         try:
-            user = self.authoriser.authorise(inner, impu, now=time.time(), expires=expires)
+            user = self.authoriser.authorise(inner, impu, now=self.now(), expires=expires)
         except AuthorisationRefused as exc:
             self.refuse(request, transaction, str(exc))
             return
@@ -289,7 +310,7 @@ class McServer(SipNode):
         asserted = request.headers.get("P-Asserted-Identity")
         caller = NameAddress.parse(asserted).uri.aor if asserted else request.from_.uri.aor
         user = self.users.get(caller)
-        if user is None or service not in user.services or user.expires_at < time.time():
+        if user is None or service not in user.services or user.expires_at < self.now():
             self.reply(request, transaction, 403,
                        f"Forbidden ({caller} is not authorised for {service.upper()})",
                        headers=(("Warning", self.warning()),))
@@ -324,24 +345,14 @@ class McServer(SipNode):
             ("", {}))
         services = {info.format.service: partner_ids[f"{info.format.service}_id"]
                     for info in infos if f"{info.format.service}_id" in partner_ids}
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<migration-authorisation-request xmlns="{MIGRATION_AUTH_NS}">'
-                f"<partner-mc-service-id>{impu}</partner-mc-service-id>"
-                f"<primary-mc-service-id>{primary_id}</primary-mc-service-id>"
-                f"<access-token>{mcptt.access_token}</access-token>"
-                f"</migration-authorisation-request>").encode()
-        headers = Headers()
         destination = self.interconnection
-        headers.add("Via", self.endpoint.make_via(destination.transport))
-        headers.add("Max-Forwards", 70)
-        headers.add("From", NameAddress(self.uri("mcptt-server", lr=False)).with_tag(
-            secrets.token_hex(4)))
         target = URI("sip", user="mcptt-server", host=destination.host, port=destination.port)
-        headers.add("To", NameAddress(target))
-        headers.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")
-        headers.add("CSeq", "1 MESSAGE")
-        message = Request("MESSAGE", target, headers)
-        message.set_body(body, MIGRATION_AUTH_TYPE)
+        message = new_request(
+            "MESSAGE", target, via=self.endpoint.make_via(destination.transport),
+            from_=NameAddress(self.uri("mcptt-server", lr=False)), to=NameAddress(target),
+            call_id=new_call_id(self.host))
+        message.set_body(render_migration_request(impu, primary_id, mcptt.access_token),
+                         MIGRATION_AUTH_TYPE)
 
         def answered(response: Response) -> None:
             if response.status < 200:
@@ -349,7 +360,7 @@ class McServer(SipNode):
             if response.status >= 300:
                 self.refuse(request, transaction, f"primary MC system refused: {response.reason}")
                 return
-            self.users[impu] = AuthorisedUser(impu, services, primary_id, time.time() + expires)
+            self.users[impu] = AuthorisedUser(impu, services, primary_id, self.now() + expires)
             self.reply(request, transaction, 200)
 
         self.endpoint.send_request(message, destination, answered)
@@ -367,7 +378,7 @@ class McServer(SipNode):
         primary_id = (root.findtext(f"{ns}primary-mc-service-id") or "").strip()
         try:
             claims = self.authoriser.own_tokens.validate(
-                token, now=time.time(), typ=ACCESS_TOKEN_TYP, issuer=self.authoriser.own_issuer,
+                token, now=self.now(), typ=ACCESS_TOKEN_TYP, issuer=self.authoriser.own_issuer,
                 required_scope=mcx_info.MCPTT.scope)
         except TokenError as exc:
             self.reply(request, transaction, 403, f"Forbidden ({exc.description})")
@@ -381,3 +392,32 @@ class McServer(SipNode):
             return
         self.reply(request, transaction, 200)
 
+
+def render_migration_request(partner_id: str, primary_id: str, access_token: str) -> bytes:
+    """The interconnection baseline's request body (project-defined XML, escaped by ElementTree)."""
+    root = ET.Element(f"{{{MIGRATION_AUTH_NS}}}migration-authorisation-request")
+    for name, text in (("partner-mc-service-id", partner_id),
+                       ("primary-mc-service-id", primary_id), ("access-token", access_token)):
+        ET.SubElement(root, f"{{{MIGRATION_AUTH_NS}}}{name}").text = text
+    data: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True,
+                              default_namespace=MIGRATION_AUTH_NS)
+    return data
+
+
+def _authoriser(plan: NodePlan, options: McServerOptions) -> ServiceAuthoriser:
+    """The service authorisation of the plan: own tokens, migrants, and (direct variant,
+    non-normative) the primary keys provisioned out of band."""
+    primary_tokens = None
+    if options.mode == "direct" and plan.credentials.trust_dir is not None:
+        trusted, refused = load_trusted_issuers(plan.credentials.trust_dir,
+                                                now=dt.datetime.now(dt.UTC))
+        for peer, reason in refused.items():
+            logger.warning("%s does not trust %s: %s", plan.name, peer, reason)
+        primary_tokens = TokenValidator(trusted)
+    return ServiceAuthoriser(
+        own_issuer=options.issuer, own_tokens=own_token_validator(options.issuer,
+                                                                  plan.credentials),
+        audience=options.audience, migration_profiles=frozenset(options.migrant_identities),
+        primary_tokens=primary_tokens, own_idms_address=options.issuer,
+        primary_identities={(m.primary_issuer, m.primary_mcptt_id): m.mc_ids
+                            for m in options.migration_profiles})

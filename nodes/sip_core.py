@@ -28,42 +28,62 @@ Routing of other requests (loose routing, §16.4-16.6):
 from __future__ import annotations
 
 import logging
-import secrets
-import ssl
+from email.utils import formatdate
 
-from emulator.sip.events import Address, TransactionKey
-from emulator.sip.headers import Headers, NameAddress
-from emulator.sip.message import Request, Response
+from emulator.sip.builder import new_call_id
+from emulator.sip.builder import new_request
+from emulator.sip.builder import new_tag
+from emulator.sip.events import Address
+from emulator.sip.events import TransactionKey
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.sip.registrar import LocationService
+from emulator.sip.registrar import Registered
+from emulator.sip.registrar import RegistrarPolicy
+from emulator.sip.registrar import process_register
+from emulator.sip.registrar import registered_response
 from emulator.sip.uri import URI
-from emulator.topology.model import SipInterface
-from emulator.trace import Trace
+from emulator.transport.base import Tap
 
-from .location import LocationService, RegistrarPolicy
-from .registration import Registered, process_register, registered_response
-from .sipnode import SipNode, new_tag
+from .base import describe
+from .base import tls_client
+from .base import tls_server
+from .plan import NodePlan
+from .plan import SipCoreOptions
+from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
 
 
 class SipCore(SipNode):
-    """Registrar and proxy for one MC system's domain."""
+    """Registrar and proxy for one MC system's domain.
 
-    def __init__(self, name: str, host: str, sip: SipInterface, domain: str,
-                 mc_server: Address, *, transport: str = "udp", trace: Trace | None = None,
-                 policy: RegistrarPolicy | None = None,
-                 server_ssl: ssl.SSLContext | None = None,
-                 client_ssl: ssl.SSLContext | None = None) -> None:
-        super().__init__(name, host, sip, trace=trace, server_ssl=server_ssl,
-                         client_ssl=client_ssl)
-        self.domain = domain
-        self.mc_server = mc_server
-        self.transport = transport
+    Its plan's ``mc-server`` peer is the MC service AS (third-party REGISTER,
+    originating requests); without one it is a plain registrar and proxy.
+    """
+
+    def __init__(self, plan: NodePlan, *, tap: Tap | None = None,
+                 policy: RegistrarPolicy | None = None) -> None:
+        assert isinstance(plan.options, SipCoreOptions)
+        super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
+                         server_ssl=tls_server(plan.credentials),
+                         client_ssl=tls_client(plan.credentials))
+        self.plan = plan
+        self.domain = plan.options.domain
+        mc_server = plan.peer("mc-server")
+        self.mc_server: Address | None = mc_server.address if mc_server else None
         self.location = LocationService(policy or RegistrarPolicy())
-        self.trusted_hosts: set[str] = {mc_server.host}
+        self.trusted_hosts = frozenset(p.host for p in plan.peers
+                                       if p.role in ("mc-server", "gateway"))
         """The trust domain (RFC 3325 §2.3): hosts whose P-Asserted-Identity is believed,
         i.e. our MC server and the P-CSCFs (gateways) that serve this system."""
         self._third_party_call_ids: dict[str, str] = {}
         self._cseq = 0
+
+    def state(self) -> dict[str, object]:
+        return {**describe(self.plan, self.sip_state()),
+                "registered_aors": self.location.aor_count, "bindings": len(self.location)}
 
     # -- dispatch --------------------------------------------------------------
     def on_request(self, request: Request, source: Address,
@@ -98,7 +118,7 @@ class SipCore(SipNode):
                                    now=now, to_tag=tag)
         if isinstance(outcome, Response):
             self.endpoint.send_response(outcome, transaction)
-        elif not outcome.changed:
+        elif not outcome.changed or self.mc_server is None:
             self._answer_register(request, transaction, outcome, now, tag)
         else:
             self._third_party_register(request, transaction, outcome, now, tag)
@@ -106,22 +126,18 @@ class SipCore(SipNode):
     def _third_party_register(self, request: Request, transaction: TransactionKey,
                               registered: Registered, now: float, tag: str) -> None:
         """24.229 §5.4.1.7 / 24.379 §7.3.1: tell the MC server, with the UE's REGISTER inside."""
+        mc_server = self.mc_server
+        assert mc_server is not None
         expires = max((b.remaining(now) for b in registered.bindings), default=0)
         self._cseq += 1
-        call_id = self._third_party_call_ids.setdefault(
-            registered.aor, f"{secrets.token_hex(8)}@{self.host}")
-        headers = Headers()
-        headers.add("Via", self.endpoint.make_via(self.mc_server.transport))
-        headers.add("Max-Forwards", 70)
-        headers.add("From", NameAddress(self.uri("scscf", lr=False)).with_tag(
-            secrets.token_hex(4)))
-        headers.add("To", NameAddress(request.to.uri))
-        headers.add("Call-ID", call_id)
-        headers.add("CSeq", f"{self._cseq} REGISTER")
-        headers.add("Contact", NameAddress(self.uri(lr=False)))
-        headers.add("Expires", expires)
-        third_party = Request("REGISTER", URI("sip", host=self.mc_server.host,
-                                              port=self.mc_server.port), headers)
+        call_id = self._third_party_call_ids.setdefault(registered.aor, new_call_id(self.host))
+        third_party = new_request(
+            "REGISTER", URI("sip", host=mc_server.host, port=mc_server.port),
+            via=self.endpoint.make_via(mc_server.transport),
+            from_=NameAddress(self.uri("scscf", lr=False)), to=NameAddress(request.to.uri),
+            call_id=call_id, cseq=self._cseq)
+        third_party.headers.add("Contact", NameAddress(self.uri(lr=False)))
+        third_party.headers.add("Expires", expires)
         third_party.set_body(request.to_bytes(), "message/sip")
 
         def answered(response: Response) -> None:
@@ -141,11 +157,12 @@ class SipCore(SipNode):
                 refusal.headers.add("Warning", value)
             self.endpoint.send_response(refusal, transaction)
 
-        self.endpoint.send_request(third_party, self.mc_server, answered)
+        self.endpoint.send_request(third_party, mc_server, answered)
 
     def _answer_register(self, request: Request, transaction: TransactionKey,
                          registered: Registered, now: float, tag: str) -> None:
-        response = registered_response(request, registered, now=now, to_tag=tag)
+        response = registered_response(request, registered, now=now, to_tag=tag,
+                                       date=formatdate(usegmt=True))
         if registered.bindings:  # 24.229 §5.4.1.2.2
             response.headers.add("Service-Route", NameAddress(self.uri("orig")))
             response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
@@ -176,15 +193,19 @@ class SipCore(SipNode):
             return
         if "P-Asserted-Identity" not in request.headers:
             request.headers.add("P-Asserted-Identity", NameAddress(URI.parse(identity)))
+        mc_server = self.mc_server
+        if mc_server is None:  # no AS: straight to the terminating side
+            self.terminating(request, transaction)
+            return
         self.record_route(request)
         # iFC: the MC service AS sees the request first, then sends it back for terminating.
         request.headers.prepend("Route", NameAddress(self.uri("term",
-                                                              transport=self.mc_server.transport)))
-        mc = URI("sip", host=self.mc_server.host, port=self.mc_server.port,
-                 params=(("lr", None),) if self.mc_server.transport == "udp" else
-                 (("transport", self.mc_server.transport), ("lr", None)))
+                                                              transport=mc_server.transport)))
+        mc = URI("sip", host=mc_server.host, port=mc_server.port,
+                 params=(("lr", None),) if mc_server.transport == "udp" else
+                 (("transport", mc_server.transport), ("lr", None)))
         request.headers.prepend("Route", NameAddress(mc))
-        self.forward(request, transaction, self.mc_server)
+        self.forward(request, transaction, mc_server)
 
     def terminating(self, request: Request, transaction: TransactionKey) -> None:
         now = self.endpoint.now()

@@ -15,73 +15,84 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from emulator.sip.events import Address, RequestReceived, ResponseReceived, TransactionKey
-from emulator.sip.headers import Headers, NameAddress
-from emulator.sip.message import Request, Response
-from emulator.sip.transaction import new_tag
+from emulator.sip.builder import cancel_for
+from emulator.sip.builder import new_tag
+from emulator.sip.events import Address
+from emulator.sip.events import RequestReceived
+from emulator.sip.events import ResponseReceived
+from emulator.sip.events import TransactionKey
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request
+from emulator.sip.message import Response
 from emulator.sip.uri import URI
-from emulator.topology.model import SipInterface
-from emulator.trace import Trace
+from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
 
-logger = logging.getLogger(__name__)
+from .base import Readiness
+from .plan import Listener
 
-__all__ = ["SipNode", "new_tag", "tls_port"]
+logger = logging.getLogger(__name__)
 
 ResponseFilter = Callable[[Response], Response | None]
 
 
-def tls_port(sip: SipInterface) -> int:
-    """SIP over TLS listens one port above UDP/TCP (5060 -> 5061, RFC 3261 §26.2.2 habit)."""
-    return sip.port + 1
+class SipNode(Readiness):
+    """A node with a SIP endpoint on ``host``, listening as ``listeners`` say.
 
+    ``tap`` sees every message in and out (the application-level capture).
+    """
 
-class SipNode:
-    """A node with a SIP endpoint on ``host``; subclasses handle requests."""
-
-    def __init__(self, name: str, host: str, sip: SipInterface, *, trace: Trace | None = None,
-                 server_ssl: ssl.SSLContext | None = None,
+    def __init__(self, name: str, host: str, listeners: tuple[Listener, ...], *,
+                 tap: Tap | None = None, server_ssl: ssl.SSLContext | None = None,
                  client_ssl: ssl.SSLContext | None = None) -> None:
+        super().__init__()
         self.name = name
         self.host = host
-        self.sip = sip
+        self.listeners = listeners
         self.server_ssl = server_ssl
-        self.endpoint = SipEndpoint(name, self, tap=trace.tap if trace else None,
-                                    client_ssl=client_ssl)
+        self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl)
         self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
         """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} {self.host}:{self.sip.port}>"
+        return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self._ports())}>"
 
     async def start(self) -> None:
-        for transport in self.sip.transports:
-            port = tls_port(self.sip) if transport == "tls" else self.sip.port
-            await self.endpoint.listen(transport, self.host, port,
-                                       server_ssl=self.server_ssl if transport == "tls" else None)
+        for listener in self.listeners:
+            tls = self.server_ssl if listener.protocol == "tls" else None
+            await self.endpoint.listen(listener.protocol, listener.host, listener.port,
+                                       server_ssl=tls)
+        self._mark_ready()
 
     async def stop(self) -> None:
         await self.endpoint.close()
 
-    def address(self, transport: str) -> Address:
-        port = tls_port(self.sip) if transport == "tls" else self.sip.port
-        return Address(transport, self.host, port)
+    def sip_state(self) -> list[tuple[str, str, int]]:
+        return [(a.transport, a.host, a.port) for a in self.endpoint.addresses]
 
     def uri(self, user: str | None = None, *, transport: str = "udp", lr: bool = True,
-            extra: tuple[tuple[str, str | None], ...] = ()) -> URI:
-        address = self.address(transport)
-        params: tuple[tuple[str, str | None], ...] = ()
+            params: tuple[tuple[str, str | None], ...] = ()) -> URI:
+        """This node's own SIP URI on ``transport`` (Via-less identities: Contact,
+        Record-Route, Path, Service-Route).  The one place a node names itself."""
+        addresses = {address.transport: address for address in self.endpoint.addresses}
+        # A node without that transport names its first: its URI still reaches it.
+        local = addresses.get(transport) or next(iter(addresses.values()))
+        own: tuple[tuple[str, str | None], ...] = ()
         if transport != "udp":
-            params += (("transport", transport),)
+            own += (("transport", transport),)
         if lr:
-            params += (("lr", None),)
-        return URI("sip", user=user, host=self.host, port=address.port, params=params + extra)
+            own += (("lr", None),)
+        return URI("sip", user=user, host=local.host, port=local.port, params=own + params)
+
+    def _ports(self) -> set[int]:
+        # The ports really bound: a port 0 listener got its own from the kernel.
+        return {address.port for address in self.endpoint.addresses}
 
     def is_mine(self, uri: URI) -> bool:
-        return uri.host == self.host and (uri.port or 5060) in (self.sip.port, tls_port(self.sip))
+        return uri.host == self.host and (uri.port or 5060) in self._ports()
 
     def is_self(self, address: Address) -> bool:
-        return address.host == self.host and address.port in (self.sip.port, tls_port(self.sip))
+        return address.host == self.host and address.port in self._ports()
 
     # -- TransactionUser -------------------------------------------------------
     def request_received(self, event: RequestReceived) -> None:
@@ -129,16 +140,7 @@ class SipNode:
             return
         self.reply(request, transaction, 200)
         invite, destination = forwarded
-        headers = Headers()
-        headers.add("Via", invite.headers.values("Via")[0])
-        for route in invite.headers.get_all("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", 70)
-        for name in ("From", "To", "Call-ID"):
-            headers.add(name, invite.headers.get(name))
-        headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
-        cancel = Request("CANCEL", invite.uri, headers)
-        self.endpoint.send_request(cancel, destination, lambda response: None)
+        self.endpoint.send_request(cancel_for(invite), destination, lambda response: None)
 
     def on_stray_response(self, response: Response, source: Address) -> None:
         """A 2xx retransmission after our client transaction ended: relay it upstream."""

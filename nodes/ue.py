@@ -20,20 +20,35 @@ import logging
 import secrets
 import ssl
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
 
-from emulator import mcx_info
-from emulator import profile as profiles
-from emulator.sip.events import Address, TransactionKey
-from emulator.sip.headers import Contact, Headers, NameAddress
-from emulator.sip.message import Request, Response
-from emulator.sip.multipart import BodyPart, MultipartBody
+from emulator.documents import mcx_info
+from emulator.documents import profile as profiles
+from emulator.refusal import Refusal
+from emulator.sip.builder import new_call_id
+from emulator.sip.builder import new_request
+from emulator.sip.builder import new_tag
+from emulator.sip.dialog import Dialog
+from emulator.sip.events import Address
+from emulator.sip.events import TransactionKey
+from emulator.sip.headers import Contact
+from emulator.sip.headers import NameAddress
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.sip.multipart import BodyPart
+from emulator.sip.multipart import MultipartBody
 from emulator.sip.uri import URI
-from emulator.topology.model import SipInterface
-from emulator.trace import Trace
+from emulator.transport.base import Tap
 
-from .dialog import Dialog, new_tag
-from .idm_client import IdmClient, Tokens
+from .base import describe
+from .base import tls_client
+from .idm_client import IdmClient
+from .idm_client import Tokens
+from .plan import Listener
+from .plan import NodePlan
+from .plan import UeOptions
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -50,7 +65,6 @@ class Registration:
     core: Address
     domain: str
     impu: str
-    impi: str
     response: Response
     service_route: tuple[str, ...] = ()
 
@@ -66,27 +80,28 @@ class CallRecord:
 
 
 class McClient(SipNode):
-    """The UE's SIP side on one address (home, or in the visited PLMN after attach)."""
+    """The UE's SIP side on one address (home, or in the visited PLMN after attach).
 
-    def __init__(self, name: str, host: str, transport: str, *, trace: Trace | None,
-                 client_ssl: ssl.SSLContext | None) -> None:
-        super().__init__(name, host, SipInterface(0, (transport,)), trace=trace,
+    The project's one user agent: it registers (RFC 3261 §10.2, one Call-ID
+    per registrar and a growing CSeq, §10.2.4), calls, sends short data, and
+    answers calls and messages.
+    """
+
+    def __init__(self, name: str, host: str, transport: str, *, tap: Tap | None = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
+        # Nobody connects to the UE (requests reach it over the flow it opened), but its
+        # Contact must name a real listening port: a self-signed certificate does for TLS.
+        super().__init__(name, host, (Listener(transport, host, 0),), tap=tap,
+                         server_ssl=_self_signed_context(host) if transport == "tls" else None,
                          client_ssl=client_ssl)
         self.transport = transport
         self.messages: deque[Request] = deque(maxlen=100)
         self.calls_answered: deque[str] = deque(maxlen=100)
-        self.identity: str | None = None
         self._dialogs: dict[str, Dialog] = {}
         self._unacked: dict[str, asyncio.TimerHandle] = {}
         """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
-
-    async def start(self) -> None:
-        server_ssl = None
-        if self.transport == "tls":
-            # Nobody connects to the UE (requests reach it over the flow it
-            # opened), but its Contact must name a real listening port.
-            server_ssl = _self_signed_context(self.host)
-        await self.endpoint.listen(self.transport, self.host, 0, server_ssl=server_ssl)
+        self._registrations: dict[Address, tuple[str, int]] = {}
+        """Per registrar: the Call-ID and the last CSeq of our REGISTERs (§10.2.4)."""
 
     async def stop(self) -> None:
         for handle in self._unacked.values():
@@ -95,11 +110,7 @@ class McClient(SipNode):
         await super().stop()
 
     def contact(self, *, features: bool = True) -> NameAddress:
-        local = self.endpoint.local(self.transport)
-        params: tuple[tuple[str, str | None], ...] = ()
-        if self.transport != "udp":
-            params = (("transport", self.transport),)
-        uri = URI("sip", user=self.name, host=local.host, port=local.port, params=params)
+        uri = self.uri(self.name, transport=self.transport, lr=False)
         tags: tuple[tuple[str, str | None], ...] = ()
         if features:
             icsi = ",".join(i.replace(":", "%3A") for i in (ICSI_MCPTT, ICSI_MCVIDEO))
@@ -201,16 +212,45 @@ class McClient(SipNode):
     # -- outgoing --------------------------------------------------------------
     def new_request(self, method: str, target: URI, *, route: tuple[str, ...] = (),
                     identity: str) -> Request:
-        headers = Headers()
-        headers.add("Via", self.endpoint.make_via(self.transport))
-        headers.add("Max-Forwards", 70)
-        for value in route:
-            headers.add("Route", value)
-        headers.add("From", NameAddress.build(identity).with_tag(new_tag()))
-        headers.add("To", NameAddress(target))
-        headers.add("Call-ID", f"{secrets.token_hex(10)}@{self.host}")
-        headers.add("CSeq", f"1 {method}")
-        return Request(method, target, headers)
+        return new_request(method, target, via=self.endpoint.make_via(self.transport),
+                           from_=NameAddress.build(identity), to=NameAddress(target),
+                           call_id=new_call_id(self.host), routes=route)
+
+    def register_request(self, registrar: Address, impu: str, *, domain: str | None = None,
+                         expires: int = 3600, features: bool = True,
+                         headers: tuple[tuple[str, str], ...] = (),
+                         parts: tuple[BodyPart, ...] = ()) -> Request:
+        """A REGISTER of ``impu`` at ``registrar`` (§10.2): To and From are the IMPU, the
+        Request-URI the registrar's ``domain`` (default: the IMPU's).  One Call-ID per
+        registrar, CSeq one higher each time, so refreshes are ordered (§10.2.4)."""
+        call_id, cseq = self._registrations.get(registrar, (new_call_id(self.host), 0))
+        self._registrations[registrar] = (call_id, cseq + 1)
+        identity = NameAddress.build(impu)
+        request = new_request(
+            "REGISTER", URI("sip", host=domain or identity.uri.host),
+            via=self.endpoint.make_via(registrar.transport), from_=identity, to=identity,
+            call_id=call_id, cseq=cseq + 1)
+        request.headers.add("Contact", Contact(self.contact(features=features)))
+        request.headers.add("Expires", expires)
+        request.headers.add("Supported", "path")
+        for name, value in headers:
+            request.headers.add(name, value)
+        if len(parts) == 1:  # 24.379 §6.5: a single body is not wrapped
+            request.set_body(parts[0].content, parts[0].content_type)
+        elif parts:
+            body = MultipartBody.build(list(parts))
+            request.set_body(body.to_bytes(), body.content_type)
+        return request
+
+    async def register(self, registrar: Address, impu: str, **kwargs: Any) -> Registration:
+        """Send a REGISTER (see :meth:`register_request`) and wait for its final response."""
+        request = self.register_request(registrar, impu, **kwargs)
+        response = await self.endpoint.request(request, registrar)
+        return Registration(registrar, request.uri.host, impu, response,
+                            tuple(response.headers.values("Service-Route")))
+
+    async def unregister(self, registrar: Address, impu: str, **kwargs: Any) -> Registration:
+        return await self.register(registrar, impu, expires=0, **kwargs)
 
     async def private_call(self, callee: str, registration: Registration, *,
                            hold: float = 0.05) -> CallRecord:
@@ -261,14 +301,15 @@ def _self_signed_context(host: str) -> ssl.SSLContext:
     import tempfile
     from pathlib import Path
 
-    from emulator.identity.pki import issue_server_certificate, make_ca
+    from emulator.identity.pki import issue_server_certificate
+    from emulator.identity.pki import make_ca
+    from emulator.keystore import write_credential
     from emulator.transport.tls import server_context
 
     now = dt.datetime.now(dt.UTC)
     credential = issue_server_certificate(make_ca("UE", now=now), "ue", hosts=[host], now=now)
     with tempfile.TemporaryDirectory(prefix="mcx-ue-") as directory:
-        return server_context(credential.certificate_pem(), credential.key_pem(),
-                              Path(directory), "ue")
+        return server_context(*write_credential(Path(directory), "ue", credential))
 
 
 def sdp(host: str, port: int) -> bytes:
@@ -280,25 +321,29 @@ def sdp(host: str, port: int) -> bytes:
 
 
 class UserEquipment:
-    """The migrating MC service UE, with its IdM, CM and MC service clients."""
+    """The migrating MC service UE, with its IdM, CM and MC service clients.
 
-    def __init__(self, name: str, username: str, password: str, host: str, *,
-                 client_id: str, redirect_uri: str, ca_pems: list[bytes],
-                 trace: Trace | None = None, transport: str = "udp",
-                 keylog: str | None = None) -> None:
-        self.name = name
-        self.username = username
-        self.password = password
-        self.home_host = host
-        self.client_id = client_id
-        self.redirect_uri = redirect_uri
-        self.trace = trace
-        self.transport = transport
-        self.ssl = ssl.create_default_context(cadata="".join(p.decode() for p in ca_pems))
-        if keylog:
-            self.ssl.keylog_filename = keylog
+    Built from its plan: the user's credentials and OIDC client, its home
+    address and SIP transport (its listener), and the CAs it trusts.
+    """
+
+    def __init__(self, plan: NodePlan, *, tap: Tap | None = None) -> None:
+        options = plan.options
+        assert isinstance(options, UeOptions) and plan.sip_listeners
+        self.plan = plan
+        self.name = plan.name
+        self.username = options.username
+        self.password = options.password
+        self.home_host = plan.host
+        self.client_id = options.client_id
+        self.redirect_uri = options.redirect_uri
+        self.transport = plan.sip_listeners[0].protocol
+        ssl_context = tls_client(plan.credentials)
+        assert ssl_context is not None, "a UE trusts the CAs of the systems it visits"
+        self.ssl = ssl_context
+        self._tap = tap
         self.client_uuid = f"urn:uuid:{secrets.token_hex(4)}-0000-1000-8000-{secrets.token_hex(6)}"
-        self.sip = McClient(name, host, transport, trace=trace, client_ssl=self.ssl)
+        self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl)
         self.visited_sip: McClient | None = None
         self.tokens: Tokens | None = None
         self.profile: profiles.UserProfile | None = None
@@ -313,14 +358,22 @@ class UserEquipment:
     async def start(self) -> None:
         await self.sip.start()
 
+    async def ready(self) -> None:
+        await self.sip.ready()
+
     async def stop(self) -> None:
         await self.sip.stop()
         if self.visited_sip is not None:
             await self.visited_sip.stop()
 
+    def state(self) -> dict[str, object]:
+        listening = self.sip.sip_state()
+        if self.visited_sip is not None:
+            listening += self.visited_sip.sip_state()
+        return {**describe(self.plan, listening), "visited_address": self.visited_address}
+
     def _http(self, local: str) -> IdmClient:
-        return IdmClient(self.client_id, self.redirect_uri, self.ssl, local_address=local,
-                         trace=self.trace, name=self.name)
+        return IdmClient(self.client_id, self.redirect_uri, self.ssl, local_address=local)
 
     # -- at home ---------------------------------------------------------------
     async def login(self, issuer: str) -> Tokens:
@@ -350,15 +403,15 @@ class UserEquipment:
         """
         async with self._http(self.home_host) as client:
             async with client.session.post(attach_url, json={"ue": self.name}) as response:
-                body = await response.json()
-                if response.status != 200:
-                    raise RuntimeError(f"attach refused: {body}")
+                body = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(body, dict):
+                    error = body if isinstance(body, dict) else {}
+                    raise Refusal(str(error.get("error", "attach_refused")),
+                                  str(error.get("error_description", body)), response.status)
         self.attach_info = body
         self.visited_address = str(body["ue_address"])
-        if self.trace is not None:
-            self.trace.names[self.visited_address] = self.name  # one column per UE
         self.visited_sip = McClient(self.name, self.visited_address,
-                                    transport or self.transport, trace=self.trace,
+                                    transport or self.transport, tap=self._tap,
                                     client_ssl=self.ssl)
         await self.visited_sip.start()
         return self.visited_address
@@ -372,53 +425,24 @@ class UserEquipment:
         return self.partner_token
 
     # -- SIP -----------------------------------------------------------------
-    def register_request(self, client: McClient, core: Address, domain: str, impu: str,
-                         impi: str, token: str, ids: dict[str, str], *, expires: int = 3600,
-                         via_p_cscf: bool = False) -> Request:
-        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2)."""
-        headers = Headers()
-        headers.add("Via", client.endpoint.make_via(client.transport))
-        headers.add("Max-Forwards", 70)
-        identity = NameAddress.build(impu)
-        headers.add("From", identity.with_tag(new_tag()))
-        headers.add("To", identity)
-        headers.add("Call-ID", f"{secrets.token_hex(10)}@{client.host}")
-        headers.add("CSeq", "1 REGISTER")
-        headers.add("Contact", Contact(client.contact()))
-        headers.add("Expires", expires)
-        headers.add("Supported", "path")
-        headers.add("Authorization", f'Digest username="{impi}", realm="{domain}", '
-                                     f'uri="sip:{domain}", nonce="", response=""')
-        headers.add("P-Access-Network-Info",
-                    "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00102ABCD0000001")
-        if via_p_cscf:
-            # Offered to the P-CSCF, which strips it (no IPsec in the emulator).
-            headers.add("Security-Client", "ipsec-3gpp; alg=hmac-sha-1-96; spi-c=1111; "
-                                           "spi-s=2222; port-c=5062; port-s=5064")
-            headers.add("Require", "sec-agree")
-            headers.add("Proxy-Require", "sec-agree")
-        parts = []
-        for fmt in (mcx_info.MCPTT, mcx_info.MCDATA, mcx_info.MCVIDEO):
-            service_id = ids.get(f"{fmt.service}_id")
-            if service_id is None:
-                continue
-            parts.append(BodyPart(fmt.mime_type, mcx_info.render(
-                mcx_info.ServiceInfo(fmt, token, service_id, self.client_uuid))))
-        request = Request("REGISTER", URI("sip", host=domain), headers)
-        if len(parts) == 1:  # 24.379 §6.5: a single body is not wrapped
-            request.set_body(parts[0].content, parts[0].content_type)
-        else:
-            body = MultipartBody.build(parts)
-            request.set_body(body.to_bytes(), body.content_type)
-        return request
-
     async def register(self, client: McClient, core: Address, domain: str, impu: str,
                        impi: str, token: str, ids: dict[str, str], *, expires: int = 3600,
                        via_p_cscf: bool = False) -> Registration:
-        request = self.register_request(client, core, domain, impu, impi, token, ids,
-                                        expires=expires, via_p_cscf=via_p_cscf)
-        response = await client.endpoint.request(request, core)
-        client.identity = impu
-        return Registration(core, domain, impu, impi, response,
-                            tuple(response.headers.values("Service-Route")))
-
+        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2)."""
+        headers = [
+            ("Authorization", f'Digest username="{impi}", realm="{domain}", '
+                              f'uri="sip:{domain}", nonce="", response=""'),
+            ("P-Access-Network-Info", "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00102ABCD0000001")]
+        if via_p_cscf:
+            # Offered to the P-CSCF, which strips it (no IPsec in the emulator).
+            headers += [("Security-Client", "ipsec-3gpp; alg=hmac-sha-1-96; spi-c=1111; "
+                                            "spi-s=2222; port-c=5062; port-s=5064"),
+                        ("Require", "sec-agree"), ("Proxy-Require", "sec-agree")]
+        parts = []
+        for fmt in (mcx_info.MCPTT, mcx_info.MCDATA, mcx_info.MCVIDEO):
+            service_id = ids.get(f"{fmt.service}_id")
+            if service_id is not None:
+                parts.append(BodyPart(fmt.mime_type, mcx_info.render(
+                    mcx_info.ServiceInfo(fmt, token, service_id, self.client_uuid))))
+        return await client.register(core, impu, domain=domain, expires=expires,
+                                     headers=tuple(headers), parts=tuple(parts))

@@ -4,33 +4,37 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.transport.endpoint import SipEndpoint
-from nodes.registrar import Registrar
-from tests.support.sipp import SIPP, run_sipp
+from nodes import Listener
+from nodes import NodePlan
+from nodes import SipCore
+from nodes import SipCoreOptions
+from tests.support.sipp import SIPP
+from tests.support.sipp import run_sipp
 
 pytestmark = [pytest.mark.sipp,
               pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
 
 
-async def _registrar(host: str) -> tuple[Registrar, SipEndpoint]:
-    registrar = Registrar("registrar", {"mc.example.org"})
-    endpoint = SipEndpoint("registrar", registrar)
-    registrar.attach(endpoint)
-    await endpoint.listen("udp", host, 0)
-    await endpoint.listen("tcp", host, 0)
-    return registrar, endpoint
+async def _registrar(host: str) -> SipCore:
+    """The SIP core with no MC server: a plain registrar on UDP and TCP."""
+    core = SipCore(NodePlan("registrar", "sip-core", "interop", host,
+                            (Listener("udp", host, 0), Listener("tcp", host, 0)),
+                            SipCoreOptions("mc.example.org")))
+    await core.start()
+    return core
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_sipp_registers_with_mcptt_info_body(transport: str) -> None:
-    registrar, endpoint = await _registrar("127.0.3.2")
+    registrar = await _registrar("127.0.3.2")
+    endpoint = registrar.endpoint
     try:
         target = endpoint.local(transport)
         result = await run_sipp("register_mcptt.xml", f"{target.host}:{target.port}",
                                 local_ip="127.0.3.1", calls=30, rate=100,
                                 transport="u1" if transport == "udp" else "t1")
     finally:
-        await endpoint.close()
+        await registrar.stop()
     assert result.returncode == 0, result.screen
     assert (result.successful, result.failed) == (30, 0)
     assert len(registrar.location) == 30
@@ -42,14 +46,15 @@ async def test_sipp_with_ten_percent_loss_completes_by_retransmission() -> None:
     """sipp -lost 10 drops requests and responses; Timer E on sipp's side and the
     Completed state of our non-INVITE server transaction (which re-sends the 200
     for a retransmitted REGISTER, §17.2.2) must still complete every transaction."""
-    registrar, endpoint = await _registrar("127.0.3.4")
+    registrar = await _registrar("127.0.3.4")
+    endpoint = registrar.endpoint
     try:
         target = endpoint.local("udp")
         result = await run_sipp("register_mcptt.xml", f"{target.host}:{target.port}",
                                 local_ip="127.0.3.3", calls=100, rate=200,
                                 extra=("-lost", "10"), timeout=120)
     finally:
-        await endpoint.close()
+        await registrar.stop()
     assert result.returncode == 0, result.screen
     assert (result.successful, result.failed) == (100, 0)
     assert result.retransmissions > 0, "no loss happened: the test proved nothing"

@@ -1,10 +1,15 @@
-"""RFC 3261 §10.3 registrar behaviour (nodes/registration.py), in simulated time."""
+"""RFC 3261 §10.3 registrar behaviour (emulator/sip/registrar.py), in simulated time."""
 
 from __future__ import annotations
 
-from emulator.sip.message import Request, Response, parse_message
-from nodes.location import LocationService, RegistrarPolicy
-from nodes.registration import Registered, process_register, registered_response
+from emulator.sip import LocationService
+from emulator.sip import Registered
+from emulator.sip import RegistrarPolicy
+from emulator.sip import Request
+from emulator.sip import Response
+from emulator.sip import parse_message
+from emulator.sip import process_register
+from emulator.sip import registered_response
 
 DOMAIN = "mcx.partner.example"
 

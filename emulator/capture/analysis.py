@@ -7,6 +7,7 @@ whose destination is an address of the other is a crossing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,13 @@ class Flow:
 
 def flows(path: Path) -> list[Flow]:
     """Every IPv4 packet of the capture as (source, destination, protocol, ports)."""
-    from scapy.layers.inet import IP, TCP, UDP  # scapy is slow to import: only when reading
+    from scapy.layers.inet import IP  # scapy is slow to import: only when reading
+    from scapy.layers.inet import TCP  # scapy is slow to import: only when reading
+    from scapy.layers.inet import UDP  # scapy is slow to import: only when reading
     from scapy.utils import PcapReader
 
+    # Our pcapng embeds TLS secrets, which scapy warns it will not use: only addresses matter.
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
     out = []
     with PcapReader(str(path)) as reader:
         for packet in reader:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import html
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_FIELDS = ("frame.time_relative", "ip.src", "ip.dst", "ip.src_host", "ip.dst_host",
+_FIELDS = ("frame.time_relative", "frame.protocols", "ip.src", "ip.dst", "ip.src_host",
+           "ip.dst_host",
            "sip.Method", "sip.Status-Code", "sip.CSeq.method", "http.request.method",
            "http.request.uri", "http.response.code", "urlencoded-form.key",
            "urlencoded-form.value", "frame.comment", "tcp.dstport", "udp.dstport")
@@ -39,6 +41,8 @@ class LadderMessage:
     label: str
     step: str = ""
     clause: str = ""
+    transport: str = ""
+    """udp, tcp or tls: what carried it.  Not part of a golden-trace signature."""
 
 
 def _first(value: str) -> str:
@@ -70,9 +74,12 @@ def extract(capture: Path, *, keylog: Path | None = None,
         source = names.get(row["ip.src"]) or _resolved(row["ip.src_host"], row["ip.src"])
         destination = names.get(row["ip.dst"]) or _resolved(row["ip.dst_host"], row["ip.dst"])
         step, _, clause = row["frame.comment"].split("\x1f")[0].partition(" | ")
+        layers = row["frame.protocols"].split(":")
+        transport = "tls" if "tls" in layers else "tcp" if "tcp" in layers else "udp"
         for protocol, label in _labels(row):
             messages.append(LadderMessage(float(row["frame.time_relative"] or 0), source,
-                                          destination, protocol, label, step, clause))
+                                          destination, protocol, label, step, clause,
+                                          transport))
     return messages
 
 

@@ -28,7 +28,9 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,18 +192,6 @@ def write_pcapng(path: Path | str, packets: Iterable[Packet], *,
         os.unlink(temporary)
         raise
 
-
-def convert(pcap: Path, out: Path, *, names: Mapping[str, str | Sequence[str]] | None = None,
-            keylog: Path | None = None, comment: str | None = None) -> int:
-    """A run's ``capture.pcap`` (+ ``tls-keys.log``) as one pcapng; returns the packet count."""
-    packets = read_pcap(pcap)
-    secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
-    write_pcapng(out, packets, names=names, tls_keylog=secrets, comment=comment,
-                 description="kernel capture (tcpdump)")
-    return len(packets)
-
-
-# ------------------------------------------------------------------ filtering
 
 def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
     """(source, destination) of an Ethernet/IPv4 frame (802.1Q tags skipped), else None."""

@@ -13,10 +13,14 @@ From the kernel capture (or the application-level tap's frames) this writes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 
-from .pcapng import Packet, split_by_host, write_pcapng
+from .pcapng import Packet
+from .pcapng import split_by_host
+from .pcapng import write_pcapng
 
 StepLabel = Callable[[float], tuple[str, str]]
 

@@ -42,13 +42,17 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.sip.events import Address
 
-from .pcapng import Packet, write_pcapng
+from .pcapng import Packet
+from .pcapng import write_pcapng
 
 MSS = 65000
 """Largest TCP payload per segment: with 40 bytes of headers, an IPv4 packet stays < 65535."""

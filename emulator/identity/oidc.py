@@ -17,7 +17,7 @@ Grants of the token endpoint:
   grant is the **project's reading of 33.180 B.7.4**, whose text the spec
   digest could not retrieve.
 
-Errors are :class:`OAuthError` carrying the RFC 6749 §5.2 code and a
+Errors are :class:`Refusal` carrying the RFC 6749 §5.2 code and a
 description that says what was wrong.
 """
 
@@ -29,19 +29,21 @@ import hmac
 import re
 import secrets
 import urllib.parse
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
-from .tokens import (
-    ACCESS_TOKEN_TYP,
-    MC_ID_CLAIMS,
-    SECURITY_TOKEN_TYP,
-    TokenError,
-    TokenIssuer,
-    TokenValidator,
-    scopes_of,
-)
+from emulator.refusal import Refusal
+
+from .tokens import ACCESS_TOKEN_TYP
+from .tokens import MC_ID_CLAIMS
+from .tokens import SECURITY_TOKEN_TYP
+from .tokens import TokenError
+from .tokens import TokenIssuer
+from .tokens import TokenValidator
+from .tokens import scopes_of
 
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
@@ -62,19 +64,6 @@ MC_SCOPES = (
     "3gpp:mc:data_service", "3gpp:mc:data_group_management_service",
     "3gpp:mc:data_config_management_service", "3gpp:mc:data_key_management_service",
 )
-
-
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error: ``error`` code, ``description``, HTTP ``status``."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-        self.status = status
-
-    def as_json(self) -> dict[str, str]:
-        return {"error": self.error, "error_description": self.description}
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -242,40 +231,40 @@ class IdentityProvider:
         """
         client = self.clients.get(params.get("client_id", ""))
         if client is None:
-            raise OAuthError("invalid_client", f"unknown client_id {params.get('client_id')!r}")
+            raise Refusal("invalid_client", f"unknown client_id {params.get('client_id')!r}")
         redirect_uri = params.get("redirect_uri", "")
         if redirect_uri not in client.redirect_uris:
-            raise OAuthError("invalid_request",
+            raise Refusal("invalid_request",
                              f"redirect_uri {redirect_uri!r} is not registered for "
                              f"{client.client_id} (exact match required)")
         if params.get("response_type") != "code":
-            raise OAuthError("unsupported_response_type", "only response_type=code is supported")
+            raise Refusal("unsupported_response_type", "only response_type=code is supported")
         scope = tuple(params.get("scope", "").split())
         if "openid" not in scope:
-            raise OAuthError("invalid_scope", "scope must include openid")
+            raise Refusal("invalid_scope", "scope must include openid")
         if params.get("code_challenge_method") != "S256":
-            raise OAuthError("invalid_request", "code_challenge_method must be S256 (PKCE)")
+            raise Refusal("invalid_request", "code_challenge_method must be S256 (PKCE)")
         challenge = params.get("code_challenge", "")
         if not _PKCE_RE.match(challenge):
-            raise OAuthError("invalid_request", "code_challenge missing or malformed")
+            raise Refusal("invalid_request", "code_challenge missing or malformed")
         state = params.get("state", "")
         if not state:
-            raise OAuthError("invalid_request", "state is required")
+            raise Refusal("invalid_request", "state is required")
         acr = params.get("acr_values", ACR_PASSWORD)
         if ACR_PASSWORD not in acr.split():
-            raise OAuthError("invalid_request", f"acr_values must include {ACR_PASSWORD}")
+            raise Refusal("invalid_request", f"acr_values must include {ACR_PASSWORD}")
         return AuthorizationRequest(client.client_id, redirect_uri, scope, state, challenge,
                                     params.get("nonce"), acr)
 
     def authenticate(self, username: str, password: str) -> UserAccount:
-        """The account for these credentials; :class:`OAuthError` (401) otherwise.
+        """The account for these credentials; :class:`Refusal` (401) otherwise.
 
         Reads only immutable accounts, so a server may run it off its event loop
         (the password hash is deliberately slow).
         """
         user = self.users.get(username)
         if user is None or not check_password(password, user.password_hash):
-            raise OAuthError("access_denied", "unknown user or wrong password", 401)
+            raise Refusal("access_denied", "unknown user or wrong password", 401)
         return user
 
     def issue_code(self, request: AuthorizationRequest, user: UserAccount, *,
@@ -304,12 +293,12 @@ class IdentityProvider:
             return self._token_exchange(form, now)
         if grant == GRANT_JWT_BEARER and self.trusted_primaries is not None:
             return self._jwt_bearer(form, now)
-        raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported here")
+        raise Refusal("unsupported_grant_type", f"grant_type {grant!r} is not supported here")
 
     def _client(self, form: Mapping[str, str]) -> OidcClient:
         client = self.clients.get(form.get("client_id", ""))
         if client is None:
-            raise OAuthError("invalid_client", f"unknown client_id {form.get('client_id')!r}",
+            raise Refusal("invalid_client", f"unknown client_id {form.get('client_id')!r}",
                              401)
         return client
 
@@ -337,21 +326,21 @@ class IdentityProvider:
         client = self._client(form)
         code = self._codes.get(form.get("code", ""))
         if code is None or code.expires_at < now:
-            raise OAuthError("invalid_grant", "authorization code unknown or expired")
+            raise Refusal("invalid_grant", "authorization code unknown or expired")
         if code.used:
             # RFC 6749 §4.1.2: a code is single use; a second use is an attack.
-            raise OAuthError("invalid_grant", "authorization code already used")
+            raise Refusal("invalid_grant", "authorization code already used")
         if code.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "authorization code was issued to another client")
+            raise Refusal("invalid_grant", "authorization code was issued to another client")
         if form.get("redirect_uri") != code.redirect_uri:
-            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization "
+            raise Refusal("invalid_grant", "redirect_uri does not match the authorization "
                                               "request (RFC 6749 §4.1.3)")
         verifier = form.get("code_verifier", "")
         if not _PKCE_RE.match(verifier):
-            raise OAuthError("invalid_request", "code_verifier missing or malformed (RFC 7636)")
+            raise Refusal("invalid_request", "code_verifier missing or malformed (RFC 7636)")
         code.used = True
         if not hmac.compare_digest(s256_challenge(verifier), code.challenge):
-            raise OAuthError("invalid_grant", "PKCE code_verifier does not match the "
+            raise Refusal("invalid_grant", "PKCE code_verifier does not match the "
                                               "code_challenge (RFC 7636 §4.6)")
         user = self.users[code.username]
         return self._tokens_for(user, client.client_id, code.scope, now, code.nonce)
@@ -360,16 +349,16 @@ class IdentityProvider:
         client = self._client(form)
         refresh = self._refresh.get(form.get("refresh_token", ""))
         if refresh is None or refresh.expires_at < now:
-            raise OAuthError("invalid_grant", "refresh token unknown, used or expired")
+            raise Refusal("invalid_grant", "refresh token unknown, used or expired")
         if refresh.client_id != client.client_id:
             # Not consumed: another client presenting it must not revoke it for its owner.
-            raise OAuthError("invalid_grant", "refresh token was issued to another client")
+            raise Refusal("invalid_grant", "refresh token was issued to another client")
         del self._refresh[form["refresh_token"]]
         scope = refresh.scope
         if "scope" in form:
             wanted = tuple(form["scope"].split())
             if not set(wanted) <= set(scope):
-                raise OAuthError("invalid_scope", "requested scope exceeds the original grant")
+                raise Refusal("invalid_scope", "requested scope exceeds the original grant")
             scope = wanted
         # Refresh tokens rotate (RFC 9700 §4.14.2): the old one is gone.
         return self._tokens_for(self.users[refresh.username], client.client_id, scope, now)
@@ -385,25 +374,25 @@ class IdentityProvider:
     def _token_exchange(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
         if form.get("subject_token_type") != TOKEN_TYPE_ACCESS_TOKEN:
-            raise OAuthError("invalid_request",
+            raise Refusal("invalid_request",
                              f"subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}")
         resource = form.get("resource", "")
         if not resource:
-            raise OAuthError("invalid_request", "resource (the partner IdMS address) is required")
+            raise Refusal("invalid_request", "resource (the partner IdMS address) is required")
         try:
             claims = self._validator.validate(form.get("subject_token", ""), now=now,
                                               typ=ACCESS_TOKEN_TYP, issuer=self.address)
         except TokenError as exc:
-            raise OAuthError("invalid_grant", f"subject_token refused: {exc.description}") \
+            raise Refusal("invalid_grant", f"subject_token refused: {exc.description}") \
                 from None
         if claims.get("client_id") != client.client_id:
-            raise OAuthError("invalid_grant", "subject_token was issued to another client")
+            raise Refusal("invalid_grant", "subject_token was issued to another client")
         user = self.users.get(claims["sub"])
         if user is None:
-            raise OAuthError("invalid_grant", "subject_token names an unknown user")
+            raise Refusal("invalid_grant", "subject_token names an unknown user")
         if resource not in user.migration_targets:
             # RFC 8693 §2.2.2: the target is not acceptable for this user.
-            raise OAuthError("invalid_target", f"{user.username} is not authorised to migrate "
+            raise Refusal("invalid_target", f"{user.username} is not authorised to migrate "
                                                f"to {resource}")
         security = self.issuer.security_token(
             sub=user.sub, client_id=client.client_id, target_idms=resource, now=now,
@@ -419,22 +408,22 @@ class IdentityProvider:
                 form.get("assertion", ""), now=now, typ=SECURITY_TOKEN_TYP,
                 audience=self.address)
         except TokenError as exc:
-            raise OAuthError("invalid_grant", f"security token refused: {exc.description}") \
+            raise Refusal("invalid_grant", f"security token refused: {exc.description}") \
                 from None
         aud = claims.get("aud")
         if not isinstance(aud, list) or client.client_id not in aud:
-            raise OAuthError("invalid_grant", "security token was not issued to this client")
+            raise Refusal("invalid_grant", "security token was not issued to this client")
         jti = claims.get("jti")
         if not isinstance(jti, str):
-            raise OAuthError("invalid_grant", "security token has no jti")
+            raise Refusal("invalid_grant", "security token has no jti")
         self._purge(now)
         if jti in self._seen_security_tokens:
-            raise OAuthError("invalid_grant", "security token already used (replay)")
+            raise Refusal("invalid_grant", "security token already used (replay)")
         self._seen_security_tokens[jti] = float(claims["exp"]) + 60
         primary_id = claims.get("mcptt_id", claims["sub"])
         profile = self.migration_profiles.get((claims["iss"], primary_id))
         if profile is None:
-            raise OAuthError("invalid_grant", f"no migration profile for {primary_id} of "
+            raise Refusal("invalid_grant", f"no migration profile for {primary_id} of "
                                               f"{claims['iss']}")
         access = self.issuer.access_token(
             sub=profile.partner_username, client_id=client.client_id,
@@ -463,7 +452,15 @@ def migration_profile_index(profiles: Iterable[MigrationProfile]) -> dict[tuple[
 
 
 __all__ = [
-    "GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "AuthorizationRequest", "IdentityProvider",
-    "MigrationProfile", "OAuthError", "OidcClient", "UserAccount", "hash_password",
-    "s256_challenge", "scopes_of",
+    "GRANT_JWT_BEARER",
+    "GRANT_TOKEN_EXCHANGE",
+    "AuthorizationRequest",
+    "IdentityProvider",
+    "MigrationProfile",
+    "OidcClient",
+    "Refusal",
+    "UserAccount",
+    "hash_password",
+    "s256_challenge",
+    "scopes_of",
 ]

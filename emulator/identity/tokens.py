@@ -32,16 +32,21 @@ import binascii
 import json
 import math
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey
+from joserfc.jwk import RSAKey
 
 from .pki import Credential
-from .trust import KID_RE, VerificationKey, algorithm_for, kid_for
+from .trust import KID_RE
+from .trust import VerificationKey
+from .trust import algorithm_for
+from .trust import kid_for
 
 ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1

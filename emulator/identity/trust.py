@@ -19,16 +19,17 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.verification import (
-    Criticality,
-    ExtensionPolicy,
-    PolicyBuilder,
-    Store,
-    VerificationError,
-)
-from joserfc.jwk import ECKey, RSAKey
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.verification import Criticality
+from cryptography.x509.verification import ExtensionPolicy
+from cryptography.x509.verification import PolicyBuilder
+from cryptography.x509.verification import Store
+from cryptography.x509.verification import VerificationError
+from joserfc.jwk import ECKey
+from joserfc.jwk import RSAKey
 
 KID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 """kid values we issue and accept: no '/', ':' or '%', so never a path or URL."""

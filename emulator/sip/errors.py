@@ -23,12 +23,13 @@ class RemoteProtocolError(Exception):
     resynchronised, so the connection has to be closed.
     """
 
-    def __init__(self, reason: str, status: int | None = 400, *, fatal: bool = False) -> None:
+    def __init__(self, reason: str, status: int | None = 400, *, fatal: bool = False,
+                 message: object | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.fatal = fatal
-        self.message: object | None = None
+        self.message: object | None = message
         """What could be parsed of the offending message, to build the answer from."""
 
     def __repr__(self) -> str:

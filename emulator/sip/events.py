@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .message import Request, Response
+from .message import Request
+from .message import Response
 
 
 class Address(NamedTuple):

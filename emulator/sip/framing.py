@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .message import DEFAULT_LIMITS, ParserLimits
+from .message import DEFAULT_LIMITS
+from .message import ParserLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,22 +10,24 @@ the message layer turns that into a 400 (see ``message.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import TypeVar
 
-from .grammar import (
-    canonical_name,
-    format_params,
-    header_key,
-    is_token,
-    parse_params,
-    quote,
-    split_header_values,
-    split_unquoted,
-    unquote,
-)
-from .uri import URI, URIError
+from .grammar import canonical_name
+from .grammar import format_params
+from .grammar import header_key
+from .grammar import is_token
+from .grammar import parse_params
+from .grammar import quote
+from .grammar import split_header_values
+from .grammar import split_unquoted
+from .grammar import unquote
+from .uri import URI
+from .uri import URIError
 
 T = TypeVar("T")
 

@@ -25,10 +25,20 @@ import re
 from dataclasses import dataclass
 
 from .errors import RemoteProtocolError
-from .grammar import METHOD_RE, SIP_VERSION_RE, STATUS_CODE_RE, header_key
-from .headers import Contact, ContentType, CSeq, Headers, NameAddress, Via, parse_name_addresses
+from .grammar import METHOD_RE
+from .grammar import SIP_VERSION_RE
+from .grammar import STATUS_CODE_RE
+from .grammar import header_key
+from .headers import Contact
+from .headers import ContentType
+from .headers import CSeq
+from .headers import Headers
+from .headers import NameAddress
+from .headers import Via
+from .headers import parse_name_addresses
 from .status import reason_phrase
-from .uri import URI, URIError
+from .uri import URI
+from .uri import URIError
 
 SIP_VERSION = "SIP/2.0"
 
@@ -295,6 +305,16 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
     if len(data) > limits.max_message_size:
         raise RemoteProtocolError(f"message of {len(data)} bytes exceeds "
                                   f"{limits.max_message_size}", 513)
+    lines, body = _split_head(data, stream)
+    message, error = _parse_start_line(lines[0])
+    bad = 400 if isinstance(message, Request) else None
+    _parse_header_lines(message, lines, error, bad, limits)
+    message.body = _framed_body(message, body, bad, stream)
+    return message
+
+
+def _split_head(data: bytes, stream: bool) -> tuple[list[str], bytes]:
+    """Cut ``data`` at the empty line after the headers: the head's lines (decoded) and the body."""
     # §7.5: CRLFs before the start line are ignored.
     start = 0
     while data.startswith(b"\r\n", start):
@@ -313,27 +333,37 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"header section is not UTF-8 ({exc.reason} at {exc.start})",
                                   None) from None
-    lines = head.split("\r\n")
-    message, error = _parse_start_line(lines[0])
-    bad = 400 if isinstance(message, Request) else None
+    return head.split("\r\n"), body
 
+
+def _parse_header_lines(message: Request | Response, lines: list[str],
+                        error: RemoteProtocolError | None, bad: int | None,
+                        limits: ParserLimits) -> None:
+    """Store the header lines (``lines[1:]``) in ``message.headers``, unfolded.
+
+    ``error`` is the start line's answerable error, if any; it or the first
+    bad header line is raised once all lines are stored.  Exceeding a limit
+    raises at once.
+    """
     # A bad header line does not stop parsing: the rest is collected so that
     # a 400 can still be routed back with the request's Via/From/To/CSeq.
     items: list[tuple[str, str, str]] = []
     for line in lines[1:]:
         if not line:
-            error = error or RemoteProtocolError("empty header line", bad)
+            error = error or RemoteProtocolError("empty header line", bad, message=message)
             continue
         if "\r" in line or "\n" in line:
             # §7.3.1: lines end only at CRLF.  A bare CR or LF kept in a value
             # would be written out as a line break when the value is copied
             # into a response, so the line is malformed (and is not kept).
-            error = error or RemoteProtocolError("bare CR or LF in a header line", bad)
+            error = error or RemoteProtocolError("bare CR or LF in a header line", bad,
+                                                 message=message)
             continue
         if line[0] in " \t":
             # §7.3.1 header folding: a continuation joins the previous line with one SP.
             if not items:
-                error = error or RemoteProtocolError("continuation before the first header", bad)
+                error = error or RemoteProtocolError("continuation before the first header", bad,
+                                                     message=message)
                 continue
             name, key, value = items[-1]
             # A blank continuation adds nothing: values never end in whitespace,
@@ -348,7 +378,8 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
             raise RemoteProtocolError("header line too long", bad)
         match = _HEADER_RE.match(line)
         if match is None:
-            error = error or RemoteProtocolError(f"malformed header line {line[:60]!r}", bad)
+            error = error or RemoteProtocolError(f"malformed header line {line[:60]!r}", bad,
+                                                 message=message)
             continue
         name, value = match.group(1), match.group(2)
         items.append((name, header_key(name), value))
@@ -356,35 +387,34 @@ def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
             raise RemoteProtocolError(f"more than {limits.max_headers} header lines", bad)
     message.headers = Headers._from_parsed(items)
     if error is not None:
-        error.message = message
         raise error
 
+
+def _framed_body(message: Request | Response, body: bytes, bad: int | None,
+                 stream: bool) -> bytes:
+    """The body as Content-Length delimits it (§18.3: datagram and stream rules)."""
     lengths = message.headers.get_all("Content-Length")
     if len(set(v.strip() for v in lengths)) > 1:
         # RFC 4475 §3.3.9 (mcl01): conflicting lengths are a framing error.
-        error = RemoteProtocolError("conflicting Content-Length headers", bad, fatal=stream)
-        error.message = message
-        raise error
+        raise RemoteProtocolError("conflicting Content-Length headers", bad, fatal=stream,
+                                  message=message)
     length_text = lengths[0] if lengths else None
     if length_text is not None:
         length_text = length_text.strip()
         # str.isdigit() also accepts digits such as '²' that int() rejects.
         if not (length_text.isascii() and length_text.isdigit()):
-            error = RemoteProtocolError(f"bad Content-Length {length_text!r}", bad, fatal=stream)
-            error.message = message
-            raise error
+            raise RemoteProtocolError(f"bad Content-Length {length_text!r}", bad, fatal=stream,
+                                      message=message)
         length = int(length_text)
         if length > len(body):
-            error = RemoteProtocolError(
-                f"Content-Length {length} larger than the {len(body)} bytes received", bad)
-            error.message = message
-            raise error
-        body = body[:length]
-    elif stream:
+            raise RemoteProtocolError(
+                f"Content-Length {length} larger than the {len(body)} bytes received", bad,
+                message=message)
+        return body[:length]
+    if stream:
         raise RemoteProtocolError("no Content-Length on a stream transport (§18.3)", bad,
                                   fatal=True)
-    message.body = body
-    return message
+    return body
 
 
 def _parse_start_line(line: str) -> tuple[Request | Response, RemoteProtocolError | None]:
@@ -406,17 +436,23 @@ def _parse_start_line(line: str) -> tuple[Request | Response, RemoteProtocolErro
     method, uri_text, version = parts
     if not METHOD_RE.match(method):
         raise RemoteProtocolError(f"bad method {method[:40]!r}", None)
-    error = None
-    if " " in version or not SIP_VERSION_RE.match(version):
-        error = RemoteProtocolError(f"malformed Request-Line {line[:80]!r}", 400)
-    elif version.upper() != SIP_VERSION:
-        error = RemoteProtocolError(f"SIP version {version} not supported", 505)
+    uri_error = None
     try:
         uri = URI.parse(uri_text)
     except URIError as exc:
-        error = error or RemoteProtocolError(f"bad Request-URI: {exc}", 400)
+        uri_error = f"bad Request-URI: {exc}"
         uri = URI("invalid", opaque=uri_text)  # placeholder: only used to answer
-    return Request(method, uri, Headers(), version=version), error
+    request = Request(method, uri, Headers(), version=version)
+    # The error carries the request (its headers are added later) to build the answer from.
+    if " " in version or not SIP_VERSION_RE.match(version):
+        return request, RemoteProtocolError(f"malformed Request-Line {line[:80]!r}", 400,
+                                            message=request)
+    if version.upper() != SIP_VERSION:
+        return request, RemoteProtocolError(f"SIP version {version} not supported", 505,
+                                            message=request)
+    if uri_error is not None:
+        return request, RemoteProtocolError(uri_error, 400, message=request)
+    return request, None
 
 
 def check_request(request: Request) -> None:

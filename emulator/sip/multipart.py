@@ -9,9 +9,11 @@ wrapped (24.379 §6.5).  Parts keep their content as bytes, so binary parts
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from .grammar import header_key, is_token
+from .grammar import header_key
+from .grammar import is_token
 
 _MAX_PARTS = 32
 

@@ -32,44 +32,33 @@ from __future__ import annotations
 
 import heapq
 import logging
-import secrets
 from collections import deque
 from enum import Enum
 
-from .errors import LocalProtocolError, RemoteProtocolError
-from .events import (
-    Address,
-    Event,
-    MessageDropped,
-    RequestReceived,
-    ResponseReceived,
-    TransactionKey,
-    TransactionTimedOut,
-    TransportFailed,
-)
-from .headers import BRANCH_MAGIC_COOKIE, Headers
-from .message import (
-    DEFAULT_LIMITS,
-    ParserLimits,
-    Request,
-    Response,
-    check_request,
-    check_response,
-    parse_message,
-)
-from .timers import DEFAULT_TIMERS, TimerConfig
+from .builder import new_branch
+from .builder import non_2xx_ack
+from .errors import LocalProtocolError
+from .errors import RemoteProtocolError
+from .events import Address
+from .events import Event
+from .events import MessageDropped
+from .events import RequestReceived
+from .events import ResponseReceived
+from .events import TransactionKey
+from .events import TransactionTimedOut
+from .events import TransportFailed
+from .headers import BRANCH_MAGIC_COOKIE
+from .message import DEFAULT_LIMITS
+from .message import ParserLimits
+from .message import Request
+from .message import Response
+from .message import check_request
+from .message import check_response
+from .message import parse_message
+from .timers import DEFAULT_TIMERS
+from .timers import TimerConfig
 
 logger = logging.getLogger(__name__)
-
-
-def new_branch() -> str:
-    """A fresh Via branch with the RFC 3261 magic cookie (§8.1.1.7)."""
-    return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
-
-
-def new_tag() -> str:
-    """A From/To tag: random, at least 32 bits (§19.3)."""
-    return secrets.token_hex(4)
 
 
 class State(Enum):
@@ -395,8 +384,6 @@ class TransactionLayer:
             # A retransmitted INVITE: repeat the last response (Proceeding/Completed).
             if txn.state in (State.PROCEEDING, State.COMPLETED) and txn.last_response:
                 self._outgoing.append((txn.last_response, txn.address))
-            elif txn.state == State.PROCEEDING and self.auto_trying:
-                pass
             return
         # non-INVITE: Trying absorbs; Proceeding/Completed repeat the last response.
         if txn.state in (State.PROCEEDING, State.COMPLETED) and txn.last_response:
@@ -440,7 +427,7 @@ class TransactionLayer:
         else:
             self._disarm(txn, "B")
             self._set_state(txn, State.COMPLETED)
-            txn.ack_bytes = _ack_for(txn.request, response).to_bytes()
+            txn.ack_bytes = non_2xx_ack(txn.request, response).to_bytes()
             self._outgoing.append((txn.ack_bytes, txn.address))
             self._arm_or_terminate(txn, "D", self.timers.timer_d(txn.reliable), now)
         self._events.append(ResponseReceived(response, source, txn.key))
@@ -548,18 +535,3 @@ def _server_key(request: Request) -> TransactionKey:
     # the To tag is left out so the ACK (which carries it) matches its INVITE.
     return ("s2543", str(request.uri), request.from_.tag or "", request.call_id,
             str(request.cseq.seq), str(via), match_method)
-
-
-def _ack_for(request: Request, response: Response) -> Request:
-    """The ACK a client INVITE transaction sends for a non-2xx final (§17.1.1.3)."""
-    headers = Headers()
-    headers.add("Via", request.top_via)
-    for value in request.headers.get_all("Route"):
-        headers.add("Route", value)
-    headers.add("Max-Forwards", 70)
-    headers.add("From", request.headers.get("From"))
-    headers.add("To", response.headers.get("To"))
-    headers.add("Call-ID", request.call_id)
-    headers.add("CSeq", f"{request.cseq.seq} ACK")
-    headers.add("Content-Length", 0)
-    return Request("ACK", request.uri, headers)

@@ -8,7 +8,9 @@ serialises back to the same characters.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 
 from .grammar import is_token
 

@@ -1,18 +1,27 @@
-"""The topology: frozen data describing MC systems, the local PLMN, UEs and links."""
+"""The topology: frozen data describing MC systems, the local PLMN, UEs and links.
 
-from .loader import TopologyError, load_topology, parse_topology
-from .model import (
-    LocalPlmn,
-    McSystem,
-    MigrationProfileSpec,
-    Node,
-    SipInterface,
-    Topology,
-    UeSpec,
-    UserSpec,
-)
+Loaded and validated in one place (:func:`load_topology`); the shipped
+topologies are package data (:func:`topology_path`).
+"""
+
+from .bundled import DEFAULT_TOPOLOGY
+from .bundled import bundled_topologies
+from .bundled import topology_path
+from .loader import TopologyError
+from .loader import load_topology
+from .loader import parse_topology
+from .model import Link
+from .model import LocalPlmn
+from .model import McSystem
+from .model import MigrationProfileSpec
+from .model import Node
+from .model import SipInterface
+from .model import Topology
+from .model import UeSpec
+from .model import UserSpec
 
 __all__ = [
-    "LocalPlmn", "McSystem", "MigrationProfileSpec", "Node", "SipInterface", "Topology",
-    "TopologyError", "UeSpec", "UserSpec", "load_topology", "parse_topology",
+    "DEFAULT_TOPOLOGY", "Link", "LocalPlmn", "McSystem", "MigrationProfileSpec", "Node",
+    "SipInterface", "Topology", "TopologyError", "UeSpec", "UserSpec", "bundled_topologies",
+    "load_topology", "parse_topology", "topology_path",
 ]

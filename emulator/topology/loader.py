@@ -18,19 +18,17 @@ from typing import Any
 
 import yaml
 
-from .model import (
-    ROLES,
-    TRANSPORTS,
-    Link,
-    LocalPlmn,
-    McSystem,
-    MigrationProfileSpec,
-    Node,
-    SipInterface,
-    Topology,
-    UeSpec,
-    UserSpec,
-)
+from .model import ROLES
+from .model import TRANSPORTS
+from .model import Link
+from .model import LocalPlmn
+from .model import McSystem
+from .model import MigrationProfileSpec
+from .model import Node
+from .model import SipInterface
+from .model import Topology
+from .model import UeSpec
+from .model import UserSpec
 
 
 class TopologyError(ValueError):
@@ -237,8 +235,19 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     if len(systems) < 2:
         raise doc.error("systems", "needs at least two MC systems (primary and partner)")
     by_name = {s.name: s for s in systems}
+    local_plmn = _local_plmn(top.sub("local_plmn"), by_name)
+    ues = _ues(top, by_name)
+    links = _links(top, systems, local_plmn.name, ues)
+    client_id, redirect = _oidc_client(top)
+    top.done()
+    _cross_check(doc, systems, by_name)
+    return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
+                    source)
 
-    plmn_reader = top.sub("local_plmn")
+
+def _local_plmn(plmn_reader: _Reader, by_name: dict[str, McSystem]) -> LocalPlmn:
+    """The ``local_plmn`` section: its gateway, the system it serves and the UE pool."""
+    doc = plmn_reader.doc
     plmn_name = plmn_reader.string("name")
     gateway_reader = plmn_reader.sub("gateway")
     gw_host = _loopback(gateway_reader, "host")
@@ -259,7 +268,11 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                            Node("gateway", "gateway", plmn_name, gw_host, gw_sip, gw_https),
                            serves, pool)
     plmn_reader.done()
+    return local_plmn
 
+
+def _ues(top: _Reader, by_name: dict[str, McSystem]) -> list[UeSpec]:
+    """The ``ues`` section: each UE's home system, user and address."""
     ues = []
     for ue_name, ue_reader in top.items("ues"):
         home = ue_reader.string("home")
@@ -269,7 +282,13 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
         ue_reader.check(user, "user", users.__contains__, f"system {home!r} has no user {user!r}")
         ues.append(UeSpec(ue_name, user, home, _loopback(ue_reader, "host")))
         ue_reader.done()
+    return ues
 
+
+def _links(top: _Reader, systems: tuple[McSystem, ...], plmn_name: str,
+           ues: list[UeSpec]) -> list[Link]:
+    """The optional ``links`` list; both ends must name a node, the gateway or a UE."""
+    doc = top.doc
     known = {n.qualified_name for s in systems for n in s.nodes}
     known |= {f"{plmn_name}.gateway"} | {ue.name for ue in ues}
     links = []
@@ -288,14 +307,22 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                      f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
         links.append(Link(ends[0], ends[1], transport))
         reader.done()
+    return links
 
+
+def _oidc_client(top: _Reader) -> tuple[str, str]:
+    """The optional ``oidc_client`` section: client id and redirect URI, with defaults."""
     client = top.sub("oidc_client") if top.has("oidc_client") else None
     client_id = client.string("client_id") if client else "mcx-client"
     redirect = client.string("redirect_uri") if client else "http://127.0.0.1/callback"
     if client:
         client.done()
-    top.done()
+    return client_id, redirect
 
+
+def _cross_check(doc: _Doc, systems: tuple[McSystem, ...],
+                 by_name: dict[str, McSystem]) -> None:
+    """Checks across systems: unique node addresses, and systems that profiles name exist."""
     hosts: dict[str, str] = {}
     for system in systems:
         for node in system.nodes:
@@ -313,8 +340,6 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                 if target not in by_name or target == system.name:
                     raise doc.error(f"systems.{system.name}.users.{user.name}.migrate_to",
                                     f"{target!r} is not another MC system")
-    return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
-                    source)
 
 
 def load_topology(path: str | Path) -> Topology:

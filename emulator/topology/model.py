@@ -3,13 +3,14 @@
 Names follow the specs: an MC system has an IdMS, a CMS, a SIP core and an
 MC server (23.280 §7); the local PLMN has a gateway acting as P-CSCF; a UE
 belongs to a user of its primary system.  Nothing here starts anything:
-``emulator/network.py`` turns this data into running nodes (Mininet's
+``emulator/orchestration`` turns this data into per-node plans and running nodes (Mininet's
 ``topo.py`` vs ``net.py`` split).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 ROLES = ("idms", "cms", "sip-core", "mc-server")
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -21,6 +22,11 @@ class SipInterface:
 
     port: int
     transports: tuple[str, ...]
+
+    def port_for(self, transport: str) -> int:
+        """The port of ``transport``: SIP over TLS listens one above UDP/TCP (5060 -> 5061,
+        the RFC 3261 §26.2.2 habit); the one place that rule lives."""
+        return self.port + 1 if transport == "tls" else self.port
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,13 @@ class McSystem:
     @property
     def hosts(self) -> frozenset[str]:
         return frozenset(node.host for node in self.nodes)
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of this system's IdMS: its HTTPS URL (33.180 B.2.1)."""
+        url = self.node("idms").https_url
+        assert url is not None  # the loader requires an https port on an IdMS
+        return url
 
 
 @dataclass(frozen=True)

@@ -15,25 +15,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Protocol
 
-from emulator.sip.events import (
-    Address,
-    MessageDropped,
-    RequestReceived,
-    ResponseReceived,
-    TransactionKey,
-    TransactionTimedOut,
-    TransportFailed,
-)
+from emulator.sip.builder import new_branch
+from emulator.sip.builder import new_tag
+from emulator.sip.events import Address
+from emulator.sip.events import MessageDropped
+from emulator.sip.events import RequestReceived
+from emulator.sip.events import ResponseReceived
+from emulator.sip.events import TransactionKey
+from emulator.sip.events import TransactionTimedOut
+from emulator.sip.events import TransportFailed
 from emulator.sip.headers import Via
-from emulator.sip.message import DEFAULT_LIMITS, ParserLimits, Request, Response
-from emulator.sip.timers import DEFAULT_TIMERS, TimerConfig
-from emulator.sip.transaction import State, TransactionLayer, new_branch, new_tag
+from emulator.sip.message import DEFAULT_LIMITS
+from emulator.sip.message import ParserLimits
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
+from emulator.sip.transaction import State
+from emulator.sip.transaction import TransactionLayer
 
-from .base import Tap, Transport
-from .memory import MemoryHub, MemoryTransport
+from .base import Tap
+from .base import Transport
+from .memory import MemoryHub
+from .memory import MemoryTransport
 from .stream import StreamTransport
 from .udp import UdpTransport
 
@@ -70,6 +78,7 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch: float | None = None
 
     def __repr__(self) -> str:
         return f"<SipEndpoint {self.name} {sorted(map(str, self.addresses))}>"
@@ -163,6 +172,14 @@ class SipEndpoint:
         """The event loop's clock, which drives the transaction timers."""
         loop = self._loop or asyncio.get_running_loop()
         return loop.time()
+
+    def wall_clock(self) -> float:
+        """UNIX time on the loop's clock: what token ``exp``/``iat`` are compared with
+        (RFC 7519 §4.1.4).  It advances with :meth:`now`, so a test that moves the
+        loop's clock moves both."""
+        if self._epoch is None:
+            self._epoch = time.time() - self.now()
+        return self.now() + self._epoch
 
     def _receive(self, data: bytes, source: Address, *, stream: bool) -> None:
         self.layer.receive(data, source, now=self.now(), stream=stream)

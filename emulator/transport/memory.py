@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from emulator.sip.events import Address
 
-from .base import Receiver, Tap
+from .base import Receiver
+from .base import Tap
 
 LossRule = Callable[[bytes, Address, Address], bool]
 

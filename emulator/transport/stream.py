@@ -14,10 +14,15 @@ import ssl
 
 from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
-from emulator.sip.framing import PONG, KeepAlive, StreamFramer
-from emulator.sip.message import DEFAULT_LIMITS, ParserLimits
+from emulator.sip.framing import PONG
+from emulator.sip.framing import KeepAlive
+from emulator.sip.framing import StreamFramer
+from emulator.sip.message import DEFAULT_LIMITS
+from emulator.sip.message import ParserLimits
 
-from .base import ErrorHandler, Receiver, Tap
+from .base import ErrorHandler
+from .base import Receiver
+from .base import Tap
 
 logger = logging.getLogger(__name__)
 

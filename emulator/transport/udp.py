@@ -8,7 +8,9 @@ import socket
 
 from emulator.sip.events import Address
 
-from .base import ErrorHandler, Receiver, Tap
+from .base import ErrorHandler
+from .base import Receiver
+from .base import Tap
 
 logger = logging.getLogger(__name__)
 

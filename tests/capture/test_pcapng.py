@@ -25,18 +25,19 @@ from pathlib import Path
 import pytest
 
 from emulator.capture.kernel import settle
-from emulator.capture.pcapng import (
-    SECRETS_TLS_KEY_LOG,
-    Packet,
-    ipv4_endpoints,
-    read_pcap,
-    split_by_host,
-    write_pcapng,
-)
+from emulator.capture.pcapng import SECRETS_TLS_KEY_LOG
+from emulator.capture.pcapng import Packet
+from emulator.capture.pcapng import ipv4_endpoints
+from emulator.capture.pcapng import read_pcap
+from emulator.capture.pcapng import split_by_host
+from emulator.capture.pcapng import write_pcapng
 from emulator.capture.tap import TapWriter
-from emulator.identity.pki import issue_server_certificate, make_ca
+from emulator.identity.pki import issue_server_certificate
+from emulator.identity.pki import make_ca
+from emulator.keystore import write_credential
 from emulator.sip.events import Address
-from emulator.transport.tls import client_context, server_context
+from emulator.transport.tls import client_context
+from emulator.transport.tls import server_context
 
 TSHARK = shutil.which("tshark")
 CAPINFOS = shutil.which("capinfos")
@@ -245,8 +246,7 @@ def _https_exchange(directory: Path, keylog: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     ca = make_ca("Capture Test", now=now)
     server_cred = issue_server_certificate(ca, "idms77", hosts=[SERVER], now=now)
-    server_ssl = server_context(server_cred.certificate_pem(), server_cred.key_pem(),
-                                directory, "idms77")
+    server_ssl = server_context(*write_credential(directory, "idms77", server_cred))
     client_ssl = client_context([ca.certificate_pem()], keylog=keylog)
     errors: list[BaseException] = []
 

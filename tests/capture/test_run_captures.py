@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring
 
-from emulator.capture.diff import first_difference
-from emulator.capture.ladder import extract, render_html, render_mermaid, render_svg, render_text
+from emulator.capture import extract
+from emulator.capture import first_difference
+from emulator.capture import render_html
+from emulator.capture import render_mermaid
+from emulator.capture import render_svg
+from emulator.capture import render_text
+from emulator.orchestration import SCENARIOS
+from emulator.orchestration import Report
+from emulator.orchestration import network as network_module
+from emulator.orchestration import run_scenario
+from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
-from nodes import network as network_module
-from nodes.scenario import SCENARIOS
-from nodes.session import Report, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
@@ -42,7 +48,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Report:
 
     from emulator.topology import load_topology
 
-    topology = load_topology(ROOT / "topologies" / "default.yaml")
+    topology = load_topology(DEFAULT_TOPOLOGY)
     return asyncio.run(run_scenario(topology, SCENARIOS["default"],
                                     pcap_root=tmp_path_factory.mktemp("captures")))
 

@@ -26,12 +26,19 @@ from pathlib import Path
 import pytest
 
 from emulator.capture.kernel import KernelCapture
-from emulator.capture.pcapng import Packet, read_pcap, write_pcapng
-from emulator.capture.tap import MSS, TapWriter, write_tap_capture
-from emulator.identity.pki import issue_server_certificate, make_ca
+from emulator.capture.pcapng import Packet
+from emulator.capture.pcapng import read_pcap
+from emulator.capture.pcapng import write_pcapng
+from emulator.capture.tap import MSS
+from emulator.capture.tap import TapWriter
+from emulator.capture.tap import write_tap_capture
+from emulator.identity.pki import issue_server_certificate
+from emulator.identity.pki import make_ca
+from emulator.keystore import write_credential
 from emulator.sip.events import Address
 from emulator.transport.stream import StreamTransport
-from emulator.transport.tls import client_context, server_context
+from emulator.transport.tls import client_context
+from emulator.transport.tls import server_context
 from emulator.transport.udp import UdpTransport
 
 TSHARK = shutil.which("tshark")
@@ -308,7 +315,7 @@ async def test_emulator_transports_tap_matches_the_kernel_capture(tmp_path: Path
 
     def server_ssl(host: str) -> ssl.SSLContext:
         cred = issue_server_certificate(ca, host, hosts=[host], now=now)
-        return server_context(cred.certificate_pem(), cred.key_pem(), tmp_path, host)
+        return server_context(*write_credential(tmp_path, host, cred))
 
     kernel = KernelCapture(tmp_path / "capture.pcap", [UE, CORE]) if ROOT_CAPTURE else None
     if kernel is not None:

@@ -27,47 +27,51 @@ import re
 import secrets
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from emulator.identity.oidc import (
-    IdentityProvider,
-    MigrationProfile,
-    OidcClient,
-    s256_challenge,
-)
-from emulator.identity.pki import Credential, issue_signing_certificate, make_ca
-from emulator.identity.tokens import (
-    ACCESS_TOKEN_TYP,
-    MAX_TOKEN_BYTES,
-    SECURITY_TOKEN_TYP,
-    SigningKey,
-    TokenError,
-    TokenIssuer,
-    TokenValidator,
-)
-from emulator.identity.trust import TrustError, kid_for, verification_key
-from emulator.provisioning import create_system, load_trusted_issuers, provision
-from emulator.transport.tls import client_context, server_context
-from nodes.idm_client import IdmClient, IdmError
-from nodes.idms import IdmsNode
-from tests.support.identity import (
-    ALICE_MCPTT_ID,
-    ALICE_PARTNER_ID,
-    ALICE_PASSWORD,
-    CLIENT_ID,
-    PARTNER_ISSUER,
-    PRIMARY_ISSUER,
-    REDIRECT_URI,
-    Systems,
-    two_systems,
-)
+from emulator.identity import ACCESS_TOKEN_TYP
+from emulator.identity import SECURITY_TOKEN_TYP
+from emulator.identity import Credential
+from emulator.identity import MigrationProfile
+from emulator.identity import SigningKey
+from emulator.identity import TokenError
+from emulator.identity import TokenIssuer
+from emulator.identity import TokenValidator
+from emulator.identity import TrustError
+from emulator.identity import issue_signing_certificate
+from emulator.identity import kid_for
+from emulator.identity import make_ca
+from emulator.identity import s256_challenge
+from emulator.identity import verification_key
+from emulator.identity.tokens import MAX_TOKEN_BYTES
+from emulator.keystore import SystemFiles
+from emulator.keystore import load_trusted_issuers
+from emulator.orchestration import create_system
+from emulator.orchestration import provision
+from emulator.refusal import Refusal
+from emulator.transport.tls import client_context
+from nodes import IdmsNode
+from nodes.idm_client import IdmClient
+from tests.support.identity import ALICE_MCPTT_ID
+from tests.support.identity import ALICE_PARTNER_ID
+from tests.support.identity import ALICE_PASSWORD
+from tests.support.identity import CLIENT_ID
+from tests.support.identity import PARTNER_ISSUER
+from tests.support.identity import PRIMARY_ISSUER
+from tests.support.identity import REDIRECT_URI
+from tests.support.identity import Systems
+from tests.support.identity import idms_plan
+from tests.support.identity import two_systems
 
 PRIMARY_TOKEN = f"{PRIMARY_ISSUER}/token"
 PARTNER_TOKEN = f"{PARTNER_ISSUER}/token"
@@ -305,7 +309,7 @@ async def test_partner_idms_refuses_forged_security_token(
         tmp_path: Path, attack: Attack, reason: str) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         assertion = attack(_forger(systems), SECURITY_TOKEN_TYP, security_claims(time.time()))
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(PARTNER_TOKEN, assertion)
         await still_serving(client, systems)
     assert refused.value.status == 400
@@ -331,7 +335,7 @@ async def test_primary_idms_refuses_forged_subject_token(
     """RFC 8693 token exchange at the primary: the subject token is a forged access token."""
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         subject = attack(_forger(systems), ACCESS_TOKEN_TYP, access_claims(time.time()))
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.exchange_for_partner(PRIMARY_TOKEN, subject, PARTNER_ISSUER)
         await still_serving(client, systems)
     assert refused.value.status == 400
@@ -345,7 +349,7 @@ async def test_cms_refuses_forged_bearer_token(
         tmp_path: Path, attack: Attack, reason: str) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         bearer = attack(_forger(systems), ACCESS_TOKEN_TYP, access_claims(time.time()))
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.fetch_profile(systems.primary.cms.server.url, ALICE_MCPTT_ID, bearer)
         await still_serving(client, systems)
     assert refused.value.status == 401  # RFC 6750 §3.1
@@ -406,13 +410,13 @@ def test_rogue_signing_certificate_with_the_right_name_is_not_provisioned(
     trust = provision(tmp_path, "primary", "partner", PRIMARY_ISSUER)
     assert trust is not None
     (trust / "idms-signing.crt").write_bytes(rogue.certificate_pem())
-    keys, refused_trust = load_trusted_issuers(tmp_path, "partner", now=now)
+    keys, refused_trust = load_trusted_issuers(SystemFiles(tmp_path, "partner").trust, now=now)
     assert keys == []
     assert "is not trusted" in refused_trust["primary"]
     assert "signature does not match" in refused_trust["primary"]
     # A correct provisioning afterwards is accepted.
     provision(tmp_path, "primary", "partner", PRIMARY_ISSUER)
-    keys, refused_trust = load_trusted_issuers(tmp_path, "partner", now=now)
+    keys, refused_trust = load_trusted_issuers(SystemFiles(tmp_path, "partner").trust, now=now)
     assert refused_trust == {}
     assert [k.kid for k in keys] == [kid_for(primary.signing.certificate)]
 
@@ -432,13 +436,13 @@ def test_signing_certificate_outside_its_validity_is_not_provisioned(
     create_system(tmp_path, "primary", {}, now=now - 500 * DAY,
                   signing_not_before=now + start, signing_days=days)
     provision(tmp_path, "primary", "partner", PRIMARY_ISSUER)
-    keys, refused = load_trusted_issuers(tmp_path, "partner", now=now)
+    keys, refused = load_trusted_issuers(SystemFiles(tmp_path, "partner").trust, now=now)
     assert keys == []
     assert "is not trusted" in refused["primary"]
     assert "not valid at validation time" in refused["primary"]
     # The same certificate provisioned inside its window is accepted.
     inside = now + start + DAY
-    keys, refused = load_trusted_issuers(tmp_path, "partner", now=inside)
+    keys, refused = load_trusted_issuers(SystemFiles(tmp_path, "partner").trust, now=inside)
     assert refused == {} and len(keys) == 1
 
 
@@ -472,12 +476,16 @@ def test_token_outside_the_signing_certificate_window_is_refused(
 
 async def test_partner_refuses_primary_whose_signing_certificate_expired(
         tmp_path: Path) -> None:
-    """Provisioned a year ago; the primary kept signing after its certificate ran out."""
-    year_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)
-    async with two_systems(tmp_path, now=year_ago) as systems, _client(systems) as client:
+    """Provisioned while valid, the primary's signing certificate runs out while the servers
+    run (both IdMS clocks moved two days on); the primary keeps signing with it."""
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    async with two_systems(tmp_path, primary_signing_expires=expiry) as systems, \
+            _client(systems) as client:
         assert systems.partner.refused_trust == {}
+        for system in (systems.primary, systems.partner):
+            system.idms.clock_offset = (2 * DAY).total_seconds()  # simulated: two days on
         security = await _security_token(client)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(PARTNER_TOKEN, security)
         # The partner keeps serving its own users.
         carol = await client.login(PARTNER_ISSUER, "carol", "carol-secret")
@@ -492,7 +500,7 @@ async def test_security_token_replayed_to_the_same_partner(tmp_path: Path) -> No
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         security = await _security_token(client)
         first = await client.partner_access_token(PARTNER_TOKEN, security)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(PARTNER_TOKEN, security)
         await still_serving(client, systems)
     assert first["token_type"] == "Bearer"
@@ -506,20 +514,11 @@ async def third_idms(directory: Path) -> AsyncIterator[tuple[IdmsNode, bytes]]:
     now = dt.datetime.now(dt.UTC)
     material = create_system(directory, "third", {"idms": [THIRD_IDMS[0]]}, now=now)
     provision(directory, "primary", "third", PRIMARY_ISSUER)
-    trusted, refused = load_trusted_issuers(directory, "third", now=now)
+    trusted, refused = load_trusted_issuers(SystemFiles(directory, "third").trust, now=now)
     assert refused == {} and len(trusted) == 1
-    provider = IdentityProvider(
-        issuer=TokenIssuer(THIRD_ISSUER, SigningKey.from_credential(material.signing)),
-        clients={CLIENT_ID: OidcClient(CLIENT_ID, (REDIRECT_URI,))}, users={},
-        resource_audience="https://mcx.third.example",
-        trusted_primaries=TokenValidator(trusted),
-        migration_profiles={(PRIMARY_ISSUER, ALICE_MCPTT_ID): MigrationProfile(
-            PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.guest",
-            {"mcptt_id": "sip:alice.guest@mcx.third.example"})})
-    tls = material.tls["idms"]
-    node = IdmsNode("third-idms", provider, *THIRD_IDMS,
-                    server_context(tls.certificate_pem(), tls.key_pem(),
-                                   directory / "run" / "third", "idms"))
+    node = IdmsNode(idms_plan(directory, "third", THIRD_IDMS, accounts=(), migration=(
+        MigrationProfile(PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.guest",
+                         {"mcptt_id": "sip:alice.guest@mcx.third.example"}),)))
     await node.start()
     try:
         yield node, material.ca.certificate_pem()
@@ -532,7 +531,7 @@ async def test_security_token_replayed_to_a_second_partner(tmp_path: Path) -> No
             _client(systems, third_ca) as client:
         security = await _security_token(client)
         await client.partner_access_token(PARTNER_TOKEN, security)  # used where meant
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(f"{THIRD_ISSUER}/token", security)
         # Once alice is authorised for the third system, her own token for it is accepted:
         # the refusal was the audience, not the trust in the primary.
@@ -559,7 +558,7 @@ async def test_primary_token_presented_as_security_token(
         tmp_path: Path, kind: str, typ: str) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         tokens = await client.login(PRIMARY_ISSUER, "alice", ALICE_PASSWORD)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(PARTNER_TOKEN, tokens.raw[kind])
         await still_serving(client, systems)
     assert refused.value.error == "invalid_grant"
@@ -569,7 +568,7 @@ async def test_primary_token_presented_as_security_token(
 async def test_security_token_presented_to_the_cms(tmp_path: Path) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         security = await _security_token(client)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.fetch_profile(systems.primary.cms.server.url, ALICE_MCPTT_ID, security)
         await still_serving(client, systems)
     assert refused.value.status == 401
@@ -600,7 +599,7 @@ async def test_cms_requires_a_bearer_token(tmp_path: Path, authorization: str | 
 async def test_access_token_of_one_user_for_another_users_profile(tmp_path: Path) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         bob = await client.login(PRIMARY_ISSUER, "bob", "bob-secret")
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.fetch_profile(systems.primary.cms.server.url, ALICE_MCPTT_ID,
                                        bob.access_token)
         await still_serving(client, systems)
@@ -614,10 +613,10 @@ async def test_pkce_verifier_mismatch(tmp_path: Path) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         verifier = secrets.token_urlsafe(48)
         code = await _code(client, verifier)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await _redeem(client, code, secrets.token_urlsafe(48))
         # One guess only: the code is gone even for the right verifier now.
-        with pytest.raises(IdmError) as burned:
+        with pytest.raises(Refusal) as burned:
             await _redeem(client, code, verifier)
         await still_serving(client, systems)
     assert refused.value.status == 400
@@ -632,7 +631,7 @@ async def test_pkce_verifier_outside_the_rfc7636_alphabet(tmp_path: Path) -> Non
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         verifier = secrets.token_urlsafe(48)
         code = await _code(client, verifier)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await _redeem(client, code, "é" * 43)
         # A malformed verifier is not a guess: the code still works with the right one.
         tokens = await _redeem(client, code, verifier)
@@ -648,7 +647,7 @@ async def test_authorization_code_reused(tmp_path: Path) -> None:
         verifier = secrets.token_urlsafe(48)
         code = await _code(client, verifier)
         first = await _redeem(client, code, verifier)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await _redeem(client, code, verifier)
         await still_serving(client, systems)
     assert first["access_token"]
@@ -689,7 +688,7 @@ async def test_redirect_uri_mismatch_at_token(tmp_path: Path) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         verifier = secrets.token_urlsafe(48)
         code = await _code(client, verifier)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await _redeem(client, code, verifier, "http://127.0.0.1/other-callback")
         await still_serving(client, systems)
     assert refused.value.status == 400

@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 from joserfc import jws
 
-from emulator.identity.tokens import ACCESS_TOKEN_TYP, TokenValidator
-from emulator.identity.trust import verification_key
+from emulator.identity import ACCESS_TOKEN_TYP
+from emulator.identity import TokenValidator
+from emulator.identity import verification_key
+from emulator.refusal import Refusal
 from emulator.transport.tls import client_context
-from nodes.idm_client import IdmClient, IdmError
-from tests.support.identity import (
-    ALICE_MCPTT_ID,
-    ALICE_PARTNER_ID,
-    ALICE_PASSWORD,
-    CLIENT_ID,
-    PARTNER_ISSUER,
-    PRIMARY_ISSUER,
-    REDIRECT_URI,
-    Systems,
-    two_systems,
-)
+from nodes.idm_client import IdmClient
+from tests.support.identity import ALICE_MCPTT_ID
+from tests.support.identity import ALICE_PARTNER_ID
+from tests.support.identity import ALICE_PASSWORD
+from tests.support.identity import CLIENT_ID
+from tests.support.identity import PARTNER_ISSUER
+from tests.support.identity import PRIMARY_ISSUER
+from tests.support.identity import REDIRECT_URI
+from tests.support.identity import Systems
+from tests.support.identity import two_systems
 
 
 def _client(systems: Systems) -> IdmClient:
@@ -79,7 +79,7 @@ async def test_partner_refuses_without_valid_out_of_band_provisioning(
     async with two_systems(tmp_path, provision_mode=mode) as systems, \
             _client(systems) as client:
         _, security = await _security_token(client)
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
         if mode == "corrupt":
             assert "signature does not match" in systems.partner.refused_trust["primary"]
@@ -104,7 +104,7 @@ async def test_user_without_migration_authorisation_gets_no_security_token(
         tmp_path: Path) -> None:
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         tokens = await client.login(PRIMARY_ISSUER, "bob", "bob-secret")
-        with pytest.raises(IdmError) as refused:
+        with pytest.raises(Refusal) as refused:
             await client.exchange_for_partner(f"{PRIMARY_ISSUER}/token", tokens.access_token,
                                               PARTNER_ISSUER)
     assert refused.value.error == "invalid_target"  # RFC 8693 §2.2.2

@@ -19,14 +19,12 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.support.identity import (
-    ALICE_MCPTT_ID,
-    ALICE_PASSWORD,
-    CLIENT_ID,
-    PRIMARY_ISSUER,
-    REDIRECT_URI,
-    two_systems,
-)
+from tests.support.identity import ALICE_MCPTT_ID
+from tests.support.identity import ALICE_PASSWORD
+from tests.support.identity import CLIENT_ID
+from tests.support.identity import PRIMARY_ISSUER
+from tests.support.identity import REDIRECT_URI
+from tests.support.identity import two_systems
 
 SCOPE = "openid 3gpp:mc:ptt_service 3gpp:mc:ptt_config_management_service"
 

@@ -16,23 +16,30 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
 
-from emulator.identity.pki import Credential, issue_signing_certificate, make_ca
-from emulator.identity.tokens import (
-    ACCESS_TOKEN_TYP,
-    ID_TOKEN_TYP,
-    MAX_LEEWAY,
-    SECURITY_TOKEN_TYP,
-    SigningKey,
-    TokenError,
-    TokenIssuer,
-    TokenValidator,
-    scopes_of,
-)
-from emulator.identity.trust import VerificationKey, kid_for, verification_key
-from emulator.provisioning import create_system, load_system, load_trusted_issuers, provision
+from emulator.identity import ACCESS_TOKEN_TYP
+from emulator.identity import SECURITY_TOKEN_TYP
+from emulator.identity import Credential
+from emulator.identity import SigningKey
+from emulator.identity import TokenError
+from emulator.identity import TokenIssuer
+from emulator.identity import TokenValidator
+from emulator.identity import VerificationKey
+from emulator.identity import issue_signing_certificate
+from emulator.identity import kid_for
+from emulator.identity import make_ca
+from emulator.identity import scopes_of
+from emulator.identity import verification_key
+from emulator.identity.tokens import ID_TOKEN_TYP
+from emulator.identity.tokens import MAX_LEEWAY
+from emulator.keystore import SystemFiles
+from emulator.keystore import load_trusted_issuers
+from emulator.orchestration.provisioning import create_system
+from emulator.orchestration.provisioning import load_system
+from emulator.orchestration.provisioning import provision
 
 NOW = dt.datetime(2026, 1, 15, 12, 0, tzinfo=dt.UTC)
 T = NOW.timestamp()
@@ -299,7 +306,7 @@ def test_normal_provisioning_copies_certificates_and_issuer_only(systems_dir: Pa
     assert (trust / "ca.crt").read_bytes() == (source / "ca.crt").read_bytes()
     assert (trust / "idms-signing.crt").read_bytes() == (source / "idms-signing.crt").read_bytes()
     assert (trust / "issuer").read_text().strip() == ISSUER
-    keys, refused = load_trusted_issuers(systems_dir, "partner", now=NOW)
+    keys, refused = load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW)
     assert refused == {}
     [key] = keys
     assert key.issuer == ISSUER
@@ -307,15 +314,15 @@ def test_normal_provisioning_copies_certificates_and_issuer_only(systems_dir: Pa
     assert key.subject == "CN=primary IdMS token signing,O=MC system primary"
     assert key.kid == kid_for(load_system(systems_dir, "primary").signing.certificate)
     # The primary was given nothing about the partner.
-    assert load_trusted_issuers(systems_dir, "primary", now=NOW) == ([], {})
+    assert load_trusted_issuers(SystemFiles(systems_dir, "primary").trust, now=NOW) == ([], {})
 
 
 def test_withhold_removes_an_earlier_provisioning(systems_dir: Path) -> None:
     provision(systems_dir, "primary", "partner", ISSUER)
-    assert len(load_trusted_issuers(systems_dir, "partner", now=NOW)[0]) == 1
+    assert len(load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW)[0]) == 1
     assert provision(systems_dir, "primary", "partner", ISSUER, mode="withhold") is None
     assert not _trust(systems_dir).exists()
-    assert load_trusted_issuers(systems_dir, "partner", now=NOW) == ([], {})
+    assert load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW) == ([], {})
 
 
 def test_corrupt_provisioning_yields_a_refusal_reason(systems_dir: Path) -> None:
@@ -325,13 +332,13 @@ def test_corrupt_provisioning_yields_a_refusal_reason(systems_dir: Path) -> None
     damaged = x509.load_pem_x509_certificate((trust / "idms-signing.crt").read_bytes())
     assert damaged.subject.rfc4514_string() == (
         "CN=primary IdMS token signing,O=MC system primary")
-    keys, refused = load_trusted_issuers(systems_dir, "partner", now=NOW)
+    keys, refused = load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW)
     assert keys == []
     assert "is not trusted" in refused["primary"]
     assert "signature does not match" in refused["primary"]
     # Re-provisioning properly repairs it.
     provision(systems_dir, "primary", "partner", ISSUER)
-    keys, refused = load_trusted_issuers(systems_dir, "partner", now=NOW)
+    keys, refused = load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW)
     assert refused == {} and len(keys) == 1
 
 
@@ -339,7 +346,7 @@ def test_incomplete_provisioning_yields_a_refusal_reason(systems_dir: Path) -> N
     trust = provision(systems_dir, "primary", "partner", ISSUER)
     assert trust is not None
     (trust / "ca.crt").unlink()
-    keys, refused = load_trusted_issuers(systems_dir, "partner", now=NOW)
+    keys, refused = load_trusted_issuers(SystemFiles(systems_dir, "partner").trust, now=NOW)
     assert keys == []
     assert "ca.crt" in refused["primary"]
 

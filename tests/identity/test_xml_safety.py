@@ -12,9 +12,12 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator import mcx_info, profile
-from emulator.xmlsafe import MAX_XML_BYTES, XmlError
-from tests.support.identity import ALICE_MCPTT_ID, alice_profile
+from emulator.documents import MAX_XML_BYTES
+from emulator.documents import XmlError
+from emulator.documents import mcx_info
+from emulator.documents import profile
+from tests.support.identity import ALICE_MCPTT_ID
+from tests.support.identity import alice_profile
 
 INFO_NS = mcx_info.MCPTT.namespace
 

@@ -7,10 +7,16 @@ import secrets
 from collections.abc import Callable
 
 from emulator.sip.events import Address
-from emulator.sip.message import Request, Response, parse_message
+from emulator.sip.message import Request
+from emulator.sip.message import Response
+from emulator.sip.message import parse_message
 from emulator.sip.timers import TimerConfig
 from emulator.transport.endpoint import SipEndpoint
-from emulator.transport.memory import MemoryHub, MemoryTransport
+from emulator.transport.memory import MemoryHub
+from emulator.transport.memory import MemoryTransport
+from nodes import Listener
+from nodes import NodePlan
+from nodes import Peer as PlanPeer
 
 FAST = TimerConfig(t1=0.005, t2=0.04, t4=0.05)
 
@@ -64,10 +70,20 @@ class Peer:
                 if isinstance(m, Request) and (method is None or m.method == method)]
 
 
-async def on_hub(node, hub: MemoryHub, timers: TimerConfig = FAST) -> None:
-    """Give a SipNode a fresh endpoint with fast timers, listening on ``hub``."""
+async def on_hub(node, hub: MemoryHub, timers: TimerConfig = FAST, port: int = 5060) -> None:
+    """Give a SipNode a fresh endpoint with fast timers, listening on ``hub`` at ``port``."""
     node.endpoint = SipEndpoint(node.name, node, timers=timers)
-    await node.endpoint.listen("udp", node.host, node.sip.port, hub=hub)
+    await node.endpoint.listen("udp", node.host, port, hub=hub)
+
+
+def sip_plan(name: str, role: str, host: str, options: object, *, port: int = 5060,
+             peers: tuple[PlanPeer, ...] = (), https: int | None = None) -> NodePlan:
+    """A UDP-only plan for one role, as the orchestration would make it."""
+    listeners = (Listener("udp", host, port),)
+    if https is not None:
+        listeners += (Listener("https", host, https),)
+    return NodePlan(name, role, "review", host, listeners, options,  # type: ignore[arg-type]
+                    peers=peers)
 
 
 async def settle(seconds: float = 0.05) -> None:

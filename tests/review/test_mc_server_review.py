@@ -3,15 +3,19 @@ the system's own SIP core may speak for registrations."""
 
 from __future__ import annotations
 
-import time
-
-from emulator.identity.tokens import TokenValidator
 from emulator.sip.events import Address
-from emulator.topology.model import SipInterface
 from emulator.transport.memory import MemoryHub
-from nodes.mc_server import AuthorisedUser, McServer, ServiceAuthoriser
+from nodes import McServerOptions
+from nodes import Peer as PlanPeer
+from nodes.mc_server import AuthorisedUser
+from nodes.mc_server import McServer
 
-from .support import Peer, on_hub, request, settle, sip
+from .support import Peer
+from .support import on_hub
+from .support import request
+from .support import settle
+from .support import sip
+from .support import sip_plan
 
 MC_HOST = "127.0.88.3"
 MC = Address("udp", MC_HOST, 5060)
@@ -19,11 +23,12 @@ ALICE = "sip:alice@mcx.example"
 
 
 async def make_mc(hub: MemoryHub, core: str = "127.0.88.66") -> McServer:
-    authoriser = ServiceAuthoriser("https://idms.example", TokenValidator([]))
-    mc = McServer("mc", MC_HOST, SipInterface(5060, ("udp",)), authoriser)
-    mc.sip_cores = {core}
+    """An MC server that trusts no token (its plan names no signing certificate)."""
+    mc = McServer(sip_plan("mc", "mc-server", MC_HOST,
+                           McServerOptions("https://idms.example", "sip:mcx.example"),
+                           peers=(PlanPeer("core", "sip-core", "udp", core, 5060),)))
     await on_hub(mc, hub)
-    mc.users[ALICE] = AuthorisedUser(ALICE, {"mcptt": ALICE}, None, time.time() + 600)
+    mc.users[ALICE] = AuthorisedUser(ALICE, {"mcptt": ALICE}, None, mc.now() + 600)
     return mc
 
 

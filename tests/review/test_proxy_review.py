@@ -8,21 +8,33 @@ import asyncio
 from emulator.sip.events import Address
 from emulator.sip.headers import Contact
 from emulator.sip.message import Request
-from emulator.topology.model import LocalPlmn, Node, SipInterface
 from emulator.transport.memory import MemoryHub
-from nodes.gateway import Gateway, UeContext
+from nodes import GatewayOptions
+from nodes import Peer as PlanPeer
+from nodes import SipCoreOptions
+from nodes.gateway import Gateway
+from nodes.gateway import UeContext
 from nodes.sip_core import SipCore
 
-from .support import Peer, on_hub, request, settle, sip
+from .support import Peer
+from .support import on_hub
+from .support import request
+from .support import settle
+from .support import sip
+from .support import sip_plan
 
 CORE_HOST = "127.0.88.1"
 MC_HOST = "127.0.88.3"
 DOMAIN = "mcx.example"
 
 
-def make_core() -> SipCore:
-    return SipCore("core", CORE_HOST, SipInterface(5060, ("udp",)), DOMAIN,
-                   Address("udp", MC_HOST, 5060))
+def make_core(port: int = 5060, p_cscf: str | None = None) -> SipCore:
+    """A SIP core whose MC server is MC_HOST; ``p_cscf`` joins its trust domain."""
+    peers = (PlanPeer("mc", "mc-server", "udp", MC_HOST, 5060),)
+    if p_cscf is not None:
+        peers += (PlanPeer("gw", "gateway", "udp", p_cscf, 5060),)
+    return SipCore(sip_plan("core", "sip-core", CORE_HOST, SipCoreOptions(DOMAIN), port=port,
+                            peers=peers))
 
 
 def core_addr() -> Address:
@@ -33,8 +45,7 @@ def core_addr() -> Address:
 async def test_stray_response_with_out_of_range_rport_does_not_kill_the_socket() -> None:
     """A stray response whose second Via names rport=70000 is dropped, not relayed: relaying
     made sendto raise OverflowError, which asyncio treats as fatal, closing the UDP socket."""
-    core = make_core()
-    core.sip = SipInterface(15060, ("udp",))
+    core = make_core(port=0)
     await core.start()
     loop = asyncio.get_running_loop()
     got: list[bytes] = []
@@ -46,7 +57,8 @@ async def test_stray_response_with_out_of_range_rport_does_not_kill_the_socket()
     transport, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.88.2", 0))
     try:
         port = transport.get_extra_info("sockname")[1]
-        target = ("127.0.88.1", 15060)
+        core_port = core.endpoint.local("udp").port
+        target = ("127.0.88.1", core_port)
         query = request("REGISTER", f"sip:{DOMAIN}", via=f"127.0.88.2:{port}")
         transport.sendto(query, target)
         await asyncio.sleep(0.2)
@@ -54,7 +66,7 @@ async def test_stray_response_with_out_of_range_rport_does_not_kill_the_socket()
         got.clear()
         stray = sip([
             "SIP/2.0 200 OK",
-            f"Via: SIP/2.0/UDP {CORE_HOST}:15060;branch=z9hG4bKnotours",
+            f"Via: SIP/2.0/UDP {CORE_HOST}:{core_port};branch=z9hG4bKnotours",
             f"Via: SIP/2.0/UDP 127.0.88.2:{port};branch=z9hG4bKup;rport=70000",
             "From: <sip:alice@mcx.example>;tag=1", "To: <sip:bob@mcx.example>;tag=2",
             "Call-ID: stray@review", "CSeq: 1 INVITE",
@@ -124,26 +136,24 @@ async def test_core_ignores_p_asserted_identity_from_outside_the_trust_domain() 
     """RFC 3325 §5 / 24.229 §5.4.3.2: PAI is only trusted from inside the trust domain, so
     an unregistered host cannot originate as alice by asserting her identity."""
     hub = MemoryHub()
-    core = make_core()
-    await on_hub(core, hub)
-    now = core.endpoint.now()
-    core.location.update(f"sip:alice@{DOMAIN}",
-                         [Contact.parse("<sip:alice@127.0.88.50:5060>")],
-                         header_expires=600, call_id="c", cseq=1, now=now)
     mc = Peer(hub, MC_HOST)
     attacker = Peer(hub, "127.0.88.66")
-    attacker.send(request("MESSAGE", f"sip:bob@{DOMAIN}", via="127.0.88.66:5060",
-                          extra=(f"P-Asserted-Identity: <sip:alice@{DOMAIN}>",)), core_addr())
-    await settle(0.1)
-    assert mc.requests("MESSAGE") == []
-    assert [r.status for r in attacker.responses()] == [403]
+    for p_cscf in (None, "127.0.88.66"):
+        core = make_core(p_cscf=p_cscf)
+        await on_hub(core, hub)
+        core.location.update(f"sip:alice@{DOMAIN}",
+                             [Contact.parse("<sip:alice@127.0.88.50:5060>")],
+                             header_expires=600, call_id="c", cseq=1, now=core.endpoint.now())
+        attacker.send(request("MESSAGE", f"sip:bob@{DOMAIN}", via="127.0.88.66:5060",
+                              extra=(f"P-Asserted-Identity: <sip:alice@{DOMAIN}>",)),
+                      core_addr())
+        await settle(0.1)
+        await core.endpoint.close()
+        if p_cscf is None:
+            assert mc.requests("MESSAGE") == []
+            assert [r.status for r in attacker.responses()] == [403]
     # From inside the trust domain (a P-CSCF the core knows), the same request is taken.
-    core.trusted_hosts.add("127.0.88.66")
-    attacker.send(request("MESSAGE", f"sip:bob@{DOMAIN}", via="127.0.88.66:5060",
-                          extra=(f"P-Asserted-Identity: <sip:alice@{DOMAIN}>",)), core_addr())
-    await settle(0.1)
     assert mc.requests("MESSAGE")
-    await core.endpoint.close()
 
 
 # --------------------------------------------------------------------------- 4
@@ -257,10 +267,9 @@ async def test_responses_to_different_requests_have_different_to_tags() -> None:
 
 # --------------------------------------------------------------------------- 8
 def make_gateway() -> Gateway:
-    node = Node("gateway", "gateway", "visited", "127.0.88.20", SipInterface(5060, ("udp",)),
-                8443)
-    plmn = LocalPlmn("visited", "001-02", node, "partner", ("127.0.88.21",))
-    return Gateway(plmn, core_addr())
+    return Gateway(sip_plan("visited.gateway", "gateway", "127.0.88.20",
+                            GatewayOptions("visited", "001-02", ("127.0.88.21",)), https=8443,
+                            peers=(PlanPeer("core", "sip-core", "udp", CORE_HOST, 5060),)))
 
 
 async def test_gateway_answers_an_unparseable_p_preferred_identity_with_400() -> None:

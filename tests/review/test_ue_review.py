@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from emulator.sip.events import Address
-from emulator.sip.message import Request, Response
+from emulator.sip.message import Request
+from emulator.sip.message import Response
 from emulator.transport.memory import MemoryHub
-from nodes.ue import McClient, Registration
+from nodes.ue import McClient
+from nodes.ue import Registration
 
-from .support import Peer, on_hub, request, settle
+from .support import Peer
+from .support import on_hub
+from .support import request
+from .support import settle
 
 UE_HOST = "127.0.88.30"
 UE = Address("udp", UE_HOST, 5060)
 
 
 async def make_ue(hub: MemoryHub) -> McClient:
-    ue = McClient("ue-bob", UE_HOST, "udp", trace=None, client_ssl=None)
-    ue.sip = type(ue.sip)(5060, ("udp",))
+    ue = McClient("ue-bob", UE_HOST, "udp")
     await on_hub(ue, hub)
     return ue
 
@@ -102,7 +106,7 @@ async def test_2xx_without_contact_is_still_acked_and_ended() -> None:
 
     callee = Peer(hub, "127.0.88.40", on_message=answer)
     registration = Registration(callee.address, "mcx.example", "sip:bob@mcx.example",
-                                "bob", Response(200))
+                                Response(200))
     record = await ue.private_call("sip:carol@127.0.88.40:5060", registration, hold=0.0)
     await settle()
     assert record.invite_status == 200

@@ -11,11 +11,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from emulator.sip.events import Address, Event
-from emulator.sip.headers import Headers
-from emulator.sip.message import Request
-from emulator.sip.timers import TimerConfig
-from emulator.sip.transaction import TransactionLayer, new_branch
+from emulator.sip import Address
+from emulator.sip import Event
+from emulator.sip import Headers
+from emulator.sip import Request
+from emulator.sip import TimerConfig
+from emulator.sip import TransactionLayer
+from emulator.sip import new_branch
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "rfc4475"
 MANIFEST: list[dict[str, str]] = json.loads((FIXTURES / "manifest.json").read_text())

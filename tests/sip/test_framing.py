@@ -6,11 +6,21 @@ import re
 
 import pytest
 
-from emulator.sip.errors import RemoteProtocolError
-from emulator.sip.framing import PING, PONG, KeepAlive, StreamFramer
-from emulator.sip.message import ParserLimits, check_request, parse_message
+from emulator.sip import PING
+from emulator.sip import PONG
+from emulator.sip import KeepAlive
+from emulator.sip import ParserLimits
+from emulator.sip import RemoteProtocolError
+from emulator.sip import StreamFramer
+from emulator.sip import check_request
+from emulator.sip import parse_message
 
-from .support import CANONICAL, INVITE, MESSAGE, REGISTER, fixture, fixtures_of_kind
+from .support import CANONICAL
+from .support import INVITE
+from .support import MESSAGE
+from .support import REGISTER
+from .support import fixture
+from .support import fixtures_of_kind
 
 _CONTENT_LENGTH = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:")
 

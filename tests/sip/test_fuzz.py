@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from emulator.sip.errors import RemoteProtocolError
-from emulator.sip.events import Address
-from emulator.sip.framing import KeepAlive, StreamFramer
-from emulator.sip.message import Request, check_request, check_response, parse_message
-from emulator.sip.timers import TimerConfig
-from emulator.sip.transaction import State, TransactionLayer
+from emulator.sip import Address
+from emulator.sip import KeepAlive
+from emulator.sip import RemoteProtocolError
+from emulator.sip import Request
+from emulator.sip import State
+from emulator.sip import StreamFramer
+from emulator.sip import TimerConfig
+from emulator.sip import TransactionLayer
+from emulator.sip import check_request
+from emulator.sip import check_response
+from emulator.sip import parse_message
 
-from .support import CANONICAL, REGISTER, fixture, make_request
+from .support import CANONICAL
+from .support import REGISTER
+from .support import fixture
+from .support import make_request
 
 FUZZ = settings(deadline=None, derandomize=False, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.sip.errors import LocalProtocolError, RemoteProtocolError
-from emulator.sip.grammar import canonical_name, header_key
-from emulator.sip.headers import Contact, ContentType, CSeq, Headers, NameAddress, Via
-from emulator.sip.message import (
-    ParserLimits,
-    Request,
-    Response,
-    check_request,
-    check_response,
-    parse_message,
-)
-from emulator.sip.multipart import MultipartBody
+from emulator.sip import Contact
+from emulator.sip import ContentType
+from emulator.sip import CSeq
+from emulator.sip import Headers
+from emulator.sip import LocalProtocolError
+from emulator.sip import MultipartBody
+from emulator.sip import NameAddress
+from emulator.sip import ParserLimits
+from emulator.sip import RemoteProtocolError
+from emulator.sip import Request
+from emulator.sip import Response
+from emulator.sip import Via
+from emulator.sip import check_request
+from emulator.sip import check_response
+from emulator.sip import parse_message
+from emulator.sip.grammar import canonical_name
+from emulator.sip.grammar import header_key
 
-from .support import BINARY_PART, CANONICAL, INVITE, MESSAGE, OK_200, REGISTER, SDP, sip_bytes
+from .support import BINARY_PART
+from .support import CANONICAL
+from .support import INVITE
+from .support import MESSAGE
+from .support import OK_200
+from .support import REGISTER
+from .support import SDP
+from .support import sip_bytes
 
 # ------------------------------------------------------------------ Headers
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.sip.headers import ContentType
-from emulator.sip.multipart import BodyPart, MultipartBody, MultipartError
+from emulator.sip import BodyPart
+from emulator.sip import ContentType
+from emulator.sip import MultipartBody
+from emulator.sip import MultipartError
 
-from .support import BINARY_PART, SDP
+from .support import BINARY_PART
+from .support import SDP
 
 XML = b'<?xml version="1.0" encoding="UTF-8"?>\r\n<mcpttinfo xmlns="urn:3gpp:ns:mcpttInfo:1.0"/>'
 RLS = b'<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"/>'

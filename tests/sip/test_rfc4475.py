@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.sip.errors import RemoteProtocolError
-from emulator.sip.events import Address, MessageDropped, RequestReceived, ResponseReceived
-from emulator.sip.message import Request, Response, check_request, check_response, parse_message
-from emulator.sip.multipart import MultipartBody
-from emulator.sip.transaction import State, TransactionLayer
-from emulator.sip.uri import URI
+from emulator.sip import URI
+from emulator.sip import Address
+from emulator.sip import MessageDropped
+from emulator.sip import MultipartBody
+from emulator.sip import RemoteProtocolError
+from emulator.sip import Request
+from emulator.sip import RequestReceived
+from emulator.sip import Response
+from emulator.sip import ResponseReceived
+from emulator.sip import State
+from emulator.sip import TransactionLayer
+from emulator.sip import check_request
+from emulator.sip import check_response
+from emulator.sip import parse_message
 
-from .support import MANIFEST, drain, fixture, fixtures_of_kind
+from .support import MANIFEST
+from .support import drain
+from .support import fixture
+from .support import fixtures_of_kind
 
 SOURCE = Address("udp", "192.0.2.200", 5060)
 

@@ -12,20 +12,24 @@ from itertools import pairwise
 
 import pytest
 
-from emulator.sip.errors import LocalProtocolError
-from emulator.sip.events import (
-    Address,
-    MessageDropped,
-    RequestReceived,
-    ResponseReceived,
-    TransactionTimedOut,
-    TransportFailed,
-)
-from emulator.sip.message import Request, Response, parse_message
-from emulator.sip.timers import TimerConfig
-from emulator.sip.transaction import State, TransactionLayer
+from emulator.sip import Address
+from emulator.sip import LocalProtocolError
+from emulator.sip import MessageDropped
+from emulator.sip import Request
+from emulator.sip import RequestReceived
+from emulator.sip import Response
+from emulator.sip import ResponseReceived
+from emulator.sip import State
+from emulator.sip import TimerConfig
+from emulator.sip import TransactionLayer
+from emulator.sip import TransactionTimedOut
+from emulator.sip import TransportFailed
+from emulator.sip import parse_message
 
-from .support import Wire, advance, drain, make_request
+from .support import Wire
+from .support import advance
+from .support import drain
+from .support import make_request
 
 T1, T2, T4 = 0.5, 4.0, 5.0
 PEER = Address("udp", "192.0.2.2", 5060)

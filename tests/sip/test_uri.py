@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.sip.uri import URI, URIError
+from emulator.sip import URI
+from emulator.sip import URIError
 
 
 def test_full_sip_uri_parts() -> None:

@@ -3,32 +3,35 @@
 Primary: IdMS on 127.0.110.4:9443, CMS on 127.0.110.5:9444.
 Partner: IdMS on 127.0.120.4:9443, CMS on 127.0.120.5:9444.
 Nothing is shared between the systems except what ``provision`` copies.
+Each node is built from its plan, which names the files ``create_system``
+and ``provision`` wrote (the :class:`~emulator.keystore.SystemFiles` layout).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from emulator import profile as profiles
-from emulator.identity.oidc import (
-    IdentityProvider,
-    MigrationProfile,
-    OidcClient,
-    UserAccount,
-    hash_password,
-    migration_profile_index,
-)
-from emulator.identity.tokens import SigningKey, TokenIssuer, TokenValidator
-from emulator.identity.trust import verification_key
-from emulator.provisioning import SystemMaterial, create_system, load_trusted_issuers, provision
-from emulator.transport.tls import server_context
-from nodes.cms import CmsNode
-from nodes.idms import IdmsNode
+from emulator.documents import PartnerSystem
+from emulator.documents import UserProfile
+from emulator.identity import IdentityProvider
+from emulator.identity import MigrationProfile
+from emulator.identity import OidcClient
+from emulator.keystore import SystemFiles
+from emulator.orchestration import create_system
+from emulator.orchestration import provision
+from emulator.orchestration.provisioning import SystemMaterial
+from nodes import Account
+from nodes import CmsNode
+from nodes import CmsOptions
+from nodes import Credentials
+from nodes import IdmsNode
+from nodes import IdmsOptions
+from nodes import Listener
+from nodes import NodePlan
 
 CLIENT_ID = "mcx-client"
 REDIRECT_URI = "http://127.0.0.1/callback"  # RFC 8252 §7.3 loopback redirect
@@ -45,11 +48,18 @@ ALICE_PARTNER_ID = "sip:alice.visitor@mcx.partner.example"
 class System:
     name: str
     material: SystemMaterial
-    provider: IdentityProvider
     idms: IdmsNode
     cms: CmsNode
     ca_file: Path
-    refused_trust: dict[str, str]
+
+    @property
+    def refused_trust(self) -> dict[str, str]:
+        """Why the IdMS does not trust a peer provisioned to it, by peer."""
+        return self.idms.refused_trust
+
+    @property
+    def provider(self) -> IdentityProvider:
+        return self.idms.provider
 
     @property
     def issuer(self) -> str:
@@ -63,80 +73,97 @@ class Systems:
     partner: System
 
 
-def _tls(material: SystemMaterial, node: str, directory: Path) -> ssl.SSLContext:
-    credential = material.tls[node]
-    return server_context(credential.certificate_pem(), credential.key_pem(),
-                          directory / "run" / material.name, node,
-                          keylog=directory / "tls-keys.log")
+def _resources(system: str) -> str:
+    """The aud of ``system``'s access tokens: its resource servers, the CMS among them."""
+    return f"https://mcx.{system}.example"
 
 
-def _system(directory: Path, material: SystemMaterial, issuer: str, idms_at: tuple[str, int],
-            cms_at: tuple[str, int], users: list[UserAccount],
-            user_profiles: list[profiles.UserProfile],
-            migration: list[MigrationProfile], now: dt.datetime) -> System:
-    signing = SigningKey.from_credential(material.signing)
-    trusted, refused = load_trusted_issuers(directory, material.name, now=now)
-    own_key = verification_key(issuer, material.signing.certificate, [material.ca.certificate],
-                               now=now)
-    provider = IdentityProvider(
-        issuer=TokenIssuer(issuer, signing),
-        clients={CLIENT_ID: OidcClient(CLIENT_ID, (REDIRECT_URI,))},
-        users={u.username: u for u in users},
-        resource_audience=f"https://mcx.{material.name}.example",
-        trusted_primaries=TokenValidator(trusted),
-        migration_profiles=migration_profile_index(migration))
-    idms = IdmsNode(f"{material.name}-idms", provider, *idms_at,
-                    _tls(material, "idms", directory), title=f"{material.name} IdMS")
-    cms = CmsNode(f"{material.name}-cms", {p.xui_uri: p for p in user_profiles},
-                  TokenValidator([own_key]), issuer, *cms_at, _tls(material, "cms", directory),
-                  audience=provider.resource_audience)
-    return System(material.name, material, provider, idms, cms,
-                  directory / material.name / "ca.crt", refused)
+def _credentials(directory: Path, system: str, node: str, **more: str) -> Credentials:
+    """``node``'s TLS credential, with its system's CA and IdMS signing certificate."""
+    files = SystemFiles(directory, system)
+    return Credentials(tls_certificate=str(files.tls_certificate(node)),
+                       tls_key=str(files.tls_key(node)), system_ca=str(files.ca_certificate),
+                       signing_certificate=str(files.signing_certificate),
+                       keylog=str(directory / "tls-keys.log"), **more)
 
 
-def alice_profile() -> profiles.UserProfile:
-    partner = profiles.PartnerSystem(
+def idms_plan(directory: Path, system: str, at: tuple[str, int], accounts: tuple[Account, ...],
+              migration: tuple[MigrationProfile, ...] = ()) -> NodePlan:
+    """The IdMS of ``system``: signs with its own key, trusts what was provisioned to it."""
+    files = SystemFiles(directory, system)
+    options = IdmsOptions(f"https://{at[0]}:{at[1]}", f"{system} IdMS", _resources(system),
+                          clients=(OidcClient(CLIENT_ID, (REDIRECT_URI,)),), accounts=accounts,
+                          migration_profiles=migration)
+    return NodePlan(f"{system}.idms", "idms", system, at[0], (Listener("https", *at),), options,
+                    _credentials(directory, system, "idms", signing_key=str(files.signing_key),
+                                trust_dir=str(files.trust)))
+
+
+def cms_plan(directory: Path, system: str, at: tuple[str, int], issuer: str,
+             profiles: tuple[UserProfile, ...]) -> NodePlan:
+    """The CMS of ``system``: serves ``profiles`` to bearers of its own IdMS's access tokens."""
+    return NodePlan(f"{system}.cms", "cms", system, at[0], (Listener("https", *at),),
+                    CmsOptions(issuer, _resources(system), profiles),
+                    _credentials(directory, system, "cms"))
+
+
+def _system(directory: Path, material: SystemMaterial, idms: NodePlan, cms: NodePlan
+            ) -> System:
+    return System(material.name, material, IdmsNode(idms), CmsNode(cms),
+                  SystemFiles(directory, material.name).ca_certificate)
+
+
+def alice_profile() -> UserProfile:
+    partner = PartnerSystem(
         system_id="partner", authorised_to_migrate=True, plmn_id="001-02",
         attach_url="https://127.0.130.1:8443/attach", sip_core_host="127.0.120.2",
         sip_core_port=5060, sip_transport="udp", sip_domain="mcx.partner.example",
         partner_impu=ALICE_PARTNER_ID, partner_impi="alice.visitor@mcx.partner.example",
         idms_token_endpoint=f"{PARTNER_ISSUER}/token", idms_audience=PARTNER_ISSUER)
-    return profiles.UserProfile(ALICE_MCPTT_ID, 1, "Alice", ALICE_MCPTT_ID, "Primary Fire",
-                                (partner,))
+    return UserProfile(ALICE_MCPTT_ID, 1, "Alice", ALICE_MCPTT_ID, "Primary Fire", (partner,))
 
 
 @asynccontextmanager
 async def two_systems(directory: Path, *, provision_mode: str = "normal",
-                      now: dt.datetime | None = None) -> AsyncIterator[Systems]:
-    """Create both PKIs, run the out-of-band step, start both IdMSs and CMSs."""
-    now = now or dt.datetime.now(dt.UTC)
+                      primary_signing_expires: dt.datetime | None = None
+                      ) -> AsyncIterator[Systems]:
+    """Create both PKIs, run the out-of-band step, start both IdMSs and CMSs.
+
+    ``primary_signing_expires`` makes the primary's IdMS signing certificate a year-old
+    one that runs out then (it must still be valid when the servers start).
+    """
+    now = dt.datetime.now(dt.UTC)
+    signing = {} if primary_signing_expires is None else {
+        "signing_not_before": primary_signing_expires - dt.timedelta(days=365),
+        "signing_days": 365}
     primary_material = create_system(directory, "primary", {
-        "idms": [PRIMARY_IDMS[0]], "cms": [PRIMARY_CMS[0]]}, now=now)
+        "idms": [PRIMARY_IDMS[0]], "cms": [PRIMARY_CMS[0]]}, now=now, **signing)
     partner_material = create_system(directory, "partner", {
         "idms": [PARTNER_IDMS[0]], "cms": [PARTNER_CMS[0]]}, now=now)
     provision(directory, "primary", "partner", PRIMARY_ISSUER, mode=provision_mode)
     provision(directory, "partner", "primary", PARTNER_ISSUER, mode=provision_mode)
     ids = {"mcptt_id": ALICE_MCPTT_ID, "mcdata_id": "sip:alice.data@mcx.primary.example",
            "mcvideo_id": "sip:alice.video@mcx.primary.example"}
-    primary_users = [
-        UserAccount("alice", hash_password(ALICE_PASSWORD), ids,
-                    migration_targets=(PARTNER_ISSUER,)),
-        UserAccount("bob", hash_password("bob-secret"),
-                    {"mcptt_id": "sip:bob@mcx.primary.example"}),
-    ]
-    partner_users = [UserAccount("carol", hash_password("carol-secret"),
-                                 {"mcptt_id": "sip:carol@mcx.partner.example"})]
-    migration = [MigrationProfile(PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.visitor", {
+    primary_accounts = (
+        Account("alice", ALICE_PASSWORD, ids, migration_targets=(PARTNER_ISSUER,)),
+        Account("bob", "bob-secret", {"mcptt_id": "sip:bob@mcx.primary.example"}),
+    )
+    partner_accounts = (
+        Account("carol", "carol-secret", {"mcptt_id": "sip:carol@mcx.partner.example"}),)
+    migration = (MigrationProfile(PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.visitor", {
         "mcptt_id": ALICE_PARTNER_ID, "mcdata_id": "sip:alice.visitor.data@mcx.partner.example",
-        "mcvideo_id": "sip:alice.visitor.video@mcx.partner.example"})]
-    partner_profile = profiles.UserProfile(ALICE_PARTNER_ID, 1, "Alice (migrated)",
-                                           ALICE_PARTNER_ID, "Primary Fire",
-                                           migration_for=ALICE_MCPTT_ID)
-    primary = _system(directory, primary_material, PRIMARY_ISSUER, PRIMARY_IDMS, PRIMARY_CMS,
-                      primary_users, [alice_profile()], [], now)
-    partner = _system(directory, partner_material, PARTNER_ISSUER, PARTNER_IDMS, PARTNER_CMS,
-                      partner_users, [partner_profile], migration, now)
-    started = []
+        "mcvideo_id": "sip:alice.visitor.video@mcx.partner.example"}),)
+    partner_profile = UserProfile(ALICE_PARTNER_ID, 1, "Alice (migrated)", ALICE_PARTNER_ID,
+                                  "Primary Fire", migration_for=ALICE_MCPTT_ID)
+    primary = _system(
+        directory, primary_material,
+        idms_plan(directory, "primary", PRIMARY_IDMS, primary_accounts),
+        cms_plan(directory, "primary", PRIMARY_CMS, PRIMARY_ISSUER, (alice_profile(),)))
+    partner = _system(
+        directory, partner_material,
+        idms_plan(directory, "partner", PARTNER_IDMS, partner_accounts, migration),
+        cms_plan(directory, "partner", PARTNER_CMS, PARTNER_ISSUER, (partner_profile,)))
+    started: list[IdmsNode | CmsNode] = []
     try:
         for node in (primary.idms, primary.cms, partner.idms, partner.cms):
             await node.start()

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from emulator.topology import TopologyError, load_topology, parse_topology
+from emulator.topology import DEFAULT_TOPOLOGY
+from emulator.topology import TopologyError
+from emulator.topology import load_topology
+from emulator.topology import parse_topology
 
-DEFAULT = Path(__file__).resolve().parent.parent.parent / "topologies" / "default.yaml"
+DEFAULT = DEFAULT_TOPOLOGY
 TEXT = DEFAULT.read_text()
 
 

@@ -1,16 +1,23 @@
-"""The registrar's location service: bindings per address-of-record (RFC 3261 §10.3).
+"""The registrar of RFC 3261 §10.3 with Path (RFC 3327), sans-IO.
 
-Plain data and plain functions of ``now``; the registrar node drives it.
-Stored per binding: the Contact as sent, Call-ID and CSeq (for §10.3 step 7
-ordering), the absolute expiry, and the Path vector (RFC 3327 §5.3).
+:class:`LocationService` holds the bindings per address-of-record: the
+Contact as sent, Call-ID and CSeq (for step 7 ordering), the absolute
+expiry and the Path vector.  :func:`process_register` runs steps 1-8 of a
+REGISTER against it and returns either the refusal to send or what was
+bound; the caller decides when to answer (the SIP core first consults the
+MC server).  :func:`registered_response` builds the 200 that lists every
+binding.  Plain data and functions of ``now``; nothing is sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from emulator.sip.headers import Contact
-from emulator.sip.uri import URI
+from .headers import Contact
+from .message import Request
+from .message import Response
+from .uri import URI
 
 
 @dataclass(slots=True)
@@ -97,14 +104,6 @@ class LocationService:
     def aors(self) -> list[str]:
         return list(self._bindings)
 
-    def purge(self, *, now: float) -> int:
-        """Drop every expired binding; returns how many went."""
-        removed = 0
-        for aor in list(self._bindings):
-            before = len(self._bindings.get(aor, {}))
-            removed += before - len(self.lookup(aor, now=now))
-        return removed
-
     def update(self, aor: str, contacts: list[Contact], *, header_expires: int | None,
                call_id: str, cseq: int, now: float, path: tuple[str, ...] = (),
                source: str = "") -> list[Binding]:
@@ -148,3 +147,78 @@ class LocationService:
         else:
             self._bindings.pop(aor, None)
         return list(current.values())
+
+
+SUPPORTED_EXTENSIONS = frozenset({"path"})
+
+
+@dataclass
+class Registered:
+    """The outcome of an accepted REGISTER."""
+
+    aor: str
+    bindings: list[Binding]
+    path: tuple[str, ...]
+    previous: dict[BindingKey, Binding]
+    """The AOR's bindings before this request, to roll back to."""
+    changed: bool
+    """False for a query (no Contact): nothing was bound or removed."""
+
+
+def process_register(request: Request, *, domains: set[str], location: LocationService,
+                     now: float, to_tag: str) -> Registered | Response:
+    """Apply ``request`` (§10.3 steps 1-8); a :class:`Response` is the refusal to send."""
+    # Step 1: only our own domains.
+    if request.uri.host.lower() not in domains:
+        return request.make_response(404, "Not Found (domain not served here)", to_tag=to_tag)
+    # Step 2 / §8.2.2.3: every Require tag must be understood.
+    unsupported = request.option_tags("Require") - SUPPORTED_EXTENSIONS
+    if unsupported:
+        response = request.make_response(420, to_tag=to_tag)
+        response.headers.add("Unsupported", ", ".join(sorted(unsupported)))
+        return response
+    try:
+        to = request.to.uri
+        aor = to.aor  # step 5: the address-of-record is the To URI
+        contacts = request.contacts
+        header_expires = request.expires
+    except ValueError as exc:
+        return request.make_response(400, f"Bad Request ({exc})", to_tag=to_tag)
+    if to.host.lower() not in domains:
+        return request.make_response(404, "Not Found (AOR not in this domain)", to_tag=to_tag)
+    # RFC 3327 §5.3: keep the Path vector when the UA supports it.
+    path = tuple(request.headers.values("Path")) \
+        if "path" in request.option_tags("Supported") else ()
+    previous = location.snapshot(aor)
+    try:
+        if contacts:  # steps 6-7
+            bindings = location.update(aor, contacts, header_expires=header_expires,
+                                       call_id=request.call_id, cseq=request.cseq.seq,
+                                       now=now, path=path)
+        else:  # step 6: a query
+            bindings = location.lookup(aor, now=now)
+    except RegistrationRefused as refused:
+        response = request.make_response(refused.status, refused.reason, to_tag=to_tag)
+        for name, value in refused.headers:
+            response.headers.add(name, value)
+        return response
+    return Registered(aor, bindings, path, previous, bool(contacts))
+
+
+def registered_response(request: Request, registered: Registered, *, now: float,
+                        to_tag: str, date: str | None = None) -> Response:
+    """Step 8: a 200 listing every current binding with its expiry, and the Path echo.
+
+    ``date`` is the RFC 1123 ``Date`` to add (§20.17); the caller reads its wall clock.
+    """
+    response = request.make_response(200, to_tag=to_tag)
+    for binding in registered.bindings:
+        address = binding.contact.address
+        assert address is not None
+        response.headers.add("Contact", Contact(address.with_param(
+            "expires", str(binding.remaining(now)))))
+    for value in registered.path:
+        response.headers.add("Path", value)
+    if date is not None:
+        response.headers.add("Date", date)
+    return response

@@ -22,7 +22,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .xmlsafe import XmlError, parse_xml
+from .xmlsafe import XmlError
+from .xmlsafe import parse_xml
 
 PROFILE_NS = "urn:3gpp:mcptt:user-profile:1.0"
 MIGRATION_NS = "urn:mcx-emulator:xml:ns:migration:1.0"  # project-defined

@@ -9,10 +9,10 @@ has the emulator installed::
         ...
 
 ``mcx_network`` starts the topology named by the ``--mcx-topology`` option
-(default: the emulator's ``topologies/default.yaml``) with the default
-scenario options, in a fresh run directory under pytest's ``tmp_path``, and
-stops it (finalising the capture) after the test.  ``mcx_topology`` gives
-the loaded topology alone.
+(a file, or the name of a shipped topology; default: ``default``) with the
+seed's faults (none), in a fresh run directory under pytest's ``tmp_path``,
+and stops it (finalising the capture) after the test.  ``mcx_topology``
+gives the loaded topology alone.
 """
 
 from __future__ import annotations
@@ -23,26 +23,24 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from emulator.topology import Topology, load_topology
+from emulator.topology import Topology
+from emulator.topology import load_topology
+from emulator.topology import topology_path
 
-from .network import Network, NetworkOptions
-
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "topologies" / "default.yaml"
+from .network import Network
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--mcx-topology", default=str(DEFAULT_TOPOLOGY),
-                     help="topology file for the mcx_network fixture")
+    parser.addoption("--mcx-topology", default="default",
+                     help="topology file (or shipped topology name) for the mcx_network fixture")
 
 
 @pytest.fixture
 def mcx_topology(request: pytest.FixtureRequest) -> Topology:
-    return load_topology(request.config.getoption("--mcx-topology"))
+    return load_topology(topology_path(request.config.getoption("--mcx-topology")))
 
 
 @pytest_asyncio.fixture
 async def mcx_network(mcx_topology: Topology, tmp_path: Path) -> AsyncIterator[Network]:
-    network = Network(mcx_topology, NetworkOptions(), run_dir=tmp_path / "mcx-run")
-    async with network:
-        await network.wait_ready()
+    async with Network(mcx_topology, run_dir=tmp_path / "mcx-run") as network:
         yield network

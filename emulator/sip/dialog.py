@@ -1,5 +1,7 @@
 """A minimal RFC 3261 §12 dialog: enough for a private call (INVITE, ACK, BYE).
 
+Pure data and pure functions, like the rest of ``emulator.sip``.
+
 The UAC builds the route set from the 2xx's Record-Route in reverse
 (§12.1.2), the UAS from the INVITE's Record-Route in order (§12.1.1); the
 remote target is the peer's Contact.  In-dialog requests carry the route
@@ -8,13 +10,15 @@ set as Route headers and go to the first of them (loose routing).
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
-from emulator.sip.events import Address
-from emulator.sip.headers import Headers, NameAddress, Via
-from emulator.sip.message import Request, Response
-from emulator.sip.uri import URI
+from .builder import new_request
+from .events import Address
+from .headers import NameAddress
+from .headers import Via
+from .message import Request
+from .message import Response
+from .uri import URI
 
 
 @dataclass
@@ -53,17 +57,6 @@ class Dialog:
         if cseq is None:
             self.local_cseq += 1
             cseq = self.local_cseq
-        headers = Headers()
-        headers.add("Via", via)
-        headers.add("Max-Forwards", 70)
-        for route in self.route_set:
-            headers.add("Route", route)
-        headers.add("From", self.local)
-        headers.add("To", self.remote)
-        headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{cseq} {method}")
-        return Request(method, self.remote_target, headers)
-
-
-def new_tag() -> str:
-    return secrets.token_hex(4)
+        return new_request(method, self.remote_target, via=via, from_=self.local,
+                           to=self.remote, call_id=self.call_id, cseq=cseq,
+                           routes=self.route_set)

@@ -13,13 +13,21 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
+from functools import cached_property
 from pathlib import Path
 
+from emulator.capture.ladder import LadderError
+from emulator.capture.ladder import extract
+from emulator.capture.ladder import render_text
 from emulator.topology.model import Topology
 
+from .driver import ScenarioDriver
+from .driver import ScenarioResult
+from .driver import Verdict
 from .network import Network
-from .scenario import Scenario, ScenarioResult, ScenarioRunner, Verdict, options_for
+from .scenarios import Scenario
 
 
 @dataclass
@@ -27,7 +35,6 @@ class Report:
     """What a scenario run produced."""
 
     result: ScenarioResult
-    ladder: str
     run_dir: Path
     capture: Path | None
     capture_summary: str
@@ -39,6 +46,16 @@ class Report:
     @property
     def passed(self) -> bool:
         return bool(self.verdicts) and all(v.passed for v in self.verdicts)
+
+    @cached_property
+    def ladder(self) -> str:
+        """The run's ladder, read back from its capture (never from memory)."""
+        if self.capture is None:
+            return "(no ladder: the run has no capture)"
+        try:
+            return render_text(extract(self.capture))
+        except LadderError as exc:
+            return f"(no ladder: {exc})"
 
     def text(self, *, ladder: bool = True) -> str:
         scenario = self.result.scenario
@@ -59,7 +76,8 @@ class Report:
         return "\n".join(lines)
 
 
-def run_id(topology: Topology, scenario: str) -> str:
+def run_id(scenario: str) -> str:
+    """A run directory's name: when, which process, which scenario."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{scenario}"
 
 
@@ -86,46 +104,32 @@ def tshark_verdict(captures: list[Path]) -> Verdict | None:
 
 async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
                        pcap_root: Path = Path("pcaps")) -> Report:
-    """Start ``topology`` with ``scenario``'s options, run it, stop, and judge the capture."""
+    """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture."""
     started = time.monotonic()
-    run_dir = pcap_root / run_id(topology, scenario.name)
-    network = Network(topology, options_for(scenario, transport=transport), run_dir=run_dir)
+    run_dir = pcap_root / run_id(scenario.name)
+    network = Network(topology, scenario.faults, run_dir=run_dir, transport=transport)
     async with network:
-        runner = ScenarioRunner(network, scenario)
-        result = await runner.run()
+        driver = ScenarioDriver(network, scenario)
+        result = await driver.run()
     verdicts = list(result.verdicts)
-    verdicts.append(runner.capture_verdict())
+    verdicts.append(driver.capture_verdict())
     wireshark = tshark_verdict(network.capture_files)
     if wireshark is not None:
         verdicts.append(wireshark)
-    capture = network.capture
+    capture = network.kernel_capture
     summary = f"{network.capture_method}: {capture.summary}" if capture else \
         network.capture_method
-    return Report(result, network.trace.listing(), run_dir, network.capture_file, summary,
-                  time.monotonic() - started, verdicts, _migration_seconds(network, result))
-
-
-def _migration_seconds(network: Network, result: ScenarioResult) -> float | None:
-    """Wall time from the attach step's start to the end of the partner REGISTER step."""
-    passed = {v.step for v in result.verdicts if v.passed}
-    if not {"attach", "partner-register"} <= passed:
-        return None
-    starts = network.trace.steps
-    begin = next(t for t, step, _ in starts if step.startswith("attach:"))
-    index = next(i for i, (_, step, _) in enumerate(starts)
-                 if step.startswith("partner-register:"))
-    end = starts[index + 1][0] if index + 1 < len(starts) else time.time()
-    return end - begin
+    migration = network.steps.span("attach:", "partner-register:") if \
+        {"attach", "partner-register"} <= {v.step for v in result.verdicts if v.passed} else None
+    return Report(result, run_dir, network.capture_file, summary,
+                  time.monotonic() - started, verdicts, migration)
 
 
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,
                 pcap_root: Path = Path("pcaps")) -> int:
     """``up``: start the topology, write the state file, run until SIGINT/SIGTERM."""
-    from .scenario import SCENARIOS
-
-    run_dir = pcap_root / run_id(topology, "up")
-    network = Network(topology, options_for(SCENARIOS["default"], transport=transport),
-                      run_dir=run_dir)
+    run_dir = pcap_root / run_id("up")
+    network = Network(topology, run_dir=run_dir, transport=transport)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,85 +1,32 @@
-"""The seed's scenario and its variants, run step by step with verdicts.
+"""Runs a scenario against a running network, step by step, with verdicts.
 
-Each step names the clause it implements; the trace labels every message
-with the step, so the ladder reads as the procedure.  A negative scenario
-passes when the partner (or the primary) refuses at the expected step, for
-the expected reason, and the refusal is visible on the wire.
+Each step names the clause it implements and is written to the network's
+step log, so every captured packet is labelled with it.  A negative
+scenario passes when the partner (or the primary) refuses at the expected
+step, for the expected reason, and the refusal is visible on the wire.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 
-from emulator import profile as profiles
 from emulator.capture.analysis import crossings
+from emulator.documents import profile as profiles
+from emulator.refusal import Refusal
 from emulator.sip.events import Address
 from emulator.sip.message import Response
+from nodes import Registration
+from nodes import UserEquipment
 
-from .idm_client import IdmError
-from .network import Network, NetworkOptions
-from .ue import Registration, UserEquipment
+from .network import Network
+from .scenarios import Scenario
+from .scenarios import forge
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """Where and how a negative scenario must be refused."""
-
-    step: str
-    status: int
-    error: str
-    """OAuth error code, or the SIP Warning text / reason fragment."""
-    reason: str
-    """A fragment of the error description or reason phrase."""
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    options: dict[str, Any] = field(default_factory=dict)
-    expect: Expectation | None = None
-    variant: str = "normal"
-    """normal, direct, interconnection, forged, replay or unattached: what the UE does."""
-
-
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("default", "The seed: migration without interconnection (TR 23.700-90 7.X)"),
-    Scenario("no-oob-provisioning", "The partner IdMS was never given the primary certificate",
-             {"provision_mode": "withhold"},
-             Expectation("partner-token", 400, "invalid_grant", "no such key was provisioned")),
-    Scenario("corrupt-oob-provisioning", "The certificate was damaged on its out-of-band way",
-             {"provision_mode": "corrupt"},
-             Expectation("partner-token", 400, "invalid_grant", "no such key was provisioned")),
-    Scenario("partner-profile-missing", "The partner MC system has no migration profile",
-             {"drop_migration_profiles": True},
-             Expectation("partner-register", 403, "101 service authorisation failed",
-                         "no migration profile")),
-    Scenario("migration-not-authorised", "The primary profile does not authorise migration",
-             {"deny_migration": True},
-             Expectation("security-token", 400, "invalid_target", "not authorised to migrate")),
-    Scenario("expired-token", "The security token expired before it reached the partner",
-             {"expired_security_tokens": True},
-             Expectation("partner-token", 400, "invalid_grant", "token expired")),
-    Scenario("forged-token", "The UE presents a partner access token it forged",
-             expect=Expectation("partner-register", 403, "101 service authorisation failed",
-                                "signature check failed"), variant="forged"),
-    Scenario("replayed-security-token", "The security token is presented a second time",
-             expect=Expectation("partner-token-replay", 400, "invalid_grant", "replay"),
-             variant="replay"),
-    Scenario("unattached-ue", "The UE sends SIP to the gateway without attaching",
-             expect=Expectation("partner-register", 403, "", "not attached"),
-             variant="unattached"),
-    Scenario("direct", "NON-NORMATIVE: the partner MC server checks the security token itself",
-             {"partner_mode": "direct"}, variant="direct"),
-    Scenario("with-interconnection", "Baseline 23.280 §10.6.3: the partner asks the primary",
-             {"partner_mode": "interconnection"}, variant="interconnection"),
-)}
 
 
 @dataclass
@@ -101,25 +48,17 @@ class ScenarioResult:
         return bool(self.verdicts) and all(v.passed for v in self.verdicts)
 
 
-class Refused(Exception):
-    """A step was refused: HTTP/SIP status, error code and description."""
-
-    def __init__(self, status: int, error: str, reason: str) -> None:
-        super().__init__(f"{status} {error} {reason}")
-        self.status, self.error, self.reason = status, error, reason
-
-
 StepFunction = Callable[[], Awaitable[str]]
 
 
 def _sip_outcome(response: Response) -> str:
     if response.status >= 300:
-        raise Refused(response.status, ",".join(response.headers.get_all("Warning")),
-                      response.reason)
+        raise Refusal(",".join(response.headers.get_all("Warning")), response.reason,
+                      response.status)
     return f"{response.status} {response.reason}"
 
 
-class ScenarioRunner:
+class ScenarioDriver:
     """Drives the UEs of a running network through one scenario."""
 
     def __init__(self, network: Network, scenario: Scenario, *, ue: str = "ue-alice",
@@ -182,24 +121,23 @@ class ScenarioRunner:
     async def peer_register(self) -> str:
         assert self.peer is not None
         spec = self.net.topology.ue(self.peer.name)
-        system = self.net.systems[spec.home]
+        system = self.net.topology.system(spec.home)
         tokens = await self.peer.login(system.issuer)
-        user = system.spec.user(spec.user)
+        user = system.user(spec.user)
         registration = await self.peer.register(
-            self.peer.sip, self._core_address(spec.home, self.peer.name), system.spec.domain,
+            self.peer.sip, self._core_address(spec.home, self.peer.name), system.domain,
             user.mcptt_id, user.mcptt_id.removeprefix("sip:"), tokens.access_token, user.mc_ids)
         return _sip_outcome(registration.response)
 
     async def login_primary(self) -> str:
-        tokens = await self.ue.login(self.net.systems[self.home.name].issuer)
+        tokens = await self.ue.login(self.home.issuer)
         return f"ID, access and refresh tokens; scope {tokens.scope}"
 
     def _core_address(self, system: str, ue: str) -> Address:
         node = self.net.topology.system(system).node("sip-core")
         assert node.sip is not None
         transport = self.net.topology.link_transport(ue, node.qualified_name) or "udp"
-        port = node.sip.port + 1 if transport == "tls" else node.sip.port
-        return Address(transport, node.host, port)
+        return Address(transport, node.host, node.sip.port_for(transport))
 
     async def register_primary(self) -> str:
         assert self.ue.tokens is not None
@@ -212,19 +150,20 @@ class ScenarioRunner:
 
     async def download_profile(self) -> str:
         user = self.home.user(self.net.topology.ue(self.ue.name).user)
-        cms = self.net.systems[self.home.name].cms.server.url
+        cms = self.home.node("cms").https_url
+        assert cms is not None
         profile = await self.ue.download_profile(cms, user.mcptt_id)
         partner = profile.partner(self.partner.name)
         if partner is None:
-            raise Refused(0, "profile", f"profile names no partner {self.partner.name}")
+            raise Refusal("profile", f"profile names no partner {self.partner.name}", 0)
         allowed = "authorised" if partner.authorised_to_migrate else "NOT authorised"
         return (f"partner {partner.system_id}: {allowed} to migrate, gateway "
                 f"{partner.attach_url}, identity {partner.partner_impu}")
 
     async def security_token(self) -> str:
         partner = self._partner_info()
-        await self.ue.request_security_token(
-            f"{self.net.systems[self.home.name].issuer}/token", partner.idms_audience)
+        await self.ue.request_security_token(f"{self.home.issuer}/token",
+                                             partner.idms_audience)
         return f"security token for {partner.idms_audience}"
 
     async def attach(self) -> str:
@@ -273,12 +212,12 @@ class ScenarioRunner:
         callee = self.partner.user(self.net.topology.ue(self.peer.name).user).mcptt_id
         record = await client.private_call(callee, self.partner_registration)
         if record.invite_status != 200:
-            raise Refused(record.invite_status, "", "INVITE refused")
+            raise Refusal("", "INVITE refused", record.invite_status)
         if record.bye_status != 200:
-            raise Refused(record.bye_status, "", "BYE refused")
+            raise Refusal("", "BYE refused", record.bye_status)
         answered = self.peer.sip.calls_answered
         if not answered or answered[-1] != self.partner_registration.impu:
-            raise Refused(0, "", f"callee saw {answered}")
+            raise Refusal("", f"callee saw {answered}", 0)
         return f"INVITE 200, ACK, BYE 200; callee saw caller {answered[-1]}"
 
     async def short_data(self) -> str:
@@ -291,26 +230,24 @@ class ScenarioRunner:
         outcome = _sip_outcome(response)
         received = self.peer.sip.messages
         if not received or text.encode() not in received[-1].body:
-            raise Refused(0, "", "the message did not reach the callee")
+            raise Refusal("", "the message did not reach the callee", 0)
         return f"{outcome}; delivered to {target.mcptt_id}"
 
     def _partner_info(self) -> profiles.PartnerSystem:
         partner = self.ue.profile.partner(self.partner.name) if self.ue.profile else None
         if partner is None:
-            raise Refused(0, "profile", "no partner information in the user profile")
+            raise Refusal("profile", "no partner information in the user profile", 0)
         return partner
 
     # -- running ---------------------------------------------------------------
     async def run(self) -> ScenarioResult:
         expect = self.scenario.expect
         for step, title, clause, function in self.steps():
-            self.net.trace.set_step(f"{step}: {title}", clause)
+            self.net.steps.begin(f"{step}: {title}", clause)
             try:
                 detail = await function()
-            except IdmError as exc:
-                refusal: Refused | None = Refused(exc.status, exc.error, exc.description)
-            except Refused as exc:
-                refusal = exc
+            except Refusal as exc:
+                refusal: Refusal | None = exc
             else:
                 refusal = None
             if refusal is None:
@@ -318,21 +255,21 @@ class ScenarioRunner:
                 continue
             if expect is not None and expect.step == step:
                 ok = (refusal.status == expect.status and expect.error in refusal.error and
-                      expect.reason in refusal.reason)
-                text = f"refused: {refusal.status} {refusal.error} ({refusal.reason})"
+                      expect.reason in refusal.description)
+                text = f"refused: {refusal.status} {refusal.error} ({refusal.description})"
                 self.result.verdicts.append(Verdict(
                     step, title, clause, ok, ("as expected, " if ok else "NOT as expected, ")
                     + text))
                 break
             self.result.verdicts.append(Verdict(step, title, clause, False,
                                                 f"{refusal.status} {refusal.error} "
-                                                f"{refusal.reason}"))
+                                                f"{refusal.description}"))
             break
         else:
             if expect is not None:
                 self.result.verdicts.append(Verdict(expect.step, "expected refusal", "", False,
                                                     "the scenario was never refused"))
-        self.net.trace.set_step("")
+        self.net.steps.begin("")
         return self.result
 
     def capture_verdict(self) -> Verdict:
@@ -350,26 +287,6 @@ class ScenarioRunner:
                            f"{len(found)} packets between the systems")
         detail = f"{len(found)} packets between {sorted(self.home.hosts)} and " \
                  f"{sorted(self.partner.hosts)} in {path.name}"
-        if self.net.capture is None:  # the application tap sees SIP, not HTTPS
+        if self.net.kernel_capture is None:  # the application tap sees SIP, not HTTPS
             detail += " (application-level tap: SIP only)"
         return Verdict("capture", title, clause, not found, detail)
-
-
-def forge(token: str) -> str:
-    """Re-sign ``token``'s header and claims with a key nobody provisioned (a forgery)."""
-    import base64
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    header, payload, _ = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["scope"] = claims.get("scope", "") + " 3gpp:mc:ptt_key_management_service"
-    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    signature = key.sign(f"{header}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
-
-
-def options_for(scenario: Scenario, **overrides: Any) -> NetworkOptions:
-    return NetworkOptions(**{**scenario.options, **overrides})

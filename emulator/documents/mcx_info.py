@@ -17,7 +17,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .xmlsafe import XmlError, parse_xml
+from .xmlsafe import XmlError
+from .xmlsafe import parse_xml
 
 
 @dataclass(frozen=True)

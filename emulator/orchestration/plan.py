@@ -1,0 +1,261 @@
+"""From a topology and a scenario's faults to one frozen plan per node: a pure function.
+
+:func:`plan_network` reads nothing and starts nothing.  It names every
+address, listener, peer and credential path (in the layout of
+:mod:`emulator.keystore`, under the run directory) and applies the
+scenario's :class:`Faults` as data: a partner MC server planned with no
+migrant identities, an IdMS whose security tokens are born expired.  The
+PKI step (:mod:`.provisioning`) then writes the files the plans name, and
+the runner starts the plans in order.
+
+Plans come out in start order: per MC system its IdMS, CMS, MC server and
+SIP core, then the local PLMN gateway, then the UEs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emulator.documents import profile as profiles
+from emulator.identity.oidc import MigrationProfile
+from emulator.identity.oidc import OidcClient
+from emulator.keystore import SystemFiles
+from emulator.topology.model import McSystem
+from emulator.topology.model import Node
+from emulator.topology.model import Topology
+from emulator.topology.model import UeSpec
+from emulator.topology.model import UserSpec
+from nodes.plan import Account
+from nodes.plan import CmsOptions
+from nodes.plan import Credentials
+from nodes.plan import GatewayOptions
+from nodes.plan import IdmsOptions
+from nodes.plan import Listener
+from nodes.plan import McServerOptions
+from nodes.plan import NodePlan
+from nodes.plan import Peer
+from nodes.plan import SipCoreOptions
+from nodes.plan import UeOptions
+
+PARTNER_MODES = ("normal", "direct", "interconnection")
+EXPIRED_SECURITY_TOKEN_LIFETIME = -120
+"""Seconds: beyond the 30 s leeway of 33.180 B.2.1, so the partner must refuse."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """How a scenario departs from the seed; the defaults depart in nothing."""
+
+    provision_mode: str = "normal"
+    """The out-of-band step: normal, withhold or corrupt (33.180 §5.1.4.2)."""
+    partner_mode: str = "normal"
+    """normal, direct (non-normative: the MC servers check security tokens themselves) or
+    interconnection (23.280 §10.6.3 baseline: the partner MC server asks the primary's)."""
+    drop_migration_profiles: bool = False
+    """The partner MC server lacks the migration profile of the migrating user."""
+    deny_migration: bool = False
+    """The primary profile does not authorise migration."""
+    expired_security_tokens: bool = False
+    """The primary IdMS issues security tokens that are already expired."""
+
+
+def plan_network(topology: Topology, faults: Faults, run_dir: Path) -> tuple[NodePlan, ...]:
+    """Every node's plan, in start order.  ``run_dir`` only prefixes the file paths."""
+    if faults.partner_mode not in PARTNER_MODES:
+        raise ValueError(f"partner_mode must be one of {', '.join(PARTNER_MODES)}")
+    planner = _Planner(topology, faults, run_dir)
+    plans: list[NodePlan] = []
+    for system in topology.systems:
+        plans += planner.system(system)
+    plans.append(planner.gateway())
+    plans += [planner.ue(spec) for spec in topology.ues]
+    return tuple(plans)
+
+
+def pki_names(topology: Topology) -> list[str]:
+    """Whose credentials the PKI step makes: every MC system, and the local PLMN."""
+    return [*(s.name for s in topology.systems), topology.local_plmn.name]
+
+
+class _Planner:
+    """The derivations :func:`plan_network` shares between nodes."""
+
+    def __init__(self, topology: Topology, faults: Faults, run_dir: Path) -> None:
+        self.topology = topology
+        self.faults = faults
+        self.pki = run_dir / "pki"
+        self.keylog = str(run_dir / "tls-keys.log")
+        self.trusted_cas = tuple(str(SystemFiles(self.pki, name).ca_certificate)
+                                 for name in pki_names(topology))
+
+    # -- shared pieces -------------------------------------------------------------
+    def transport(self, a: str, b: str) -> str:
+        return self.topology.link_transport(a, b) or "udp"
+
+    def sip_peer(self, node: Node, role: str, towards: str) -> Peer:
+        """``node`` as seen from ``towards``: on their link's transport and its port."""
+        assert node.sip is not None
+        transport = self.transport(towards, node.qualified_name)
+        return Peer(node.qualified_name, role, transport, node.host,
+                    node.sip.port_for(transport))
+
+    @staticmethod
+    def listeners(node: Node) -> tuple[Listener, ...]:
+        out = []
+        if node.sip is not None:
+            out += [Listener(t, node.host, node.sip.port_for(t)) for t in node.sip.transports]
+        if node.https_port is not None:
+            out.append(Listener("https", node.host, node.https_port))
+        return tuple(out)
+
+    def credentials(self, system: str, node: str, *, signing: bool = False,
+                    signing_key: bool = False, trust: bool = False,
+                    tls_client: bool = False) -> Credentials:
+        files = SystemFiles(self.pki, system)
+        return Credentials(
+            tls_certificate=str(files.tls_certificate(node)), tls_key=str(files.tls_key(node)),
+            trusted_cas=self.trusted_cas if tls_client else (),
+            system_ca=str(files.ca_certificate) if signing else None,
+            signing_certificate=str(files.signing_certificate) if signing else None,
+            signing_key=str(files.signing_key) if signing_key else None,
+            trust_dir=str(files.trust) if trust else None, keylog=self.keylog)
+
+    def migration_profiles(self, system: McSystem) -> tuple[MigrationProfile, ...]:
+        """The partner's provisioned profiles: the partner-assigned IDs (23.280 §10.16.5.1)."""
+        out = []
+        for p in system.migration_profiles:
+            primary = self.topology.system(p.primary)
+            ids = {k: v for k, v in (("mcptt_id", p.partner_identity),
+                                     ("mcdata_id", p.partner_mcdata_id),
+                                     ("mcvideo_id", p.partner_mcvideo_id)) if v}
+            out.append(MigrationProfile(primary.issuer, primary.user(p.user).mcptt_id,
+                                        f"{p.user}.visitor", ids))
+        return tuple(out)
+
+    # -- an MC system ----------------------------------------------------------------
+    def system(self, system: McSystem) -> list[NodePlan]:
+        return [self.idms(system), self.cms(system), self.mc_server(system),
+                self.sip_core(system)]
+
+    def idms(self, system: McSystem) -> NodePlan:
+        node = system.node("idms")
+        accounts = tuple(Account(
+            u.name, u.password, u.mc_ids,
+            migration_targets=() if self.faults.deny_migration else
+            tuple(self.topology.system(t).issuer for t in u.migrate_to)) for u in system.users)
+        lifetime = EXPIRED_SECURITY_TOKEN_LIFETIME if self.faults.expired_security_tokens \
+            else IdmsOptions.security_token_lifetime
+        options = IdmsOptions(
+            issuer=system.issuer, title=f"{system.name} IdMS",
+            resource_audience=f"sip:{system.domain}",
+            clients=(OidcClient(self.topology.oidc_client_id,
+                                (self.topology.oidc_redirect_uri,)),),
+            accounts=accounts, migration_profiles=self.migration_profiles(system),
+            security_token_lifetime=lifetime)
+        return NodePlan(node.qualified_name, "idms", system.name, node.host,
+                        self.listeners(node), options,
+                        self.credentials(system.name, node.name, signing=True,
+                                         signing_key=True, trust=True))
+
+    def cms(self, system: McSystem) -> NodePlan:
+        node = system.node("cms")
+        user_profiles = [self.user_profile(system, u) for u in system.users]
+        user_profiles += [profiles.UserProfile(
+            p.partner_identity, 1, f"{p.user} (migrated)", p.partner_identity,
+            self.topology.system(p.primary).organization, migration_for=m.primary_mcptt_id)
+            for p, m in zip(system.migration_profiles, self.migration_profiles(system),
+                            strict=True)]
+        options = CmsOptions(system.issuer, f"sip:{system.domain}", tuple(user_profiles))
+        return NodePlan(node.qualified_name, "cms", system.name, node.host,
+                        self.listeners(node), options,
+                        self.credentials(system.name, node.name, signing=True),
+                        after=(system.node("idms").qualified_name,))
+
+    def user_profile(self, system: McSystem, user: UserSpec) -> profiles.UserProfile:
+        """The user's profile (24.484), naming each partner it may migrate to."""
+        partners = tuple(p for p in (self.partner_access(system, user, target)
+                                     for target in user.migrate_to) if p is not None)
+        return profiles.UserProfile(user.mcptt_id, 1, user.name.capitalize(), user.mcptt_id,
+                                    system.organization, partners)
+
+    def partner_access(self, system: McSystem, user: UserSpec, target: str
+                       ) -> profiles.PartnerSystem | None:
+        """How to reach ``target`` from its local PLMN (project-defined profile elements)."""
+        partner = self.topology.system(target)
+        plmn = self.topology.local_plmn
+        migration = next((p for p in partner.migration_profiles
+                          if p.user == user.name and p.primary == system.name), None)
+        if migration is None or plmn.serves != target:
+            return None
+        gateway = plmn.gateway
+        assert gateway.sip is not None and gateway.https_url is not None
+        transport = self.transport(gateway.qualified_name, f"{target}.sip-core")
+        ue = next((u for u in self.topology.ues if u.user == user.name), None)
+        ue_transport = (self.topology.link_transport(ue.name, gateway.qualified_name)
+                        if ue else None) or transport
+        return profiles.PartnerSystem(
+            system_id=target, authorised_to_migrate=not self.faults.deny_migration,
+            plmn_id=plmn.plmn_id, attach_url=f"{gateway.https_url}/attach",
+            sip_core_host=gateway.host, sip_core_port=gateway.sip.port_for(ue_transport),
+            sip_transport=ue_transport, sip_domain=partner.domain,
+            partner_impu=migration.partner_identity,
+            partner_impi=migration.partner_identity.removeprefix("sip:"),
+            idms_token_endpoint=f"{partner.issuer}/token", idms_audience=partner.issuer)
+
+    def mc_server(self, system: McSystem) -> NodePlan:
+        node, core = system.node("mc-server"), system.node("sip-core")
+        mode = self.faults.partner_mode
+        peers = [self.sip_peer(core, "sip-core", node.qualified_name)]  # third-party REGISTER
+        if mode == "interconnection":
+            if system.migration_profiles:
+                # The partner's link to the primary MC server: the baseline's interconnection.
+                primary = self.topology.system(system.migration_profiles[0].primary)
+                peers.append(self.sip_peer(primary.node("mc-server"), "mc-server",
+                                           node.qualified_name))
+            else:
+                mode = "normal"
+        options = McServerOptions(
+            issuer=system.issuer, audience=f"sip:{system.domain}", mode=mode,
+            migration_profiles=self.migration_profiles(system),
+            migrant_identities=() if self.faults.drop_migration_profiles else tuple(
+                p.partner_identity for p in system.migration_profiles),
+            allowed_partners={u.mcptt_id: u.migrate_to for u in system.users})
+        return NodePlan(node.qualified_name, "mc-server", system.name, node.host,
+                        self.listeners(node), options,
+                        self.credentials(system.name, node.name, signing=True,
+                                         trust=mode == "direct", tls_client=True),
+                        tuple(peers))
+
+    def sip_core(self, system: McSystem) -> NodePlan:
+        node, mc = system.node("sip-core"), system.node("mc-server")
+        peers = [self.sip_peer(mc, "mc-server", node.qualified_name)]
+        plmn = self.topology.local_plmn
+        if plmn.serves == system.name:  # the P-CSCF is in the trust domain (RFC 3325)
+            peers.append(self.sip_peer(plmn.gateway, "gateway", node.qualified_name))
+        return NodePlan(node.qualified_name, "sip-core", system.name, node.host,
+                        self.listeners(node), SipCoreOptions(system.domain),
+                        self.credentials(system.name, node.name, tls_client=True),
+                        tuple(peers), after=(mc.qualified_name,))
+
+    # -- the local PLMN and the UEs ----------------------------------------------------
+    def gateway(self) -> NodePlan:
+        plmn = self.topology.local_plmn
+        node = plmn.gateway
+        core = self.topology.system(plmn.serves).node("sip-core")
+        options = GatewayOptions(plmn.name, plmn.plmn_id, plmn.ue_pool)
+        return NodePlan(node.qualified_name, "gateway", plmn.name, node.host,
+                        self.listeners(node), options,
+                        self.credentials(plmn.name, node.name, tls_client=True),
+                        (self.sip_peer(core, "sip-core", node.qualified_name),),
+                        after=(core.qualified_name,))
+
+    def ue(self, spec: UeSpec) -> NodePlan:
+        user = self.topology.system(spec.home).user(spec.user)
+        transport = self.transport(spec.name, f"{spec.home}.sip-core")
+        options = UeOptions(user.name, user.password, self.topology.oidc_client_id,
+                            self.topology.oidc_redirect_uri)
+        return NodePlan(spec.name, "ue", spec.home, spec.host,
+                        (Listener(transport, spec.host, 0),), options,
+                        Credentials(trusted_cas=self.trusted_cas, keylog=self.keylog),
+                        after=(self.topology.local_plmn.gateway.qualified_name,))

@@ -1,0 +1,89 @@
+"""Building requests: the one place a request's header block is written.
+
+RFC 3261 §8.1.1 names the headers every request carries: Via, Max-Forwards,
+From (with a tag), To, Call-ID and CSeq, plus the route set as Route.
+:func:`new_request` writes them in one order for every role; a dialog
+(:mod:`emulator.sip.dialog`) uses it for in-dialog requests, and the
+transaction layer and proxies use :func:`non_2xx_ack` and :func:`cancel_for`,
+which copy what §17.1.1.3 and §9.1 say to copy from the INVITE.
+
+Pure code: random identifiers come from :mod:`secrets`, nothing else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from .headers import BRANCH_MAGIC_COOKIE
+from .headers import Headers
+from .headers import NameAddress
+from .headers import Via
+from .message import Request
+from .message import Response
+from .uri import URI
+
+
+def new_branch() -> str:
+    """A fresh Via branch with the RFC 3261 magic cookie (§8.1.1.7)."""
+    return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    """A From/To tag: random, at least 32 bits (§19.3)."""
+    return secrets.token_hex(4)
+
+
+def new_call_id(host: str) -> str:
+    """A globally unique Call-ID, ``random@host`` (§8.1.1.4)."""
+    return f"{secrets.token_hex(10)}@{host}"
+
+
+def new_request(method: str, uri: URI, *, via: Via, from_: NameAddress, to: NameAddress,
+                call_id: str, cseq: int = 1, routes: Iterable[object] = (),
+                max_forwards: int = 70) -> Request:
+    """A request with the §8.1.1 header block, ready for more headers and a body.
+
+    ``from_`` gets a fresh tag unless it has one (§8.1.1.3: the UAC always
+    tags From).  ``routes`` become Route headers in order (§8.1.2 loose
+    routing: the first is the next hop).
+    """
+    headers = Headers()
+    headers.add("Via", via)
+    headers.add("Max-Forwards", max_forwards)
+    for route in routes:
+        headers.add("Route", route)
+    headers.add("From", from_ if from_.tag else from_.with_tag(new_tag()))
+    headers.add("To", to)
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", f"{cseq} {method}")
+    return Request(method, uri, headers)
+
+
+def _from_invite(method: str, invite: Request, to: str | None) -> Request:
+    """ACK or CANCEL for ``invite``: its Request-URI, top Via, Route, From, Call-ID, CSeq number."""
+    headers = Headers()
+    headers.add("Via", invite.headers.values("Via")[0])
+    headers.add("Max-Forwards", 70)
+    for route in invite.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("From", invite.headers.get("From"))
+    headers.add("To", to if to is not None else invite.headers.get("To"))
+    headers.add("Call-ID", invite.call_id)
+    headers.add("CSeq", f"{invite.cseq.seq} {method}")
+    return Request(method, invite.uri, headers)
+
+
+def non_2xx_ack(invite: Request, response: Response) -> Request:
+    """The ACK a client INVITE transaction sends for a non-2xx final (§17.1.1.3).
+
+    Same branch (the INVITE's top Via), the response's To (with its tag).
+    """
+    ack = _from_invite("ACK", invite, response.headers.get("To"))
+    ack.headers.add("Content-Length", 0)
+    return ack
+
+
+def cancel_for(invite: Request) -> Request:
+    """The CANCEL for a pending INVITE (§9.1): same top Via, so the next hop matches it."""
+    return _from_invite("CANCEL", invite, None)

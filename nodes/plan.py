@@ -1,0 +1,244 @@
+"""What a node is built from: a frozen :class:`NodePlan`, serialisable as JSON.
+
+A plan holds names, addresses, listeners, paths to credentials, peers and
+role options: never a live object (no socket, context, key or callback).
+The orchestration derives every plan from the topology and a scenario's
+faults (``emulator.orchestration.plan``); a role reads only its plan.  The
+same JSON starts a node in this process, in its own process, or in a
+container (``NodePlan.from_json``).
+
+Role options are one dataclass per role (:data:`ROLE_OPTIONS`); in JSON they
+carry their class name as ``kind``.  Faults
+never appear here as flags: the planner has already applied them, e.g. a
+partner MC server planned with no migrant identities.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import cattrs
+from cattrs.strategies import configure_tagged_union
+from cattrs.v import format_exception
+
+from emulator.documents.profile import UserProfile
+from emulator.identity.oidc import MigrationProfile
+from emulator.identity.oidc import OidcClient
+from emulator.sip.events import Address
+
+ROLES = ("idms", "cms", "mc-server", "sip-core", "gateway", "ue")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket the node listens on: ``protocol`` is udp, tcp, tls (SIP) or https.
+
+    Port 0 lets the kernel choose (a UE's SIP port); ``state()`` reports the real one.
+    """
+
+    protocol: str
+    host: str
+    port: int
+
+    @property
+    def is_sip(self) -> bool:
+        return self.protocol in ("udp", "tcp", "tls")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another node this one sends to or trusts, reached on ``transport`` at host:port."""
+
+    name: str
+    role: str
+    transport: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> Address:
+        return Address(self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Paths to what the node proves and trusts (layout: ``emulator.keystore``)."""
+
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+    """The node's TLS server credential (HTTPS, SIP over TLS)."""
+    trusted_cas: tuple[str, ...] = ()
+    """CA certificates the node trusts as a TLS client."""
+    system_ca: str | None = None
+    """The node's own MC system CA: the anchor of its IdMS signing certificate."""
+    signing_certificate: str | None = None
+    """The own IdMS signing certificate, to verify the own system's tokens."""
+    signing_key: str | None = None
+    """Held by the IdMS only: it signs the tokens."""
+    trust_dir: str | None = None
+    """Other systems' IdMS certificates, provisioned out of band (33.180 §5.1.4.2)."""
+    keylog: str | None = None
+    """Where TLS secrets go, so the capture can be decrypted."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An MC service user of an IdMS; the IdMS stores only a hash of ``password``."""
+
+    username: str
+    password: str
+    mc_ids: dict[str, str]
+    """mcptt_id / mcdata_id / mcvideo_id (33.180 B.2.1)."""
+    migration_targets: tuple[str, ...] = ()
+    """Partner IdMS issuers the user's profile authorises migration to."""
+
+
+@dataclass(frozen=True)
+class IdmsOptions:
+    issuer: str
+    title: str
+    resource_audience: str
+    """aud of the access tokens: the MC system's resource servers (project-defined)."""
+    clients: tuple[OidcClient, ...]
+    accounts: tuple[Account, ...]
+    migration_profiles: tuple[MigrationProfile, ...] = ()
+    """Partner role: the provisioned profiles of users who may migrate here."""
+    security_token_lifetime: int = 600
+    """Seconds a security token lives (33.180 B.7.2); negative makes them born expired."""
+
+
+@dataclass(frozen=True)
+class CmsOptions:
+    issuer: str
+    """The own IdMS, whose access tokens the CMS accepts (RFC 6750)."""
+    audience: str
+    profiles: tuple[UserProfile, ...]
+
+
+@dataclass(frozen=True)
+class McServerOptions:
+    issuer: str
+    audience: str
+    mode: str = "normal"
+    """normal, direct (non-normative) or interconnection (23.280 §10.6.3 baseline)."""
+    migration_profiles: tuple[MigrationProfile, ...] = ()
+    """Who may migrate here, and their partner-assigned MC service IDs."""
+    migrant_identities: tuple[str, ...] = ()
+    """Partner MCPTT IDs whose migration profile this MC server holds."""
+    allowed_partners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Primary role (interconnection baseline): MCPTT ID -> systems it may migrate to."""
+
+
+@dataclass(frozen=True)
+class SipCoreOptions:
+    domain: str
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    plmn: str
+    plmn_id: str
+    ue_pool: tuple[str, ...]
+    """Addresses handed out on attach."""
+
+
+@dataclass(frozen=True)
+class UeOptions:
+    username: str
+    password: str
+    client_id: str
+    redirect_uri: str
+
+
+RoleOptions = (IdmsOptions | CmsOptions | McServerOptions | SipCoreOptions | GatewayOptions
+               | UeOptions)
+ROLE_OPTIONS: Mapping[str, type] = {
+    "idms": IdmsOptions, "cms": CmsOptions, "mc-server": McServerOptions,
+    "sip-core": SipCoreOptions, "gateway": GatewayOptions, "ue": UeOptions}
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """Everything one node needs to start, as plain data."""
+
+    name: str
+    """Qualified name, e.g. ``partner.sip-core``; captures and ladders show it."""
+    role: str
+    system: str
+    """The MC system, local PLMN or (for a UE) home system the node belongs to."""
+    host: str
+    listeners: tuple[Listener, ...]
+    options: RoleOptions
+    credentials: Credentials = Credentials()
+    peers: tuple[Peer, ...] = ()
+    after: tuple[str, ...] = ()
+    """Nodes that must be ready before this one starts."""
+
+    def __post_init__(self) -> None:
+        expected = ROLE_OPTIONS.get(self.role)
+        if expected is None:
+            raise ValueError(f"{self.name}: unknown role {self.role!r}")
+        if not isinstance(self.options, expected):
+            raise ValueError(f"{self.name}: a {self.role} takes {expected.__name__}")
+
+    def peer(self, role: str) -> Peer | None:
+        """The first peer with ``role``."""
+        return next((p for p in self.peers if p.role == role), None)
+
+    def peers_of(self, role: str) -> tuple[Peer, ...]:
+        return tuple(p for p in self.peers if p.role == role)
+
+    @property
+    def sip_listeners(self) -> tuple[Listener, ...]:
+        return tuple(listener for listener in self.listeners if listener.is_sip)
+
+    def listener(self, protocol: str) -> Listener | None:
+        return next((item for item in self.listeners if item.protocol == protocol), None)
+
+    # -- JSON ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = _CONVERTER.unstructure(self)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodePlan:
+        """The plan ``to_dict`` gave; raises ValueError saying what is wrong."""
+        try:
+            plan: NodePlan = _CONVERTER.structure(data, cls)
+        except cattrs.BaseValidationError as exc:
+            errors = cattrs.transform_error(exc, format_exception=_format_error)
+            raise ValueError("not a node plan: " + "; ".join(errors)) from None
+        return plan
+
+    @classmethod
+    def from_json(cls, text: str) -> NodePlan:
+        return cls.from_dict(json.loads(text))
+
+
+def _format_error(exc: BaseException, kind: type | None) -> str:
+    if type(exc) in (ValueError, TypeError):
+        return str(exc)
+    return format_exception(exc, kind)
+
+
+def _exactly(kind: type) -> Any:
+    """A strict hook: cattrs would otherwise turn 5 into "5" or "5" into 5."""
+    def structure(value: Any, _: type) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+    return structure
+
+
+_CONVERTER = cattrs.Converter(forbid_extra_keys=True)
+for _kind in (str, int, bool):
+    _CONVERTER.register_structure_hook(_kind, _exactly(_kind))
+# The options carry their class name ("kind"), checked against the role by __post_init__.
+configure_tagged_union(RoleOptions, _CONVERTER, tag_name="kind")

@@ -1,0 +1,101 @@
+"""The runner owns what it starts: dependency order, readiness, reverse stop, errors.
+
+Driven with fake nodes, so the order of events is exact and nothing listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from emulator.orchestration import StepLog
+from emulator.orchestration import run_nodes
+from emulator.orchestration import start_order
+from nodes import Listener
+from nodes import NodePlan
+from nodes import SipCoreOptions
+
+
+def plan(name: str, after: tuple[str, ...] = ()) -> NodePlan:
+    return NodePlan(name, "sip-core", "test", "127.0.0.1",
+                    (Listener("udp", "127.0.0.1", 0),), SipCoreOptions("x"), after=after)
+
+
+class FakeNode:
+    """Records its life in ``log``; may fail to start, or be slow to become ready."""
+
+    def __init__(self, plan: NodePlan, log: list[str], *, fail: bool = False) -> None:
+        self.plan = plan
+        self.log = log
+        self.fail = fail
+        self.ready_event = asyncio.Event()
+
+    async def start(self) -> None:
+        self.log.append(f"start {self.plan.name}")
+        if self.fail:
+            raise OSError(f"{self.plan.name}: address in use")
+        asyncio.get_running_loop().call_soon(self.ready_event.set)  # ready a little later
+
+    async def ready(self) -> None:
+        await self.ready_event.wait()
+        self.log.append(f"ready {self.plan.name}")
+
+    async def stop(self) -> None:
+        self.log.append(f"stop {self.plan.name}")
+
+    def state(self) -> dict[str, Any]:
+        return {"name": self.plan.name}
+
+
+def test_start_order_respects_after_and_keeps_the_given_order() -> None:
+    plans = [plan("ue", after=("gw",)), plan("core"), plan("gw", after=("core",)), plan("idms")]
+    assert [p.name for p in start_order(plans)] == ["core", "gw", "ue", "idms"]
+    with pytest.raises(ValueError, match="cycle"):
+        start_order([plan("a", after=("b",)), plan("b", after=("a",))])
+    with pytest.raises(ValueError, match="not planned"):
+        start_order([plan("a", after=("ghost",))])
+
+
+async def test_each_node_is_ready_before_the_next_starts_and_stops_in_reverse() -> None:
+    log: list[str] = []
+    plans = [plan("core"), plan("gw", after=("core",)), plan("ue", after=("gw",))]
+    async with run_nodes(plans, lambda p: FakeNode(p, log)) as runner:
+        assert list(runner.nodes) == ["core", "gw", "ue"]
+        assert runner.state() == {n: {"name": n} for n in ("core", "gw", "ue")}
+        log.append("running")
+    assert log == ["start core", "ready core", "start gw", "ready gw", "start ue", "ready ue",
+                   "running", "stop ue", "stop gw", "stop core"]
+
+
+async def test_a_node_that_cannot_start_stops_those_already_started() -> None:
+    log: list[str] = []
+    plans = [plan("core"), plan("gw"), plan("ue")]
+    with pytest.raises(BaseExceptionGroup) as failed:
+        async with run_nodes(plans, lambda p: FakeNode(p, log, fail=p.name == "gw")):
+            log.append("body ran")  # never: the topology did not come up
+    assert failed.group_contains(OSError, match="gw: address in use")
+    assert "body ran" not in log and "start ue" not in log
+    assert log.index("stop core") > log.index("start gw")  # core is stopped, not leaked
+
+
+async def test_a_failure_in_the_body_still_stops_every_node() -> None:
+    log: list[str] = []
+    with pytest.raises(BaseExceptionGroup) as failed:
+        async with run_nodes([plan("a"), plan("b")], lambda p: FakeNode(p, log)):
+            raise KeyError("scenario bug")
+    assert failed.group_contains(KeyError)
+    assert log[-2:] == ["stop b", "stop a"]
+
+
+def test_step_log_labels_by_time_and_measures_spans() -> None:
+    steps = StepLog()
+    steps.begin("attach: A", "clause 1", at=10.0)
+    steps.begin("partner-register: R", "clause 2", at=10.5)
+    steps.begin("private-call: C", at=10.75)
+    assert steps.label(9.0) == ("", "")
+    assert steps.label(10.2) == ("attach: A", "clause 1")
+    assert steps.label(10.6) == ("partner-register: R", "clause 2")
+    assert steps.span("attach:", "partner-register:") == pytest.approx(0.75)
+    assert steps.span("attach:", "never:") is None
