@@ -164,7 +164,11 @@ class SipCore(SipNode):
         response = registered_response(request, registered, now=now, to_tag=tag,
                                        date=formatdate(usegmt=True))
         if registered.bindings:  # 24.229 §5.4.1.2.2
-            response.headers.add("Service-Route", NameAddress(self.uri("orig")))
+            # On the transport the REGISTER came over: the link the P-CSCF (or the UE)
+            # will route originating requests on.
+            transport = request.top_via.transport.lower()
+            response.headers.add("Service-Route", NameAddress(self.uri("orig",
+                                                                       transport=transport)))
             response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
         self.endpoint.send_response(response, transaction)
 

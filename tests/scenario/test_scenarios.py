@@ -44,11 +44,15 @@ async def test_default_scenario_passes_on_every_transport(mcx_topology: Topology
     # The ladder, read back from the capture, shows the migration steps with their clauses.
     assert "TR 23.700-90 7.X.2 steps 1-2" in report.ladder
     assert report.capture is not None
-    messages = {(m.source, m.destination, m.label) for m in extract(report.capture)}
+    extracted = extract(report.capture)
+    messages = {(m.source, m.destination, m.label) for m in extracted}
     assert ("ue-alice", "visited-plmn.gateway", "REGISTER") in messages
     if ROOT_CAPTURE:  # HTTPS is in kernel captures only
         assert ("ue-alice", "partner.idms", "POST /token (jwt-bearer)") in messages
         assert "POST /token (jwt-bearer)" in report.ladder
+        # --transport means every SIP link: the in-dialog and originating requests the
+        # gateway routes by the Service-Route included (24.229 §5.2.6.3.2).
+        assert {m.transport for m in extracted if m.protocol == "SIP"} == {transport}
         assert _verdict(report, "capture").passed
         assert "0 packets between" in _verdict(report, "capture").detail
     if ROOT_CAPTURE and shutil.which("tshark"):
