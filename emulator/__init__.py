@@ -2,9 +2,10 @@
 
 Layers, each importing only those below it (``tests/test_layers.py`` checks):
 
-1. sans-IO cores: :mod:`emulator.sip`, :mod:`emulator.identity`,
-   :mod:`emulator.topology`, :mod:`emulator.documents`, :mod:`emulator.capture`
-   and :mod:`emulator.refusal`;
+1. cores, which open no socket and know no role: :mod:`emulator.sip`,
+   :mod:`emulator.identity`, :mod:`emulator.documents`, :mod:`emulator.topology`
+   and :mod:`emulator.refusal` (strictly sans-IO), and :mod:`emulator.capture`
+   (capture files, tcpdump and tshark);
 2. I/O: :mod:`emulator.transport` (sockets) and :mod:`emulator.keystore` (files);
 3. roles: the ``nodes`` package;
 4. :mod:`emulator.orchestration`: plans, runner, network, scenarios;

@@ -13,7 +13,9 @@
 TOPOLOGY is a file, or the name of a shipped topology (``default``).  A run
 prints the ladder (read back from its capture: who sent what to whom, with
 each step's spec clause) and a verdict table, writes its captures under
-pcaps/<run-id>/, and exits 0 if and only if every verdict holds.  Logging
+pcaps/<run-id>/ (under the current directory, or the temporary directory when
+the current one is not writable), and exits 0 if and only if every verdict
+holds.  Logging
 is set up here and nowhere else.
 """
 
@@ -24,6 +26,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -260,6 +263,13 @@ def run_diff(args: argparse.Namespace) -> int:
     return 1
 
 
+def default_pcaps() -> Path:
+    """``./pcaps``; from a directory the user cannot write (``/``), a temporary one."""
+    if os.access(".", os.W_OK):
+        return Path("pcaps")
+    return Path(tempfile.gettempdir()) / "mcx-emulator" / "pcaps"
+
+
 # -- the parser ---------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcx-emulator", description=__doc__,
@@ -278,7 +288,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="a topology file, or a shipped topology's name (default)")
         sub.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
                          help="force every SIP link to this transport")
-        sub.add_argument("--pcaps", default="pcaps", help="where run directories go")
+        sub.add_argument("--pcaps", default=None,
+                         help="where run directories go (default: ./pcaps, or "
+                              "$TMPDIR/mcx-emulator/pcaps when . is not writable)")
     ladder = commands.add_parser("ladder", help="message sequence chart of a capture")
     ladder.add_argument("capture", help="a .pcapng/.pcap file or a run directory")
     ladder.add_argument("--format", choices=list(RENDERERS), default="text")
@@ -322,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return list_scenarios()
     if args.command is None:  # no subcommand: the default topology and scenario
         args = parser.parse_args(["run"])
+    if getattr(args, "pcaps", "") is None:
+        args.pcaps = str(default_pcaps())
     return COMMANDS[args.command](args)
 
 

@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from types import MappingProxyType
 from typing import Any
 
 import cattrs
@@ -31,6 +32,11 @@ from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
 
 ROLES = ("idms", "cms", "mc-server", "sip-core", "gateway", "ue")
+
+
+def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of a copy: a plan's mappings cannot change after it is made."""
+    return MappingProxyType(dict(mapping))
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,13 @@ class Account:
 
     username: str
     password: str
-    mc_ids: dict[str, str]
+    mc_ids: Mapping[str, str]
     """mcptt_id / mcdata_id / mcvideo_id (33.180 B.2.1)."""
     migration_targets: tuple[str, ...] = ()
     """Partner IdMS issuers the user's profile authorises migration to."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mc_ids", frozen(self.mc_ids))
 
 
 @dataclass(frozen=True)
@@ -129,8 +138,11 @@ class McServerOptions:
     """Who may migrate here, and their partner-assigned MC service IDs."""
     migrant_identities: tuple[str, ...] = ()
     """Partner MCPTT IDs whose migration profile this MC server holds."""
-    allowed_partners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    allowed_partners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Primary role (interconnection baseline): MCPTT ID -> systems it may migrate to."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_partners", frozen(self.allowed_partners))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
+from emulator.sip.registrar import SUPPORTED_EXTENSIONS
 from emulator.sip.registrar import LocationService
 from emulator.sip.registrar import Registered
 from emulator.sip.registrar import RegistrarPolicy
@@ -92,6 +93,9 @@ class SipCore(SipNode):
         if request.method == "REGISTER":
             self.on_register(request, source, transaction)
             return
+        if self.mc_server is None:
+            self.registrar_only(request, transaction)
+            return
         routes = request.routes
         popped = routes[0] if routes and self.is_mine(routes[0].uri) else None
         if popped is not None:
@@ -108,6 +112,15 @@ class SipCore(SipNode):
             self.terminating(request, transaction)
         else:
             self.originating(request, source, transaction)
+
+    def registrar_only(self, request: Request, transaction: TransactionKey) -> None:
+        """No MC server: a plain registrar, which answers OPTIONS (§11.2) and nothing else."""
+        allow = (("Allow", "REGISTER, OPTIONS"),)
+        if request.method == "OPTIONS":
+            self.reply(request, transaction, 200,
+                       headers=(*allow, ("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))))
+        else:
+            self.reply(request, transaction, 405, headers=allow)
 
     # -- registration ----------------------------------------------------------
     def on_register(self, request: Request, source: Address, transaction: TransactionKey

@@ -75,8 +75,12 @@ class SipNode(Readiness):
         """This node's own SIP URI on ``transport`` (Via-less identities: Contact,
         Record-Route, Path, Service-Route).  The one place a node names itself."""
         addresses = {address.transport: address for address in self.endpoint.addresses}
-        # A node without that transport names its first: its URI still reaches it.
-        local = addresses.get(transport) or next(iter(addresses.values()))
+        if not addresses:
+            raise RuntimeError(f"{self.name} is not listening yet")
+        local = addresses.get(transport)
+        if local is None:  # no such listener: name one it has, so the URI still reaches it
+            local = next(iter(addresses.values()))
+            transport = local.transport
         own: tuple[tuple[str, str | None], ...] = ()
         if transport != "udp":
             own += (("transport", transport),)

@@ -350,7 +350,6 @@ class UserEquipment:
         self.security_token: str | None = None
         self.partner_token: dict[str, object] | None = None
         self.visited_address: str | None = None
-        self.attach_info: dict[str, object] | None = None
 
     def __repr__(self) -> str:
         return f"<UserEquipment {self.name} {self.username}>"
@@ -408,7 +407,6 @@ class UserEquipment:
                     error = body if isinstance(body, dict) else {}
                     raise Refusal(str(error.get("error", "attach_refused")),
                                   str(error.get("error_description", body)), response.status)
-        self.attach_info = body
         self.visited_address = str(body["ue_address"])
         self.visited_sip = McClient(self.name, self.visited_address,
                                     transport or self.transport, tap=self._tap,

@@ -1,5 +1,10 @@
 """The dependency runs one way: cores <- I/O <- roles <- orchestration <- CLI.
 
+The cores open no socket and know no role; the SIP, identity, documents and
+topology model ones are strictly sans-IO (``tests/sip/test_sans_io.py``),
+while the capture one reads and writes capture files and runs tcpdump and
+tshark.
+
 Read from the source with :mod:`ast`, so an import hidden in a function body
 counts too.  A module may import its own layer and the layers below; every
 module of the project must belong to a layer, so a new package has to be
@@ -18,7 +23,7 @@ from tests.support.imports import module_name
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("sans-IO cores", ("emulator.sip", "emulator.identity", "emulator.topology",
+    ("cores", ("emulator.sip", "emulator.identity", "emulator.topology",
                        "emulator.documents", "emulator.capture", "emulator.refusal")),
     ("I/O: sockets and files", ("emulator.transport", "emulator.keystore")),
     ("roles", ("nodes",)),

@@ -11,6 +11,7 @@ import pytest
 from emulator.identity import issue_server_certificate
 from emulator.identity import make_ca
 from emulator.keystore import write_credential
+from emulator.sip import URI
 from emulator.sip import Address
 from emulator.sip import TimerConfig
 from emulator.transport import MemoryHub
@@ -143,3 +144,23 @@ async def test_in_memory_link_with_loss_recovers() -> None:
     assert dropped[0] == dropped[1]  # a retransmission is the same bytes (§17.1.2.2)
     await ua.stop()
     await core.stop()
+
+
+async def test_plain_registrar_answers_options_and_refuses_other_methods() -> None:
+    """With no MC server the SIP core is a plain registrar: OPTIONS gets 200 with what it
+    allows and supports (§11.2), any other method 405 with Allow (§21.4.6)."""
+    core = registrar("127.0.2.7", "udp")
+    ua = McClient("ue", "127.0.2.8", "udp")
+    await core.start()
+    await ua.start()
+    try:
+        target = core.endpoint.local("udp")
+        for method, status in (("OPTIONS", 200), ("INFO", 405)):
+            request = ua.new_request(method, URI("sip", host=DOMAIN), identity=ALICE)
+            response = await ua.endpoint.request(request, target)
+            assert response.status == status, method
+            assert response.headers.get("Allow") == "REGISTER, OPTIONS"
+            assert response.headers.get("Supported") == ("path" if status == 200 else None)
+    finally:
+        await ua.stop()
+        await core.stop()

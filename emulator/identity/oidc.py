@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from types import MappingProxyType
 from typing import Any
 
 from emulator.refusal import Refusal
@@ -127,6 +128,10 @@ class MigrationProfile:
     partner_username: str
     mc_ids: Mapping[str, str]
     scopes: tuple[str, ...] = MC_SCOPES
+
+    def __post_init__(self) -> None:
+        # Frozen means frozen: profiles travel in plans, which nothing may change.
+        object.__setattr__(self, "mc_ids", MappingProxyType(dict(self.mc_ids)))
 
 
 @dataclass

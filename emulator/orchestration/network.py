@@ -122,6 +122,20 @@ class Network:
             self.capture_method = TAP_METHOD
 
     async def stop(self) -> None:
+        """Stop every node, stop the capture and publish it, even when cancelled meanwhile.
+
+        A Ctrl-C that lands during the stop must not leave tcpdump running or the
+        capture unpublished: the clean-up runs to its end, then the cancellation
+        goes on.
+        """
+        cleanup = asyncio.create_task(self._stop(), name=f"stop {self.run_dir.name}")
+        try:
+            await asyncio.shield(cleanup)
+        except asyncio.CancelledError:
+            await cleanup
+            raise
+
+    async def _stop(self) -> None:
         # Attached UEs appear in the capture under their own names, not the pool's.
         for state in self.runner.state().values():
             self.names.update(state.get("attached", {}))

@@ -13,21 +13,28 @@ has the emulator installed::
 seed's faults (none), in a fresh run directory under pytest's ``tmp_path``,
 and stops it (finalising the capture) after the test.  ``mcx_topology``
 gives the loaded topology alone.
+
+``mcx_network`` is async, so it needs pytest-asyncio (``pip install
+'mcx-migration-emulator[pytest]'``); without it, pytest still runs every
+other test and this fixture says what is missing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from emulator.topology import topology_path
 
 from .network import Network
+
+# Missing, it is reported by the fixture, not by every pytest run in the environment.
+HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +47,15 @@ def mcx_topology(request: pytest.FixtureRequest) -> Topology:
     return load_topology(topology_path(request.config.getoption("--mcx-topology")))
 
 
-@pytest_asyncio.fixture
-async def mcx_network(mcx_topology: Topology, tmp_path: Path) -> AsyncIterator[Network]:
-    async with Network(mcx_topology, run_dir=tmp_path / "mcx-run") as network:
-        yield network
+if HAVE_PYTEST_ASYNCIO:
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture
+    async def mcx_network(mcx_topology: Topology, tmp_path: Path) -> AsyncIterator[Network]:
+        async with Network(mcx_topology, run_dir=tmp_path / "mcx-run") as network:
+            yield network
+else:
+    @pytest.fixture
+    def mcx_network() -> None:
+        pytest.fail("the mcx_network fixture needs pytest-asyncio: "
+                    "pip install 'mcx-migration-emulator[pytest]'", pytrace=False)

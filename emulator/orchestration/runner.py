@@ -4,9 +4,16 @@ Every node runs as one task of a single :class:`asyncio.TaskGroup`: the
 task starts the node, reports it ready, waits to be told to stop, and
 stops it.  The runner starts the plans in dependency order, waiting for
 each node to be ready before the next starts, and stops them in reverse.
-A node that fails to start, or fails later, fails the group, so its
-error reaches whoever runs the topology (trio's rule: every task has an
-owner, and exceptions always propagate).
+
+Errors (trio's rule: every task has an owner, and exceptions propagate):
+
+* a node that cannot start raises its error to whoever runs the topology,
+  after the nodes already started are stopped;
+* a node that cannot stop is logged, and the others still stop in order;
+* cancelling the start-up (Ctrl-C) stops what has started and cancels;
+* an in-process role has nothing to fail between start and stop; a task
+  that does (the next placements' supervised processes) fails the group,
+  which cancels the body and raises.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
-from contextlib import suppress
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -79,22 +85,29 @@ class Runner:
             await asyncio.wait([running.task])
 
 
-async def _serve(node: Node, started: asyncio.Future[None], stop: asyncio.Event) -> None:
-    """One node's lifetime: start, ready, wait for the word to stop, stop."""
+async def _serve(name: str, node: Node, started: asyncio.Future[None],
+                 stop: asyncio.Event) -> None:
+    """One node's lifetime: start, ready, wait for the word to stop, stop.
+
+    A failed start is handed to the starter through ``started``; the node is
+    stopped in any case, to close what a partial start opened.
+    """
     try:
-        await node.start()
-        await node.ready()
-    except BaseException as exc:
-        if not started.done():
-            started.set_exception(exc)
-        with suppress(Exception):  # close whatever the failed start had opened
-            await node.stop()
-        raise
-    started.set_result(None)
-    try:
+        try:
+            await node.start()
+            await node.ready()
+        except Exception as exc:
+            if not started.done():
+                started.set_exception(exc)
+            return
+        if not started.done():  # the starter may have been cancelled meanwhile
+            started.set_result(None)
         await stop.wait()
     finally:
-        await node.stop()
+        try:
+            await node.stop()
+        except Exception:
+            logger.exception("%s: stop failed", name)
 
 
 @asynccontextmanager
@@ -103,17 +116,24 @@ async def run_nodes(plans: Iterable[NodePlan], build: Builder) -> AsyncIterator[
     order = start_order(plans)
     runner = Runner()
     loop = asyncio.get_running_loop()
-    async with asyncio.TaskGroup() as group:
-        try:
-            for plan in order:
-                node = build(plan)
-                started: asyncio.Future[None] = loop.create_future()
-                stop = asyncio.Event()
-                task = group.create_task(_serve(node, started, stop), name=plan.name)
-                runner._running.append(_Running(node, stop, task))
-                await started
-                runner.nodes[plan.name] = node
-                logger.debug("%s ready", plan.name)
-            yield runner
-        finally:
-            await runner._stop_all()
+    try:
+        async with asyncio.TaskGroup() as group:
+            try:
+                for plan in order:
+                    node = build(plan)
+                    started: asyncio.Future[None] = loop.create_future()
+                    stop = asyncio.Event()
+                    task = group.create_task(_serve(plan.name, node, started, stop),
+                                             name=plan.name)
+                    runner._running.append(_Running(node, stop, task))
+                    await started
+                    runner.nodes[plan.name] = node
+                    logger.debug("%s ready", plan.name)
+                yield runner
+            finally:
+                await runner._stop_all()
+    except BaseExceptionGroup as group_error:
+        # The TaskGroup wraps even the body's own error; one error is raised as itself.
+        if len(group_error.exceptions) == 1:
+            raise group_error.exceptions[0] from None
+        raise

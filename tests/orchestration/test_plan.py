@@ -129,3 +129,17 @@ def test_a_broken_plan_is_refused_with_the_path(topology: Topology, change: dict
     with pytest.raises(ValueError, match="not a node plan") as refused:
         NodePlan.from_dict({**plan.to_dict(), **change})
     assert message in str(refused.value)
+
+
+def test_plans_cannot_change_once_made(topology: Topology) -> None:
+    plans = by_name(plan_network(topology, Faults(), RUN))
+    mc = plans["primary.mc-server"].options
+    assert isinstance(mc, McServerOptions)
+    with pytest.raises(TypeError):
+        mc.allowed_partners["sip:mallory@mcx.primary.example"] = ("partner",)  # type: ignore[index]
+    idms = plans["partner.idms"].options
+    assert isinstance(idms, IdmsOptions)
+    with pytest.raises(TypeError):
+        idms.migration_profiles[0].mc_ids["mcptt_id"] = "sip:mallory@x"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        idms.accounts[0].mc_ids["mcptt_id"] = "sip:mallory@x"  # type: ignore[index]

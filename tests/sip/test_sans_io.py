@@ -1,4 +1,5 @@
-"""The SIP core and the identity code stay sans-IO: no clocks, sockets, threads or event loops.
+"""The cores stay sans-IO: no clocks, sockets, threads or event loops in the SIP core, the
+identity code, the MC documents, the topology model and the refusal type.
 
 Checked statically with :mod:`ast`, so a forbidden import hidden in a function
 body is caught as well as one at the top of a module.
@@ -14,7 +15,7 @@ import emulator
 from tests.support.imports import imported_names
 
 PACKAGE_ROOT = Path(emulator.__file__).resolve().parent
-SANS_IO_PACKAGES = ["sip", "identity"]
+SANS_IO = ["sip", "identity", "documents", "topology", "refusal.py"]
 
 FORBIDDEN_MODULES = {"asyncio", "socket", "time", "scapy", "selectors", "ssl", "threading"}
 FORBIDDEN_PACKAGES = ("emulator.transport", "nodes")
@@ -22,8 +23,9 @@ FORBIDDEN_PACKAGES = ("emulator.transport", "nodes")
 
 def _modules() -> list[Path]:
     found: list[Path] = []
-    for package in SANS_IO_PACKAGES:
-        found.extend(sorted((PACKAGE_ROOT / package).rglob("*.py")))
+    for name in SANS_IO:
+        path = PACKAGE_ROOT / name
+        found.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
     return found
 
 
