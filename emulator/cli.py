@@ -2,8 +2,10 @@
 
     mcx-emulator                                 the default topology and scenario
     mcx-emulator run [TOPOLOGY] [--scenario NAME|all] [--transport udp|tcp|tls]
+                     [--placement inproc|proc]
     mcx-emulator --list-scenarios
-    mcx-emulator up [TOPOLOGY] --state-file FILE
+    mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc]
+    mcx-emulator node --plan FILE                a node process, started from its plan
     mcx-emulator provision --dir DIR --from A --to B --issuer URL [--mode ...]
     mcx-emulator ladder CAPTURE [--format text|mermaid|svg|html] [-o FILE]
     mcx-emulator diff CAPTURE_A CAPTURE_B
@@ -43,11 +45,13 @@ from emulator.identity.pki import issue_server_certificate
 from emulator.identity.pki import make_ca
 from emulator.keystore import load_trusted_issuers
 from emulator.keystore import write_credential
+from emulator.orchestration.placement import PLACEMENTS
 from emulator.orchestration.plan import plan_network
 from emulator.orchestration.provisioning import PROVISION_MODES
 from emulator.orchestration.provisioning import create_system
 from emulator.orchestration.provisioning import provision
 from emulator.orchestration.scenarios import SCENARIOS
+from emulator.orchestration.serve import run_node
 from emulator.orchestration.session import run_scenario
 from emulator.orchestration.session import serve
 from emulator.topology import Topology
@@ -180,7 +184,8 @@ def run_scenarios(args: argparse.Namespace) -> int:
         try:
             report = asyncio.run(run_scenario(topology, SCENARIOS[name],
                                               transport=args.transport,
-                                              pcap_root=Path(args.pcaps)))
+                                              pcap_root=Path(args.pcaps),
+                                              placement=args.placement))
         except KeyboardInterrupt:
             # asyncio.run cancelled the run; the network stopped and published its captures.
             print(f"interrupted: captures of the partial run are under {args.pcaps}/",
@@ -196,7 +201,7 @@ def run_up(args: argparse.Namespace) -> int:
     if topology is None:
         return 2
     return asyncio.run(serve(topology, Path(args.state_file), transport=args.transport,
-                             pcap_root=Path(args.pcaps)))
+                             pcap_root=Path(args.pcaps), placement=args.placement))
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -288,6 +293,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="a topology file, or a shipped topology's name (default)")
         sub.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
                          help="force every SIP link to this transport")
+        sub.add_argument("--placement", choices=PLACEMENTS, default="inproc",
+                         help="inproc: one process; proc: every infrastructure node its own "
+                              "process")
         sub.add_argument("--pcaps", default=None,
                          help="where run directories go (default: ./pcaps, or "
                               "$TMPDIR/mcx-emulator/pcaps when . is not writable)")
@@ -298,6 +306,9 @@ def _parser() -> argparse.ArgumentParser:
     diff = commands.add_parser("diff", help="compare two runs' message sequences")
     diff.add_argument("a")
     diff.add_argument("b")
+    node = commands.add_parser("node", help="run one node from its plan (what proc placement "
+                                            "and containers start)")
+    node.add_argument("--plan", required=True, help="the node's plan, as JSON")
     plan = commands.add_parser("plan", help="print the nodes' plans (JSON) for a topology")
     plan.add_argument("topology", nargs="?", default="default",
                       help="a topology file, or a shipped topology's name (default)")
@@ -322,7 +333,8 @@ def _parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_scenarios, "up": run_up, "provision": run_provision, "ladder": run_ladder,
-    "diff": run_diff, "plan": run_plan, "demo": run_demo}
+    "diff": run_diff, "plan": run_plan, "demo": run_demo,
+    "node": lambda args: run_node(Path(args.plan))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ import signal
 from collections.abc import Iterable
 from pathlib import Path
 
+from emulator.process import die_with_parent
+
 
 async def settle(path: Path, *, quiet: float = 0.15, limit: float = 3.0) -> None:
     """Wait until tcpdump has stopped writing (the file unchanged for ``quiet`` seconds).
@@ -66,9 +68,11 @@ class KernelCapture:
         self._process = await asyncio.create_subprocess_exec(
             # Snap length = lo's MTU, not tcpdump's 256 kB default: each ring slot is
             # sized by it, and a 2 MB ring of 256 kB slots drops bursts on lo.
-            tcpdump, "-i", self.interface, "-U", "--immediate-mode", "-s", "65535",
+            # -Z root: dropping to user tcpdump would clear the parent-death signal.
+            tcpdump, "-i", self.interface, "-U", "--immediate-mode", "-s", "65535", "-Z", "root",
             "-B", "65536", "-n", "-w", str(self.path),
-            self.filter, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            self.filter, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent)  # a killed supervisor leaves no tcpdump running
         assert self._process.stderr is not None
         # tcpdump says "listening on lo" once the socket is open: nothing is missed after.
         try:

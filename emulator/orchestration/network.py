@@ -31,8 +31,10 @@ from emulator.keystore import SystemFiles
 from emulator.topology.model import Topology
 from nodes import NodePlan
 from nodes import UserEquipment
-from nodes import build
 
+from .placement import PLACEMENTS
+from .placement import Zygote
+from .placement import builder
 from .plan import Faults
 from .plan import pki_names
 from .plan import plan_network
@@ -43,20 +45,27 @@ from .steps import StepLog
 
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"
 TAP_METHOD = "application-level tap (SIP only; run as root for HTTPS)"
+NO_TAP_METHOD = ("none: nodes in their own processes are captured by tcpdump, which needs "
+                 "root (or use --placement inproc)")
 
 
 class Network:
     """A running topology.  ``run_dir`` receives the captures, the TLS key log and the PKI.
 
     ``transport`` forces every SIP link to one transport; ``capture`` False
-    runs without any capture.
+    runs without any capture; ``placement`` is ``inproc`` (every node in this
+    process) or ``proc`` (every infrastructure node its own OS process; see
+    :mod:`.placement`).
     """
 
     def __init__(self, topology: Topology, faults: Faults | None = None, *,
                  run_dir: Path | None = None, transport: str | None = None,
-                 capture: bool = True) -> None:
+                 capture: bool = True, placement: str = "inproc") -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
         self.topology = topology.with_transport(transport) if transport else topology
         self.faults = faults or Faults()
+        self.placement = placement
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = run_dir or Path("pcaps") / f"{stamp}-{self.topology.name}"
         self.plans: tuple[NodePlan, ...] = plan_network(self.topology, self.faults,
@@ -103,8 +112,13 @@ class Network:
             await self._start_capture()
             prepare_pki(self.topology, self.run_dir, mode=self.faults.provision_mode,
                         now=dt.datetime.now(dt.UTC))
+            zygote = None
+            if self.placement == "proc":
+                zygote = Zygote(self.run_dir)
+                await zygote.start()
+                self._stack.push_async_callback(zygote.stop)  # after the nodes stop
             self.runner = await self._stack.enter_async_context(
-                run_nodes(self.plans, lambda plan: build(plan, tap=self._tap)))
+                run_nodes(self.plans, builder(self.placement, self._tap, zygote)))
         except BaseException:
             await self.stop()
             raise
@@ -117,9 +131,11 @@ class Network:
             self.kernel_capture = KernelCapture(self.run_dir / "capture.pcap", list(self.names))
             await self.kernel_capture.start()
             self.capture_method = KERNEL_METHOD
-        else:  # not root: SIP is still captured, from the transports' taps (no HTTPS)
+        elif self.placement == "inproc":  # not root: SIP from the transports' taps (no HTTPS)
             self._tap = TapWriter(tapped_hosts=list(self.names))
             self.capture_method = TAP_METHOD
+        else:
+            self.capture_method = NO_TAP_METHOD
 
     async def stop(self) -> None:
         """Stop every node, stop the capture and publish it, even when cancelled meanwhile.
@@ -137,8 +153,9 @@ class Network:
 
     async def _stop(self) -> None:
         # Attached UEs appear in the capture under their own names, not the pool's.
-        for state in self.runner.state().values():
-            self.names.update(state.get("attached", {}))
+        for name, state in self.runner.state().items():
+            if state.get("visited_address"):
+                self.names[state["visited_address"]] = name
         try:
             await self._stack.aclose()
         finally:
@@ -167,6 +184,7 @@ class Network:
     def state(self) -> dict[str, Any]:
         """What `up` writes for outside clients (README: state file)."""
         nodes: dict[str, Any] = {}
+        states = self.runner.state()
         for plan in self.plans:
             if plan.role == "ue":
                 continue
@@ -176,6 +194,9 @@ class Network:
                 "sip": [{"transport": item.protocol, "host": item.host, "port": item.port}
                         for item in plan.sip_listeners],
                 "http": f"https://{https.host}:{https.port}" if https else None}
+            pid = states.get(plan.name, {}).get("pid")
+            if pid is not None:
+                nodes[plan.name]["pid"] = pid
         users = {}
         for system in self.topology.systems:
             for user in system.users:

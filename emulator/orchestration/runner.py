@@ -2,8 +2,9 @@
 
 Every node runs as one task of a single :class:`asyncio.TaskGroup`: the
 task starts the node, reports it ready, waits to be told to stop, and
-stops it.  The runner starts the plans in dependency order, waiting for
-each node to be ready before the next starts, and stops them in reverse.
+stops it.  The runner starts the plans in dependency order: a node starts
+once every node it needs (``after``) is ready, together with the others
+that are ready to start; it stops them in reverse.
 
 Errors (trio's rule: every task has an owner, and exceptions propagate):
 
@@ -36,6 +37,17 @@ logger = logging.getLogger(__name__)
 Builder = Callable[[NodePlan], Node]
 
 
+def _batches(order: list[NodePlan]) -> list[list[NodePlan]]:
+    """``order`` cut where a plan needs one of the plans before it in the same batch."""
+    batches: list[list[NodePlan]] = []
+    for plan in order:
+        if batches and not any(p.name in plan.after for p in batches[-1]):
+            batches[-1].append(plan)
+        else:
+            batches.append([plan])
+    return batches
+
+
 def start_order(plans: Iterable[NodePlan]) -> list[NodePlan]:
     """``plans`` with each after the plans its ``after`` names; otherwise in the given order.
 
@@ -61,6 +73,7 @@ def start_order(plans: Iterable[NodePlan]) -> list[NodePlan]:
 
 @dataclass
 class _Running:
+    plan: NodePlan
     node: Node
     stop: asyncio.Event
     task: asyncio.Task[None]
@@ -73,10 +86,47 @@ class Runner:
     nodes: dict[str, Node] = field(default_factory=dict)
     """Started nodes by name, in start order."""
     _running: list[_Running] = field(default_factory=list)
+    _group: asyncio.TaskGroup | None = None
+    _build: Builder | None = None
 
     def state(self) -> dict[str, dict[str, Any]]:
         """Every node's own ``state()``, by name."""
         return {name: node.state() for name, node in self.nodes.items()}
+
+    async def _start(self, plan: NodePlan) -> _Running:
+        assert self._group is not None and self._build is not None
+        node = self._build(plan)
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+        task = self._group.create_task(_serve(plan.name, node, started, stop), name=plan.name)
+        running = _Running(plan, node, stop, task)
+        self._running.append(running)
+        await started
+        self.nodes[plan.name] = node
+        logger.debug("%s ready", plan.name)
+        return running
+
+    async def _start_together(self, plans: list[NodePlan]) -> None:
+        """Start ``plans`` at once (none needs another); raise the first failure."""
+        outcomes = await asyncio.gather(*(self._start(plan) for plan in plans),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def restart(self, name: str) -> Node:
+        """Stop node ``name`` and start it again from its plan; returns the new node."""
+        index = next((i for i, r in enumerate(self._running) if r.plan.name == name), None)
+        if index is None:
+            raise KeyError(f"no running node {name!r}")
+        running = self._running.pop(index)
+        running.stop.set()
+        await asyncio.wait([running.task])
+        restarted = await self._start(running.plan)
+        # Keep the start order, so the stop stays its reverse.
+        self._running.remove(restarted)
+        self._running.insert(index, restarted)
+        return restarted.node
 
     async def _stop_all(self) -> None:
         while self._running:
@@ -90,7 +140,8 @@ async def _serve(name: str, node: Node, started: asyncio.Future[None],
     """One node's lifetime: start, ready, wait for the word to stop, stop.
 
     A failed start is handed to the starter through ``started``; the node is
-    stopped in any case, to close what a partial start opened.
+    stopped in any case, to close what a partial start opened.  A node that
+    can end on its own (a process: ``exited()``) and does, fails this task.
     """
     try:
         try:
@@ -102,7 +153,7 @@ async def _serve(name: str, node: Node, started: asyncio.Future[None],
             return
         if not started.done():  # the starter may have been cancelled meanwhile
             started.set_result(None)
-        await stop.wait()
+        await _until_stopped(node, stop)
     finally:
         try:
             await node.stop()
@@ -110,25 +161,31 @@ async def _serve(name: str, node: Node, started: asyncio.Future[None],
             logger.exception("%s: stop failed", name)
 
 
+async def _until_stopped(node: Node, stop: asyncio.Event) -> None:
+    exited = getattr(node, "exited", None)
+    if exited is None:
+        await stop.wait()
+        return
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(exited())}
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    for waiter in done:
+        waiter.result()  # a death nobody asked for raises here
+
+
 @asynccontextmanager
 async def run_nodes(plans: Iterable[NodePlan], build: Builder) -> AsyncIterator[Runner]:
     """Start ``plans`` in dependency order; yield once all are ready; stop them in reverse."""
     order = start_order(plans)
-    runner = Runner()
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.TaskGroup() as group:
+            runner = Runner(_group=group, _build=build)
             try:
-                for plan in order:
-                    node = build(plan)
-                    started: asyncio.Future[None] = loop.create_future()
-                    stop = asyncio.Event()
-                    task = group.create_task(_serve(plan.name, node, started, stop),
-                                             name=plan.name)
-                    runner._running.append(_Running(node, stop, task))
-                    await started
-                    runner.nodes[plan.name] = node
-                    logger.debug("%s ready", plan.name)
+                for batch in _batches(order):
+                    await runner._start_together(batch)
                 yield runner
             finally:
                 await runner._stop_all()

@@ -76,9 +76,18 @@ async def test_each_node_is_ready_before_the_next_starts_and_stops_in_reverse() 
                    "running", "stop ue", "stop gw", "stop core"]
 
 
+async def test_nodes_that_need_nothing_of_each_other_start_together() -> None:
+    log: list[str] = []
+    plans = [plan("idms"), plan("core"), plan("gw", after=("core",))]
+    async with run_nodes(plans, lambda p: FakeNode(p, log)):
+        pass
+    assert log[:4] == ["start idms", "start core", "ready idms", "ready core"]
+    assert log.index("start gw") > log.index("ready core")
+
+
 async def test_a_node_that_cannot_start_raises_its_error_after_stopping_the_others() -> None:
     log: list[str] = []
-    plans = [plan("core"), plan("gw"), plan("ue")]
+    plans = [plan("core"), plan("gw", after=("core",)), plan("ue", after=("gw",))]
     with pytest.raises(OSError, match="gw: address in use"):  # itself, not a group
         async with run_nodes(plans, lambda p: FakeNode(p, log, fail=p.name == "gw")):
             log.append("body ran")  # never: the topology did not come up
@@ -111,7 +120,7 @@ async def test_cancelling_the_start_up_stops_what_started_and_cancels() -> None:
     go = asyncio.Event()
 
     async def start_up() -> None:
-        plans = [plan("a"), plan("b"), plan("c")]
+        plans = [plan("a"), plan("b", after=("a",)), plan("c", after=("b",))]
         async with run_nodes(plans, lambda p: FakeNode(p, log, go=go if p.name == "b"
                                                        else None)):
             log.append("body ran")

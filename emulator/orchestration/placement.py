@@ -1,0 +1,240 @@
+"""Where a node runs: in this process, or in its own OS process started from its plan.
+
+``inproc``
+    every role is an object in the caller's event loop (the fast path for tests).
+``proc``
+    every infrastructure node (IdMS, CMS, MC server, SIP core, gateway) is its own
+    OS process, forked by the run's zygote (:mod:`.zygote`) and serving its plan.
+    The UEs stay in the driving process: the scenario drives them by calling them
+    (project choice for this step; see the README).
+
+:class:`ProcessNode` is a node process's handle, a :class:`~nodes.Node` like
+any role: ``start`` asks the zygote to fork, ``ready`` waits for the node to
+say it serves (on the control socket), ``stop`` sends SIGTERM (then SIGKILL),
+and ``exited`` turns an unexpected death into :class:`NodeDied` for the
+runner.  :class:`Zygote` owns the zygote process and the control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emulator.process import die_with_parent
+from emulator.transport.base import Tap
+from nodes import Node
+from nodes import NodePlan
+from nodes import build
+
+logger = logging.getLogger(__name__)
+
+PLACEMENTS = ("inproc", "proc")
+READY_TIMEOUT = 60.0
+"""Seconds a node may take to serve (the first fork waits for the zygote's imports)."""
+STOP_TIMEOUT = 10.0
+
+
+class NodeDied(RuntimeError):
+    """A node process ended without being asked to, or before it served."""
+
+
+@dataclass
+class _Child:
+    """What the supervisor hears of one node process."""
+
+    pid: asyncio.Future[int]
+    ready: asyncio.Future[dict[str, Any]]
+    exited: asyncio.Future[int]
+
+
+class Zygote:
+    """The run's zygote process and the control socket its node processes report on."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._children: dict[str, _Child] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._socket_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # A short path: AF_UNIX paths are limited to 108 bytes, run directories are not.
+        self._socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
+        control = os.path.join(self._socket_dir.name, "control")
+        self._server = await asyncio.start_unix_server(self._on_link, control)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "emulator.orchestration.zygote", control,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=die_with_parent)
+        self._reader = asyncio.create_task(self._read(), name="zygote reader")
+
+    async def fork(self, plan: NodePlan, log: Path) -> _Child:
+        """Ask for a node process serving ``plan``; returns what to wait on."""
+        process = self._process
+        assert process is not None and process.stdin is not None
+        loop = asyncio.get_running_loop()
+        child = _Child(loop.create_future(), loop.create_future(), loop.create_future())
+        self._children[plan.name] = child
+        request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log)}
+        process.stdin.write((json.dumps(request) + "\n").encode())
+        await process.stdin.drain()
+        return child
+
+    async def stop(self) -> None:
+        """Close the zygote (it ends its remaining children) and the control socket."""
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            assert process.stdin is not None
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._reader is not None:
+            await self._reader
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._socket_dir is not None:
+            self._socket_dir.cleanup()
+
+    async def _read(self) -> None:
+        """Dispatch the zygote's replies to the children they concern."""
+        process = self._process
+        assert process is not None and process.stdout is not None
+        async for line in process.stdout:
+            message = json.loads(line)
+            child = self._children.get(message.get("started") or message.get("exited") or "")
+            if "started" in message and child is not None:
+                child.pid.set_result(message["pid"])
+            elif "exited" in message and child is not None and not child.exited.done():
+                child.exited.set_result(message["code"])
+        for child in self._children.values():  # the zygote is gone, and its children with it
+            for future in (child.pid, child.exited):
+                if not future.done():
+                    future.set_exception(NodeDied("the zygote ended"))
+
+    async def _on_link(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        """A node process says it serves, then holds the link open for its life."""
+        try:
+            line = await reader.readline()
+            if line:
+                message = json.loads(line)
+                child = self._children.get(message.get("ready", ""))
+                if child is not None and not child.ready.done():
+                    child.ready.set_result(message.get("state", {}))
+            await reader.read()  # returns at the end of the link: the process is gone
+        finally:
+            writer.close()
+
+
+class ProcessNode:
+    """A node in its own OS process, forked by the zygote to serve its plan."""
+
+    def __init__(self, plan: NodePlan, zygote: Zygote, run_dir: Path) -> None:
+        self.plan = plan
+        self.zygote = zygote
+        self.log_file = run_dir / "logs" / f"{plan.name}.log"
+        self.pid: int | None = None
+        self._child: _Child | None = None
+        self._state: dict[str, Any] = {}
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<ProcessNode {self.plan.name} pid={self.pid}>"
+
+    async def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
+        self._child = await self.zygote.fork(self.plan, self.log_file)
+        self.pid = await self._child.pid
+
+    async def ready(self) -> None:
+        child = self._child
+        assert child is not None
+        waits = {asyncio.ensure_future(asyncio.shield(child.ready)),
+                 asyncio.ensure_future(asyncio.shield(child.exited))}
+        try:
+            done, _ = await asyncio.wait(waits, timeout=READY_TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if not done:
+            raise NodeDied(f"{self.plan.name} did not serve in {READY_TIMEOUT:.0f} s "
+                           f"(log: {self.log_file})")
+        if not child.ready.done():
+            raise NodeDied(f"{self.plan.name} failed to start (exit {child.exited.result()}): "
+                           f"{self._last_log_line()}  (log: {self.log_file})")
+        self._state = {**child.ready.result(), "pid": self.pid}
+
+    async def exited(self) -> None:
+        """Returns only if the process ends without :meth:`stop`: then raises NodeDied."""
+        assert self._child is not None
+        code = await asyncio.shield(self._child.exited)
+        if not self._stopping:
+            raise NodeDied(f"{self.plan.name} (pid {self.pid}) exited with {code} "
+                           f"(log: {self.log_file})")
+
+    async def stop(self) -> None:
+        child = self._child
+        if child is None or self.pid is None or child.exited.done():
+            return
+        self._stopping = True
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(child.exited), STOP_TIMEOUT)
+        except TimeoutError:
+            logger.warning("%s did not stop in %.0f s: killed", self.plan.name, STOP_TIMEOUT)
+            self._signal(signal.SIGKILL)
+            await asyncio.shield(child.exited)
+
+    def kill(self) -> None:
+        """SIGKILL, as a fault: the runner sees an unexpected exit."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        # The zygote has not reaped it until it reports its exit, so the pid is still ours.
+        if self.pid is not None and self._child is not None and not self._child.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def state(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+
+def builder(placement: str, tap: Tap | None, zygote: Zygote | None
+            ) -> Callable[[NodePlan], Node]:
+    """How the runner makes each node for ``placement`` (``proc`` needs the zygote)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
+    if placement == "inproc":
+        return lambda plan: build(plan, tap=tap)
+    assert zygote is not None
+
+    def make(plan: NodePlan) -> Node:
+        if plan.role == "ue":
+            return build(plan, tap=tap)
+        return ProcessNode(plan, zygote, zygote.run_dir)
+
+    return make

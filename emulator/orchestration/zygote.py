@@ -1,0 +1,126 @@
+"""The zygote: one process that has imported the roles, and forks a node process per plan.
+
+An interpreter takes about half a second to import the roles (aiohttp,
+cryptography, joserfc); forked from a process that already has, a node
+serves in tens of milliseconds.  The supervisor starts one zygote per run::
+
+    python -m emulator.orchestration.zygote CONTROL_SOCKET
+
+and talks to it in JSON lines.  Requests on its stdin::
+
+    {"fork": "<node name>", "plan": {...NodePlan...}, "log": "<path>"}
+
+Replies on its stdout::
+
+    {"ready": true}                              once the roles are imported
+    {"started": "<name>", "pid": 1234}           after each fork
+    {"exited": "<name>", "pid": 1234, "code": 0} when a node process ends (a
+                                                 signal is a negative code)
+
+A node process leaves the terminal's session (a Ctrl-C reaches the
+supervisor only), writes its output to its log, serves its plan, and says it
+serves by connecting to the supervisor's control socket and sending
+``{"ready": "<name>", "state": {...}}``; that connection stays open for its
+life, so its end tells the supervisor at once that the node is gone.  Node
+processes die with the zygote, and the zygote with the supervisor
+(``PR_SET_PDEATHSIG``); the zygote also ends when its stdin closes, after
+sending SIGTERM to the node processes still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from emulator.orchestration.serve import serve_plan
+from emulator.process import die_with_parent
+from nodes import NodePlan
+
+
+def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str) -> None:
+    """In the forked child: detach, redirect output, serve; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        die_with_parent()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        link.connect(control)
+
+        def announce(state: dict[str, Any]) -> None:
+            link.sendall((json.dumps({"ready": name, "state": state}) + "\n").encode())
+
+        code = asyncio.run(serve_plan(NodePlan.from_dict(plan), announce))
+    except BaseException as exc:  # everything ends here: the child must never return
+        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    finally:
+        os._exit(code)
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _reap(children: dict[int, str]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        name = children.pop(pid, "?")
+        _say({"exited": name, "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def main(control: str) -> int:
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through wake_w
+    children: dict[int, str] = {}
+    stdin = sys.stdin.fileno()
+    pending = b""  # read raw: a buffered readline() would hide a second request from select
+    selector = selectors.DefaultSelector()
+    selector.register(stdin, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    _say({"ready": True})
+    while True:
+        for key, _ in selector.select():
+            if key.fd != stdin:
+                os.read(wake_r, 512)
+                continue
+            data = os.read(stdin, 1 << 20)
+            if not data:  # the supervisor is gone or done: so are we
+                for pid in children:
+                    os.kill(pid, signal.SIGTERM)
+                return 0
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                request = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    selector.close()
+                    _node_process(request["fork"], request["plan"], request["log"], control)
+                children[pid] = request["fork"]
+                _say({"started": request["fork"], "pid": pid})
+        _reap(children)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,155 @@
+"""proc placement: every infrastructure node its own OS process, supervised.
+
+Judged from outside the supervisor where it matters: process ids, the kernel's
+view of who listens, the capture, and what is left after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.orchestration import SCENARIOS
+from emulator.orchestration import Faults
+from emulator.orchestration import Network
+from emulator.orchestration import plan_network
+from emulator.orchestration import prepare_pki
+from emulator.orchestration import run_scenario
+from emulator.orchestration.placement import NodeDied
+from emulator.orchestration.placement import ProcessNode
+from emulator.topology import DEFAULT_TOPOLOGY
+from emulator.topology import Topology
+from emulator.topology import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and \
+        "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def ended(pid: int, *, within: float) -> bool:
+    """Wait for ``pid`` to end, on its pidfd (an event, not a polling sleep)."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([handle], [], [], within)
+        return bool(readable) or not alive(pid)
+    finally:
+        os.close(handle)
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return load_topology(DEFAULT_TOPOLOGY)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_every_scenario_passes_in_proc_placement(topology: Topology, tmp_path: Path,
+                                                       name: str) -> None:
+    report = await run_scenario(topology, SCENARIOS[name], pcap_root=tmp_path,
+                                placement="proc")
+    assert report.passed, report.text(ladder=False)
+    assert (report.run_dir / "logs" / "partner.sip-core.log").exists()
+
+
+async def test_each_node_is_its_own_process_and_none_outlives_the_run(
+        topology: Topology, tmp_path: Path) -> None:
+    network = Network(topology, run_dir=tmp_path / "run", placement="proc")
+    async with network:
+        pids = {name: node.pid for name, node in network.runner.nodes.items()
+                if isinstance(node, ProcessNode)}
+        assert len(pids) == 9 and len(set(pids.values())) == 9
+        assert os.getpid() not in pids.values()
+        assert all(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
+        state = network.state()
+        assert state["nodes"]["partner.sip-core"]["pid"] == pids["partner.sip-core"]
+    assert not any(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
+
+
+async def test_a_node_that_dies_fails_the_run_with_its_name(topology: Topology,
+                                                             tmp_path: Path) -> None:
+    network = Network(topology, run_dir=tmp_path / "run", placement="proc")
+    await network.start()
+    node = network.runner.nodes["partner.sip-core"]
+    assert isinstance(node, ProcessNode)
+    node.kill()
+    with pytest.raises(asyncio.CancelledError):  # the runner cancels whoever drives the run
+        await asyncio.Event().wait()
+    with pytest.raises(NodeDied, match=r"partner\.sip-core \(pid \d+\) exited with -9"):
+        await network.stop()
+    assert network.capture_file is not None  # the capture is still published
+
+
+async def test_restart_on_request_gives_a_new_process_on_the_same_address(
+        topology: Topology, tmp_path: Path) -> None:
+    async with Network(topology, run_dir=tmp_path / "run", placement="proc") as network:
+        before = network.runner.nodes["partner.sip-core"]
+        restarted = await network.runner.restart("partner.sip-core")
+        assert isinstance(before, ProcessNode) and isinstance(restarted, ProcessNode)
+        assert restarted.pid != before.pid and not alive(before.pid)  # type: ignore[arg-type]
+        assert restarted.state()["listeners"][0] == {"protocol": "udp", "host": "127.0.20.2",
+                                                    "port": 5060}
+
+
+def test_node_command_serves_a_plan_and_refuses_a_broken_one(topology: Topology,
+                                                              tmp_path: Path) -> None:
+    prepare_pki(topology, tmp_path, mode="normal", now=dt.datetime.now(dt.UTC))
+    plan = next(p for p in plan_network(topology, Faults(), tmp_path)
+                if p.name == "partner.sip-core")
+    good, bad = tmp_path / "plan.json", tmp_path / "bad.json"
+    good.write_text(plan.to_json())
+    bad.write_text(json.dumps({**plan.to_dict(), "host": 5}))
+    refused = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "node",
+                              "--plan", str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "expected str, got int @ $.host" in refused.stderr
+    with subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "node",
+                           "--plan", str(good)], stdout=subprocess.PIPE, text=True) as node:
+        try:
+            assert node.stdout is not None
+            line = node.stdout.readline()
+            assert line.startswith("READY ")
+            assert json.loads(line[6:])["name"] == "partner.sip-core"
+        finally:
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=30) == 0
+
+
+def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
+    """`up --placement proc` killed with SIGKILL: its node processes, the zygote and tcpdump
+    all end with it (parent-death signals), with nothing to clean up."""
+    state_file = tmp_path / "state.json"
+    with subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "up",
+                           "--placement", "proc", "--state-file", str(state_file),
+                           "--pcaps", str(tmp_path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as up:
+        assert up.stdout is not None
+        for raw in up.stdout:
+            if raw.startswith(b"ready:"):
+                break
+        else:
+            raise AssertionError(f"up exited before it was ready ({up.wait()})")
+        pids = [node["pid"] for node in json.loads(state_file.read_text())["nodes"].values()]
+        children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        up.kill()
+        up.wait()
+    watched = pids + [int(pid) for pid in children]
+    assert [pid for pid in watched if not ended(pid, within=20)] == []
