@@ -164,10 +164,13 @@ def list_scenarios() -> int:
 
 def _topology(args: argparse.Namespace) -> Topology | None:
     try:
-        return load_topology(topology_path(args.topology))
-    except TopologyError as exc:
+        topology = load_topology(topology_path(args.topology))
+        if getattr(args, "transport", None):
+            topology.with_transport(args.transport)  # refused here, not mid-run
+    except (TopologyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    return topology
 
 
 def run_scenarios(args: argparse.Namespace) -> int:
@@ -185,7 +188,7 @@ def run_scenarios(args: argparse.Namespace) -> int:
             report = asyncio.run(run_scenario(topology, SCENARIOS[name],
                                               transport=args.transport,
                                               pcap_root=Path(args.pcaps),
-                                              placement=args.placement))
+                                              placement=args.placement, seed=args.seed))
         except KeyboardInterrupt:
             # asyncio.run cancelled the run; the network stopped and published its captures.
             print(f"interrupted: captures of the partial run are under {args.pcaps}/",
@@ -201,7 +204,8 @@ def run_up(args: argparse.Namespace) -> int:
     if topology is None:
         return 2
     return asyncio.run(serve(topology, Path(args.state_file), transport=args.transport,
-                             pcap_root=Path(args.pcaps), placement=args.placement))
+                             pcap_root=Path(args.pcaps), placement=args.placement,
+                             seed=args.seed))
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -293,6 +297,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="a topology file, or a shipped topology's name (default)")
         sub.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
                          help="force every SIP link to this transport")
+        sub.add_argument("--seed", type=int, default=0,
+                         help="varies the random choices of impaired links (same seed, "
+                              "same run)")
         sub.add_argument("--placement", choices=PLACEMENTS, default="inproc",
                          help="inproc: one process; proc: every infrastructure node its own "
                               "process")

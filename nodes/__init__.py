@@ -22,6 +22,7 @@ from .plan import CmsOptions
 from .plan import Credentials
 from .plan import GatewayOptions
 from .plan import IdmsOptions
+from .plan import Impaired
 from .plan import Listener
 from .plan import McServerOptions
 from .plan import NodePlan
@@ -35,7 +36,7 @@ from .ue import UserEquipment
 
 __all__ = [
     "Account", "CmsNode", "CmsOptions", "Credentials", "Gateway", "GatewayOptions",
-    "IdmClient", "IdmsNode", "IdmsOptions", "Listener", "McClient", "McServer",
+    "IdmClient", "IdmsNode", "IdmsOptions", "Impaired", "Listener", "McClient", "McServer",
     "McServerOptions", "Node", "NodePlan", "Peer", "Registration", "SipCore", "SipCoreOptions",
     "Tokens", "UeOptions", "UserEquipment", "build",
 ]

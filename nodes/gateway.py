@@ -79,7 +79,8 @@ class Gateway(SipNode):
             raise ValueError(f"{plan.name}: a gateway needs an https listener and a sip-core")
         server_ssl = tls_server(plan.credentials)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
-                         server_ssl=server_ssl, client_ssl=tls_client(plan.credentials))
+                         server_ssl=server_ssl, client_ssl=tls_client(plan.credentials),
+                         impairments=plan.impairments)
         self.plan = plan
         self.plmn = options.plmn
         self.plmn_id = options.plmn_id
@@ -113,6 +114,10 @@ class Gateway(SipNode):
             raise LookupError("address pool exhausted")
         context = UeContext(ue, self._free.pop(0))
         self.attached[context.address] = context
+        # The link to this UE, as the topology impairs it, now ends at its new address.
+        impaired = next((i for i in self.plan.impairments if i.peer == ue), None)
+        if impaired is not None:
+            self.endpoint.impairer.set(context.address, impaired.impairment)
         logger.info("%s: %s attached as %s", self.name, ue, context.address)
         return context
 
@@ -142,6 +147,7 @@ class Gateway(SipNode):
             return json_response({"error": "not_found",
                                   "error_description": "no UE attached at that address"}, 404)
         self._free.append(context.address)
+        self.endpoint.impairer.set(context.address, None)
         return json_response({"detached": context.address})
 
     # -- SIP ---------------------------------------------------------------------

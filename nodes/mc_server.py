@@ -208,7 +208,8 @@ class McServer(SipNode):
         assert isinstance(options, McServerOptions)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
-                         client_ssl=tls_client(plan.credentials))
+                         client_ssl=tls_client(plan.credentials),
+                         impairments=plan.impairments)
         self.plan = plan
         self.mode = options.mode
         self.authoriser = _authoriser(plan, options)

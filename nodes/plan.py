@@ -30,6 +30,7 @@ from emulator.documents.profile import UserProfile
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
+from emulator.topology.model import Impairment
 
 ROLES = ("idms", "cms", "mc-server", "sip-core", "gateway", "ue")
 
@@ -68,6 +69,16 @@ class Peer:
     @property
     def address(self) -> Address:
         return Address(self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True)
+class Impaired:
+    """A link this node sends on is impaired: what goes to ``peer``, at ``hosts``."""
+
+    peer: str
+    hosts: tuple[str, ...]
+    """The peer's known addresses (a UE's visited one is learnt on attach)."""
+    impairment: Impairment
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,8 @@ class NodePlan:
     peers: tuple[Peer, ...] = ()
     after: tuple[str, ...] = ()
     """Nodes that must be ready before this one starts."""
+    impairments: tuple[Impaired, ...] = ()
+    """What the links this node sends on do to its packets (see emulator.transport.impair)."""
 
     def __post_init__(self) -> None:
         expected = ROLE_OPTIONS.get(self.role)

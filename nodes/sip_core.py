@@ -69,7 +69,8 @@ class SipCore(SipNode):
         assert isinstance(plan.options, SipCoreOptions)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
-                         client_ssl=tls_client(plan.credentials))
+                         client_ssl=tls_client(plan.credentials),
+                         impairments=plan.impairments)
         self.plan = plan
         self.domain = plan.options.domain
         mc_server = plan.peer("mc-server")

@@ -29,6 +29,7 @@ from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
 
 from .base import Readiness
+from .plan import Impaired
 from .plan import Listener
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,17 @@ class SipNode(Readiness):
 
     def __init__(self, name: str, host: str, listeners: tuple[Listener, ...], *,
                  tap: Tap | None = None, server_ssl: ssl.SSLContext | None = None,
-                 client_ssl: ssl.SSLContext | None = None) -> None:
+                 client_ssl: ssl.SSLContext | None = None,
+                 impairments: tuple[Impaired, ...] = ()) -> None:
         super().__init__()
         self.name = name
         self.host = host
         self.listeners = listeners
         self.server_ssl = server_ssl
         self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl)
+        for impaired in impairments:
+            for peer_host in impaired.hosts:
+                self.endpoint.impairer.set(peer_host, impaired.impairment)
         self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
         """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
 

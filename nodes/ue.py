@@ -46,6 +46,7 @@ from .base import describe
 from .base import tls_client
 from .idm_client import IdmClient
 from .idm_client import Tokens
+from .plan import Impaired
 from .plan import Listener
 from .plan import NodePlan
 from .plan import UeOptions
@@ -88,12 +89,13 @@ class McClient(SipNode):
     """
 
     def __init__(self, name: str, host: str, transport: str, *, tap: Tap | None = None,
-                 client_ssl: ssl.SSLContext | None = None) -> None:
+                 client_ssl: ssl.SSLContext | None = None,
+                 impairments: tuple[Impaired, ...] = ()) -> None:
         # Nobody connects to the UE (requests reach it over the flow it opened), but its
         # Contact must name a real listening port: a self-signed certificate does for TLS.
         super().__init__(name, host, (Listener(transport, host, 0),), tap=tap,
                          server_ssl=_self_signed_context(host) if transport == "tls" else None,
-                         client_ssl=client_ssl)
+                         client_ssl=client_ssl, impairments=impairments)
         self.transport = transport
         self.messages: deque[Request] = deque(maxlen=100)
         self.calls_answered: deque[str] = deque(maxlen=100)
@@ -343,7 +345,8 @@ class UserEquipment:
         self.ssl = ssl_context
         self._tap = tap
         self.client_uuid = f"urn:uuid:{secrets.token_hex(4)}-0000-1000-8000-{secrets.token_hex(6)}"
-        self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl)
+        self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl,
+                            impairments=plan.impairments)
         self.visited_sip: McClient | None = None
         self.tokens: Tokens | None = None
         self.profile: profiles.UserProfile | None = None
@@ -410,7 +413,7 @@ class UserEquipment:
         self.visited_address = str(body["ue_address"])
         self.visited_sip = McClient(self.name, self.visited_address,
                                     transport or self.transport, tap=self._tap,
-                                    client_ssl=self.ssl)
+                                    client_ssl=self.ssl, impairments=self.plan.impairments)
         await self.visited_sip.start()
         return self.visited_address
 

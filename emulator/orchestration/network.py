@@ -55,12 +55,12 @@ class Network:
     ``transport`` forces every SIP link to one transport; ``capture`` False
     runs without any capture; ``placement`` is ``inproc`` (every node in this
     process) or ``proc`` (every infrastructure node its own OS process; see
-    :mod:`.placement`).
+    :mod:`.placement`); ``seed`` varies the random choices of impaired links.
     """
 
     def __init__(self, topology: Topology, faults: Faults | None = None, *,
                  run_dir: Path | None = None, transport: str | None = None,
-                 capture: bool = True, placement: str = "inproc") -> None:
+                 capture: bool = True, placement: str = "inproc", seed: int = 0) -> None:
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
         self.topology = topology.with_transport(transport) if transport else topology
@@ -69,7 +69,7 @@ class Network:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = run_dir or Path("pcaps") / f"{stamp}-{self.topology.name}"
         self.plans: tuple[NodePlan, ...] = plan_network(self.topology, self.faults,
-                                                        self.run_dir)
+                                                        self.run_dir, seed=seed)
         self.steps = StepLog()
         self.names = self.topology.host_names()
         """Address -> node name, for the capture's name resolution."""

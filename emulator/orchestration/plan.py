@@ -14,7 +14,9 @@ SIP core, then the local PLMN gateway, then the UEs.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from emulator.documents import profile as profiles
@@ -31,6 +33,7 @@ from nodes.plan import CmsOptions
 from nodes.plan import Credentials
 from nodes.plan import GatewayOptions
 from nodes.plan import IdmsOptions
+from nodes.plan import Impaired
 from nodes.plan import Listener
 from nodes.plan import McServerOptions
 from nodes.plan import NodePlan
@@ -60,17 +63,19 @@ class Faults:
     """The primary IdMS issues security tokens that are already expired."""
 
 
-def plan_network(topology: Topology, faults: Faults, run_dir: Path) -> tuple[NodePlan, ...]:
-    """Every node's plan, in start order.  ``run_dir`` only prefixes the file paths."""
+def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
+                 seed: int = 0) -> tuple[NodePlan, ...]:
+    """Every node's plan, in start order.  ``run_dir`` only prefixes the file paths;
+    ``seed`` varies every impaired link's random choices (the same seed, the same run)."""
     if faults.partner_mode not in PARTNER_MODES:
         raise ValueError(f"partner_mode must be one of {', '.join(PARTNER_MODES)}")
-    planner = _Planner(topology, faults, run_dir)
+    planner = _Planner(topology, faults, run_dir, seed)
     plans: list[NodePlan] = []
     for system in topology.systems:
         plans += planner.system(system)
     plans.append(planner.gateway())
     plans += [planner.ue(spec) for spec in topology.ues]
-    return tuple(plans)
+    return tuple(replace(plan, impairments=planner.impairments(plan.name)) for plan in plans)
 
 
 def pki_names(topology: Topology) -> list[str]:
@@ -81,15 +86,36 @@ def pki_names(topology: Topology) -> list[str]:
 class _Planner:
     """The derivations :func:`plan_network` shares between nodes."""
 
-    def __init__(self, topology: Topology, faults: Faults, run_dir: Path) -> None:
+    def __init__(self, topology: Topology, faults: Faults, run_dir: Path, seed: int) -> None:
         self.topology = topology
         self.faults = faults
+        self.seed = seed
         self.pki = run_dir / "pki"
         self.keylog = str(run_dir / "tls-keys.log")
         self.trusted_cas = tuple(str(SystemFiles(self.pki, name).ca_certificate)
                                  for name in pki_names(topology))
 
     # -- shared pieces -------------------------------------------------------------
+    def impairments(self, sender: str) -> tuple[Impaired, ...]:
+        """The impaired links ``sender`` sends on, each seeded for this run and direction."""
+        out = []
+        for link in self.topology.links:
+            impairment = link.impairment_from(sender) if sender in (link.a, link.b) else None
+            if impairment is None:
+                continue
+            peer = link.b if sender == link.a else link.a
+            seed = zlib.crc32(f"{self.seed}|{impairment.seed}|{sender}>{peer}".encode())
+            out.append(Impaired(peer, self.hosts_of(peer), replace(impairment, seed=seed)))
+        return tuple(out)
+
+    def hosts_of(self, name: str) -> tuple[str, ...]:
+        if name == self.topology.local_plmn.gateway.qualified_name:
+            return (self.topology.local_plmn.gateway.host,)
+        if any(ue.name == name for ue in self.topology.ues):
+            return (self.topology.ue(name).host,)
+        system, _, node = name.partition(".")
+        return tuple(n.host for n in self.topology.system(system).nodes if n.name == node)
+
     def transport(self, a: str, b: str) -> str:
         return self.topology.link_transport(a, b) or "udp"
 

@@ -103,12 +103,13 @@ def tshark_verdict(captures: list[Path]) -> Verdict | None:
 
 
 async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
-                       pcap_root: Path = Path("pcaps"), placement: str = "inproc") -> Report:
+                       pcap_root: Path = Path("pcaps"), placement: str = "inproc",
+                       seed: int = 0) -> Report:
     """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture."""
     started = time.monotonic()
     run_dir = pcap_root / run_id(scenario.name)
     network = Network(topology, scenario.faults, run_dir=run_dir, transport=transport,
-                      placement=placement)
+                      placement=placement, seed=seed)
     async with network:
         driver = ScenarioDriver(network, scenario)
         result = await driver.run()
@@ -127,10 +128,12 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
 
 
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,
-                pcap_root: Path = Path("pcaps"), placement: str = "inproc") -> int:
+                pcap_root: Path = Path("pcaps"), placement: str = "inproc",
+                seed: int = 0) -> int:
     """``up``: start the topology, write the state file, run until SIGINT/SIGTERM."""
     run_dir = pcap_root / run_id("up")
-    network = Network(topology, run_dir=run_dir, transport=transport, placement=placement)
+    network = Network(topology, run_dir=run_dir, transport=transport, placement=placement,
+                      seed=seed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@ from .bundled import topology_path
 from .loader import TopologyError
 from .loader import load_topology
 from .loader import parse_topology
+from .model import Impairment
 from .model import Link
 from .model import LocalPlmn
 from .model import McSystem
@@ -21,7 +22,8 @@ from .model import UeSpec
 from .model import UserSpec
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "Link", "LocalPlmn", "McSystem", "MigrationProfileSpec", "Node",
+    "DEFAULT_TOPOLOGY", "Impairment", "Link", "LocalPlmn", "McSystem", "MigrationProfileSpec",
+    "Node",
     "SipInterface", "Topology", "TopologyError", "UeSpec", "UserSpec", "bundled_topologies",
     "load_topology", "parse_topology", "topology_path",
 ]

@@ -12,6 +12,7 @@ Unknown keys are errors too: a typo must not silently fall back to a default.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 
 from .model import ROLES
 from .model import TRANSPORTS
+from .model import Impairment
 from .model import Link
 from .model import LocalPlmn
 from .model import McSystem
@@ -305,9 +307,65 @@ def _links(top: _Reader, systems: tuple[McSystem, ...], plmn_name: str,
         transport = reader.string("transport", "udp")
         reader.check(transport, "transport", lambda t: t in TRANSPORTS,
                      f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
-        links.append(Link(ends[0], ends[1], transport))
+        ab, ba = _impairments(reader, ends, transport) if reader.has("impair") else (None, None)
+        links.append(Link(ends[0], ends[1], transport, ab, ba))
         reader.done()
     return links
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+_RATES = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+_NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-z%]*)\s*\Z")
+
+
+def _quantity(reader: _Reader, key: str, units: dict[str, float], what: str) -> float:
+    """A number with an optional unit (``50ms``, ``20%``, ``1mbit``); bare means base unit."""
+    value = reader.get(key, (int, float, str))
+    if isinstance(value, bool):
+        raise reader.doc.error(reader._child(key), f"must be {what}, not a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _NUMBER.match(value.lower())
+    if match is None or match.group(2) not in units:
+        raise reader.doc.error(reader._child(key), f"{value!r} is not {what} "
+                                                   f"(units: {', '.join(u for u in units if u)})")
+    return float(match.group(1)) * units[match.group(2)]
+
+
+def _impairment(reader: _Reader, transport: str) -> Impairment:
+    """One direction's impairment: delay, jitter, loss, duplicate, reorder, rate, seed."""
+    values: dict[str, float] = {}
+    for key in ("delay", "jitter"):
+        if reader.has(key):
+            values[key] = _quantity(reader, key, {"": 1.0, **_UNITS}, "a duration")
+    for key in ("loss", "duplicate", "reorder"):
+        if reader.has(key):
+            share = _quantity(reader, key, {"": 1.0, "%": 0.01}, "a share")
+            reader.check(share, key, lambda v: 0.0 <= v <= 1.0, "must be between 0 and 100 %")
+            values[key] = share
+    rate = _quantity(reader, "rate", {"": 1.0, **_RATES}, "a rate") \
+        if reader.has("rate") else None
+    if rate is not None:
+        reader.check(rate, "rate", lambda v: v > 0, "must be above 0")
+    seed = reader.get("seed", int, 0)
+    reader.done()
+    impairment = Impairment(**values, rate=rate, seed=seed)
+    if impairment.loses and transport != "udp":
+        raise reader.doc.error(reader.path, f"loss, duplicate and reorder need a udp link: "
+                                            f"{transport} delivers every message")
+    return impairment
+
+
+def _impairments(link: _Reader, ends: list[str], transport: str
+                 ) -> tuple[Impairment | None, Impairment | None]:
+    """``impair:`` is one impairment for both directions, or one per sending end."""
+    raw = link.sub("impair")
+    if raw.data and set(raw.data) <= set(ends):
+        found = {end: _impairment(raw.sub(end), transport) for end in ends if raw.has(end)}
+        raw.done()
+        return found.get(ends[0]), found.get(ends[1])
+    both = _impairment(raw, transport)
+    return both, both
 
 
 def _oidc_client(top: _Reader) -> tuple[str, str]:

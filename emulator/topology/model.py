@@ -139,10 +139,43 @@ class UeSpec:
 
 
 @dataclass(frozen=True)
+class Impairment:
+    """What a link does to the packets one end sends (netem's model, applied by the
+    sending node's transport: this machine's kernel has no netem qdisc)."""
+
+    delay: float = 0.0
+    """Seconds added to every packet."""
+    jitter: float = 0.0
+    """Up to this many seconds more or less, uniformly."""
+    loss: float = 0.0
+    """Share of packets dropped (0 to 1); datagrams only: a stream delivers."""
+    duplicate: float = 0.0
+    """Share of packets sent twice; datagrams only."""
+    reorder: float = 0.0
+    """Share of packets sent at once, overtaking the delayed ones; datagrams only."""
+    rate: float | None = None
+    """Bits per second the link carries; a packet waits for the ones before it."""
+    seed: int = 0
+    """Seeds the link's random choices: the same seed repeats the same run."""
+
+    @property
+    def loses(self) -> bool:
+        """Whether it drops, duplicates or reorders: what only a datagram link may do."""
+        return bool(self.loss or self.duplicate or self.reorder)
+
+
+@dataclass(frozen=True)
 class Link:
     a: str
     b: str
     transport: str
+    impair_ab: Impairment | None = None
+    """What ``a`` sends to ``b`` goes through."""
+    impair_ba: Impairment | None = None
+    """What ``b`` sends to ``a`` goes through."""
+
+    def impairment_from(self, sender: str) -> Impairment | None:
+        return self.impair_ab if sender == self.a else self.impair_ba
 
 
 @dataclass(frozen=True)
@@ -185,8 +218,17 @@ class Topology:
         return names
 
     def with_transport(self, transport: str) -> Topology:
-        """The same topology with every link forced to one transport (--transport)."""
+        """The same topology with every link forced to one transport (--transport).
+
+        Raises ValueError when a link drops, duplicates or reorders and the transport is
+        a stream, which would deliver every message anyway.
+        """
         from dataclasses import replace
 
+        if transport != "udp":
+            for link in self.links:
+                if any(i is not None and i.loses for i in (link.impair_ab, link.impair_ba)):
+                    raise ValueError(f"link {link.a} - {link.b} loses packets, which only a "
+                                     f"udp link can: not forcing {transport}")
         return replace(self, links=tuple(replace(link, transport=transport)
                                          for link in self.links))

@@ -40,6 +40,7 @@ from emulator.sip.transaction import TransactionLayer
 
 from .base import Tap
 from .base import Transport
+from .impair import Impairer
 from .memory import MemoryHub
 from .memory import MemoryTransport
 from .stream import StreamTransport
@@ -79,6 +80,8 @@ class SipEndpoint:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._epoch: float | None = None
+        self.impairer = Impairer()
+        """What the links to impaired hosts do to the packets sent there."""
 
     def __repr__(self) -> str:
         return f"<SipEndpoint {self.name} {sorted(map(str, self.addresses))}>"
@@ -120,6 +123,7 @@ class SipEndpoint:
                    (("branch", new_branch()), ("rport", None)))
 
     async def close(self) -> None:
+        self.impairer.close()
         if self._timer is not None:
             self._timer.cancel()
         waiters, self._waiters = self._waiters, {}
@@ -211,7 +215,10 @@ class SipEndpoint:
                 logger.warning("%s: no %s transport for %s", self.name, destination.transport,
                                destination)
                 continue
-            transport.send(data, destination)
+            if self.impairer.links:
+                self.impairer.send(transport.send, data, destination)
+            else:
+                transport.send(data, destination)
         deadline = layer.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:

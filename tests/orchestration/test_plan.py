@@ -143,3 +143,21 @@ def test_plans_cannot_change_once_made(topology: Topology) -> None:
         idms.migration_profiles[0].mc_ids["mcptt_id"] = "sip:mallory@x"  # type: ignore[index]
     with pytest.raises(TypeError):
         idms.accounts[0].mc_ids["mcptt_id"] = "sip:mallory@x"  # type: ignore[index]
+
+
+def test_impaired_links_are_planned_on_the_sending_nodes_with_their_own_seeds() -> None:
+    from emulator.topology import topology_path
+
+    lossy = load_topology(topology_path("lossy"))
+    plans = by_name(plan_network(lossy, Faults(), RUN, seed=5))
+    [to_gateway] = plans["ue-alice"].impairments
+    [to_ue] = plans["visited-plmn.gateway"].impairments
+    assert (to_gateway.peer, to_gateway.hosts) == ("visited-plmn.gateway", ("127.0.30.1",))
+    assert (to_ue.peer, to_ue.hosts) == ("ue-alice", ("127.0.40.1",))
+    assert to_gateway.impairment.loss == to_ue.impairment.loss == 0.2
+    assert to_gateway.impairment.seed != to_ue.impairment.seed  # each direction its own
+    other = by_name(plan_network(lossy, Faults(), RUN, seed=6))
+    assert other["ue-alice"].impairments[0].impairment.seed != to_gateway.impairment.seed
+    assert plans["partner.sip-core"].impairments == ()
+    for plan in plans.values():
+        assert NodePlan.from_json(plan.to_json()) == plan

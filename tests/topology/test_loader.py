@@ -111,3 +111,41 @@ def test_structural_errors(text: str, message: str) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="cannot read"):
         load_topology(tmp_path / "nope.yaml")
+
+
+ACCESS = "{between: [ue-alice, visited-plmn.gateway], transport: udp}"
+
+
+def _impaired(impair: str, transport: str = "udp") -> str:
+    return TEXT.replace(ACCESS, "{between: [ue-alice, visited-plmn.gateway], "
+                                f"transport: {transport}, impair: {impair}}}")
+
+
+def test_link_impairments_both_ways_or_per_sender() -> None:
+    both = parse_topology(_impaired("{delay: 50ms, jitter: 5ms, loss: 20%, rate: 2mbit, "
+                                    "seed: 4}"), "x.yaml")
+    [link] = [link for link in both.links if link.impair_ab is not None]
+    assert link.impair_ab == link.impair_ba
+    assert (link.impair_ab.delay, link.impair_ab.jitter, link.impair_ab.loss,
+            link.impair_ab.rate, link.impair_ab.seed) == (0.05, 0.005, 0.2, 2e6, 4)
+    one_way = parse_topology(_impaired("{visited-plmn.gateway: {loss: 0.1}}"), "x.yaml")
+    [link] = [link for link in one_way.links if link.impair_ba is not None]
+    assert link.impair_ab is None and link.impair_ba is not None
+    assert link.impairment_from("visited-plmn.gateway") == link.impair_ba
+    with pytest.raises(ValueError, match="only a udp link"):
+        both.with_transport("tcp")  # would deliver what the link is meant to lose
+
+
+@pytest.mark.parametrize("impair,transport,message", [
+    ("{delay: 5 parsecs}", "udp", "'5 parsecs' is not a duration (units: us, ms, s)"),
+    ("{loss: 120%}", "udp", "must be between 0 and 100 %"),
+    ("{loss: yes}", "udp", "must be a share, not a boolean"),
+    ("{rate: 0}", "udp", "must be above 0"),
+    ("{lose: 5%}", "udp", "unknown key 'lose'"),
+    ("{loss: 5%}", "tcp", "need a udp link: tcp delivers every message"),
+])
+def test_bad_impairments_name_the_key(impair: str, transport: str, message: str) -> None:
+    with pytest.raises(TopologyError, match="links") as refused:
+        parse_topology(_impaired(impair, transport), "bad.yaml")
+    assert message in str(refused.value)
+    assert str(refused.value).startswith(f"bad.yaml:{_line_of(TEXT, ACCESS)}: links[2].impair")
