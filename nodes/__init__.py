@@ -30,15 +30,18 @@ from .plan import Peer
 from .plan import SipCoreOptions
 from .plan import UeOptions
 from .sip_core import SipCore
+from .ue import CallRecord
 from .ue import McClient
+from .ue import Received
 from .ue import Registration
+from .ue import SipOutcome
 from .ue import UserEquipment
 
 __all__ = [
-    "Account", "CmsNode", "CmsOptions", "Credentials", "Gateway", "GatewayOptions",
+    "Account", "CallRecord", "CmsNode", "CmsOptions", "Credentials", "Gateway", "GatewayOptions",
     "IdmClient", "IdmsNode", "IdmsOptions", "Impaired", "Listener", "McClient", "McServer",
-    "McServerOptions", "Node", "NodePlan", "Peer", "Registration", "SipCore", "SipCoreOptions",
-    "Tokens", "UeOptions", "UserEquipment", "build",
+    "McServerOptions", "Node", "NodePlan", "Peer", "Received", "Registration", "SipCore",
+    "SipCoreOptions", "SipOutcome", "Tokens", "UeOptions", "UserEquipment", "build",
 ]
 
 

@@ -70,6 +70,30 @@ class Registration:
     service_route: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SipOutcome:
+    """What a SIP request of the UE got: plain data, so it crosses a process boundary."""
+
+    status: int
+    reason: str
+    warnings: tuple[str, ...] = ()
+    service_route: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, response: Response) -> SipOutcome:
+        return cls(response.status, response.reason,
+                   tuple(response.headers.get_all("Warning")),
+                   tuple(response.headers.values("Service-Route")))
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the UE was sent: callers it answered and short data texts, latest last."""
+
+    calls_answered: tuple[str, ...]
+    messages: tuple[str, ...]
+
+
 @dataclass
 class CallRecord:
     """What a private call did, for verdicts."""
@@ -348,6 +372,8 @@ class UserEquipment:
         self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl,
                             impairments=plan.impairments)
         self.visited_sip: McClient | None = None
+        self._registrations: dict[bool, Registration] = {}
+        """At home (False) and from the local PLMN (True), for the calls made on them."""
         self.tokens: Tokens | None = None
         self.profile: profiles.UserProfile | None = None
         self.security_token: str | None = None
@@ -426,10 +452,22 @@ class UserEquipment:
         return self.partner_token
 
     # -- SIP -----------------------------------------------------------------
-    async def register(self, client: McClient, core: Address, domain: str, impu: str,
-                       impi: str, token: str, ids: dict[str, str], *, expires: int = 3600,
-                       via_p_cscf: bool = False) -> Registration:
-        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2)."""
+    # The MC service client's procedures take and give plain data, so a UE in another
+    # process (or namespace) is driven the same way through its control link.
+    REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
+                              "request_partner_token", "register", "private_call",
+                              "send_short_data", "received"})
+
+    def _client(self, visited: bool) -> McClient:
+        if visited and self.visited_sip is None:
+            raise Refusal("not_attached", "the UE has not attached to a local PLMN", 0)
+        return self.visited_sip if visited and self.visited_sip else self.sip
+
+    async def register(self, core: Address, domain: str, impu: str, impi: str, token: str,
+                       ids: dict[str, str], *, visited: bool = False, expires: int = 3600,
+                       via_p_cscf: bool = False) -> SipOutcome:
+        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2), at
+        home or (``visited``) from the local PLMN address."""
         headers = [
             ("Authorization", f'Digest username="{impi}", realm="{domain}", '
                               f'uri="sip:{domain}", nonce="", response=""'),
@@ -445,5 +483,30 @@ class UserEquipment:
             if service_id is not None:
                 parts.append(BodyPart(fmt.mime_type, mcx_info.render(
                     mcx_info.ServiceInfo(fmt, token, service_id, self.client_uuid))))
-        return await client.register(core, impu, domain=domain, expires=expires,
-                                     headers=tuple(headers), parts=tuple(parts))
+        registration = await self._client(visited).register(
+            core, impu, domain=domain, expires=expires, headers=tuple(headers),
+            parts=tuple(parts))
+        self._registrations[visited] = registration
+        return SipOutcome.of(registration.response)
+
+    def _registration(self, visited: bool) -> Registration:
+        registration = self._registrations.get(visited)
+        if registration is None:
+            raise Refusal("not_registered", "the UE has not registered there", 0)
+        return registration
+
+    async def private_call(self, callee: str, *, visited: bool = False) -> CallRecord:
+        """A private call on the registration at home or (``visited``) in the partner."""
+        return await self._client(visited).private_call(callee, self._registration(visited))
+
+    async def send_short_data(self, target: str, text: str, *,
+                              visited: bool = False) -> SipOutcome:
+        response = await self._client(visited).send_short_data(
+            target, text, self._registration(visited), mcdata_id=None)
+        return SipOutcome.of(response)
+
+    async def received(self) -> Received:
+        clients = [c for c in (self.sip, self.visited_sip) if c is not None]
+        return Received(
+            tuple(caller for c in clients for caller in c.calls_answered),
+            tuple(m.body.decode("utf-8", "replace") for c in clients for m in c.messages))

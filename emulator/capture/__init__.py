@@ -25,11 +25,32 @@ from .publish import annotate
 from .publish import publish
 from .tap import TapWriter
 from .tap import write_tap_capture
+from .tshark import tshark_command
 
 __all__ = [
-    "RENDERERS", "Difference", "Flow", "KernelCapture", "LadderError", "LadderMessage",
-    "Packet", "TapWriter", "annotate", "crossings", "extract", "first_difference", "flows",
-    "kernel_capture_available", "publish", "read_pcap", "render_html", "render_mermaid",
-    "render_svg", "render_text", "signature", "split_by_host", "write_pcapng",
+    "RENDERERS",
+    "Difference",
+    "Flow",
+    "KernelCapture",
+    "LadderError",
+    "LadderMessage",
+    "Packet",
+    "TapWriter",
+    "annotate",
+    "crossings",
+    "extract",
+    "first_difference",
+    "flows",
+    "kernel_capture_available",
+    "publish",
+    "read_pcap",
+    "render_html",
+    "render_mermaid",
+    "render_svg",
+    "render_text",
+    "signature",
+    "split_by_host",
+    "tshark_command",
+    "write_pcapng",
     "write_tap_capture",
 ]

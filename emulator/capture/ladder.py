@@ -11,12 +11,13 @@ HTML page.  Columns are nodes, grouped by MC system.
 from __future__ import annotations
 
 import html
-import shutil
 import subprocess
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .tshark import tshark_command
 
 _FIELDS = ("frame.time_relative", "frame.protocols", "ip.src", "ip.dst", "ip.src_host",
            "ip.dst_host",
@@ -52,11 +53,12 @@ def _first(value: str) -> str:
 def extract(capture: Path, *, keylog: Path | None = None,
             names: Mapping[str, str] | None = None) -> list[LadderMessage]:
     """Every SIP and HTTP message of ``capture``, in capture order."""
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        raise LadderError("tshark is not installed (Debian package tshark)")
-    command = [tshark, "-r", str(capture), "-N", "n", "-Y", "sip || http", "-T", "fields",
-               "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=\x1f"]
+    try:
+        command = tshark_command(capture, "-N", "n", "-Y", "sip || http", "-T", "fields",
+                                 "-E", "separator=\t", "-E", "occurrence=a",
+                                 "-E", "aggregator=\x1f")
+    except FileNotFoundError as exc:
+        raise LadderError(str(exc)) from None
     if keylog is not None:
         command += ["-o", f"tls.keylog_file:{keylog}"]
     for name in _FIELDS:

@@ -18,8 +18,8 @@ from emulator.capture.analysis import crossings
 from emulator.documents import profile as profiles
 from emulator.refusal import Refusal
 from emulator.sip.events import Address
-from emulator.sip.message import Response
-from nodes import Registration
+from nodes import SipOutcome
+from nodes import Tokens
 from nodes import UserEquipment
 
 from .network import Network
@@ -51,11 +51,10 @@ class ScenarioResult:
 StepFunction = Callable[[], Awaitable[str]]
 
 
-def _sip_outcome(response: Response) -> str:
-    if response.status >= 300:
-        raise Refusal(",".join(response.headers.get_all("Warning")), response.reason,
-                      response.status)
-    return f"{response.status} {response.reason}"
+def _sip_outcome(outcome: SipOutcome) -> str:
+    if outcome.status >= 300:
+        raise Refusal(",".join(outcome.warnings), outcome.reason, outcome.status)
+    return f"{outcome.status} {outcome.reason}"
 
 
 class ScenarioDriver:
@@ -71,8 +70,13 @@ class ScenarioDriver:
         topology = network.topology
         self.home = topology.system(topology.ue(ue).home)
         self.partner = topology.system(topology.local_plmn.serves)
-        self.registration: Registration | None = None
-        self.partner_registration: Registration | None = None
+        self.tokens: Tokens | None = None
+        self.profile: profiles.UserProfile | None = None
+        self.security: str | None = None
+        """The security token for the partner IdMS."""
+        self.partner_tokens: dict[str, object] | None = None
+        self.registered_impu: str | None = None
+        """The identity the UE registered in the partner system."""
 
     # -- the steps --------------------------------------------------------------
     def steps(self) -> list[tuple[str, str, str, StepFunction]]:
@@ -124,14 +128,14 @@ class ScenarioDriver:
         system = self.net.topology.system(spec.home)
         tokens = await self.peer.login(system.issuer)
         user = system.user(spec.user)
-        registration = await self.peer.register(
-            self.peer.sip, self._core_address(spec.home, self.peer.name), system.domain,
-            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), tokens.access_token, user.mc_ids)
-        return _sip_outcome(registration.response)
+        outcome = await self.peer.register(
+            self._core_address(spec.home, self.peer.name), system.domain, user.mcptt_id,
+            user.mcptt_id.removeprefix("sip:"), tokens.access_token, user.mc_ids)
+        return _sip_outcome(outcome)
 
     async def login_primary(self) -> str:
-        tokens = await self.ue.login(self.home.issuer)
-        return f"ID, access and refresh tokens; scope {tokens.scope}"
+        self.tokens = await self.ue.login(self.home.issuer)
+        return f"ID, access and refresh tokens; scope {self.tokens.scope}"
 
     def _core_address(self, system: str, ue: str) -> Address:
         node = self.net.topology.system(system).node("sip-core")
@@ -140,20 +144,20 @@ class ScenarioDriver:
         return Address(transport, node.host, node.sip.port_for(transport))
 
     async def register_primary(self) -> str:
-        assert self.ue.tokens is not None
+        assert self.tokens is not None
         user = self.home.user(self.net.topology.ue(self.ue.name).user)
-        self.registration = await self.ue.register(
-            self.ue.sip, self._core_address(self.home.name, self.ue.name), self.home.domain,
-            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), self.ue.tokens.access_token,
+        outcome = await self.ue.register(
+            self._core_address(self.home.name, self.ue.name), self.home.domain,
+            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), self.tokens.access_token,
             user.mc_ids)
-        return _sip_outcome(self.registration.response)
+        return _sip_outcome(outcome)
 
     async def download_profile(self) -> str:
         user = self.home.user(self.net.topology.ue(self.ue.name).user)
         cms = self.home.node("cms").https_url
         assert cms is not None
-        profile = await self.ue.download_profile(cms, user.mcptt_id)
-        partner = profile.partner(self.partner.name)
+        self.profile = await self.ue.download_profile(cms, user.mcptt_id)
+        partner = self.profile.partner(self.partner.name)
         if partner is None:
             raise Refusal("profile", f"profile names no partner {self.partner.name}", 0)
         allowed = "authorised" if partner.authorised_to_migrate else "NOT authorised"
@@ -162,8 +166,8 @@ class ScenarioDriver:
 
     async def security_token(self) -> str:
         partner = self._partner_info()
-        await self.ue.request_security_token(f"{self.home.issuer}/token",
-                                             partner.idms_audience)
+        self.security = await self.ue.request_security_token(f"{self.home.issuer}/token",
+                                                             partner.idms_audience)
         return f"security token for {partner.idms_audience}"
 
     async def attach(self) -> str:
@@ -172,13 +176,13 @@ class ScenarioDriver:
         return f"UE address in {self.net.topology.local_plmn.name}: {address}"
 
     async def partner_token(self) -> str:
-        body = await self.ue.request_partner_token(self._partner_info().idms_token_endpoint)
-        return f"partner access token, scope {body.get('scope')}"
+        self.partner_tokens = await self.ue.request_partner_token(
+            self._partner_info().idms_token_endpoint)
+        return f"partner access token, scope {self.partner_tokens.get('scope')}"
 
     async def partner_register(self) -> str:
         partner = self._partner_info()
         variant = self.scenario.variant
-        client = self.ue.visited_sip or self.ue.sip
         gateway = Address(partner.sip_transport, partner.sip_core_host, partner.sip_core_port)
         ids = {"mcptt_id": partner.partner_impu}
         migration = next(p for p in self.partner.migration_profiles
@@ -188,53 +192,49 @@ class ScenarioDriver:
         if migration.partner_mcvideo_id:
             ids["mcvideo_id"] = migration.partner_mcvideo_id
         if variant == "direct":
-            token = self.ue.security_token or ""
+            token = self.security or ""
         elif variant == "interconnection":
-            assert self.ue.tokens is not None
-            token = self.ue.tokens.access_token
+            assert self.tokens is not None
+            token = self.tokens.access_token
         elif variant == "unattached":
             token = "not-a-token"
         else:
-            assert self.ue.partner_token is not None
-            token = str(self.ue.partner_token["access_token"])
+            assert self.partner_tokens is not None
+            token = str(self.partner_tokens["access_token"])
             if variant == "forged":
                 token = forge(token)
-        self.partner_registration = await self.ue.register(
-            client, gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi,
-            token, ids, via_p_cscf=True)
-        outcome = _sip_outcome(self.partner_registration.response)
-        service_route = ", ".join(self.partner_registration.service_route)
-        return f"{outcome}; Service-Route {service_route}"
+        outcome = await self.ue.register(
+            gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, token, ids,
+            visited=variant != "unattached", via_p_cscf=True)
+        self.registered_impu = partner.partner_impu
+        return f"{_sip_outcome(outcome)}; Service-Route {', '.join(outcome.service_route)}"
 
     async def private_call(self) -> str:
-        assert self.partner_registration is not None and self.peer is not None
-        client = self.ue.visited_sip or self.ue.sip
+        assert self.registered_impu is not None and self.peer is not None
         callee = self.partner.user(self.net.topology.ue(self.peer.name).user).mcptt_id
-        record = await client.private_call(callee, self.partner_registration)
+        record = await self.ue.private_call(callee, visited=True)
         if record.invite_status != 200:
             raise Refusal("", "INVITE refused", record.invite_status)
         if record.bye_status != 200:
             raise Refusal("", "BYE refused", record.bye_status)
-        answered = self.peer.sip.calls_answered
-        if not answered or answered[-1] != self.partner_registration.impu:
-            raise Refusal("", f"callee saw {answered}", 0)
+        answered = (await self.peer.received()).calls_answered
+        if not answered or answered[-1] != self.registered_impu:
+            raise Refusal("", f"callee saw {list(answered)}", 0)
         return f"INVITE 200, ACK, BYE 200; callee saw caller {answered[-1]}"
 
     async def short_data(self) -> str:
-        assert self.partner_registration is not None and self.peer is not None
-        client = self.ue.visited_sip or self.ue.sip
+        assert self.registered_impu is not None and self.peer is not None
         target = self.partner.user(self.net.topology.ue(self.peer.name).user)
         text = "Arrived in the partner area, ready to assist."
-        response = await client.send_short_data(target.mcptt_id, text,
-                                                self.partner_registration, mcdata_id=None)
-        outcome = _sip_outcome(response)
-        received = self.peer.sip.messages
-        if not received or text.encode() not in received[-1].body:
+        outcome = _sip_outcome(await self.ue.send_short_data(target.mcptt_id, text,
+                                                             visited=True))
+        received = (await self.peer.received()).messages
+        if not received or text not in received[-1]:
             raise Refusal("", "the message did not reach the callee", 0)
         return f"{outcome}; delivered to {target.mcptt_id}"
 
     def _partner_info(self) -> profiles.PartnerSystem:
-        partner = self.ue.profile.partner(self.partner.name) if self.ue.profile else None
+        partner = self.profile.partner(self.partner.name) if self.profile else None
         if partner is None:
             raise Refusal("profile", "no partner information in the user profile", 0)
         return partner

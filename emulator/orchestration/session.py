@@ -21,6 +21,7 @@ from pathlib import Path
 from emulator.capture.ladder import LadderError
 from emulator.capture.ladder import extract
 from emulator.capture.ladder import render_text
+from emulator.capture.tshark import tshark_command
 from emulator.topology.model import Topology
 
 from .driver import ScenarioDriver
@@ -83,13 +84,12 @@ def run_id(scenario: str) -> str:
 
 def tshark_verdict(captures: list[Path]) -> Verdict | None:
     """tshark reads every capture file with no malformed frame and no expert warning."""
-    tshark = shutil.which("tshark")
-    if tshark is None or not captures:
+    if shutil.which("tshark") is None or not captures:
         return None
     failures = []
     # One tshark per file, all at once: each spends most of its time starting up.
     readers = [(capture, subprocess.Popen(
-        [tshark, "-r", str(capture), "-Y", "_ws.malformed || _ws.expert.severity >= warning"],
+        tshark_command(capture, "-Y", "_ws.malformed || _ws.expert.severity >= warning"),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)) for capture in captures]
     for capture, reader in readers:
         output, _ = reader.communicate(timeout=120)

@@ -17,6 +17,7 @@ from emulator.capture import render_html
 from emulator.capture import render_mermaid
 from emulator.capture import render_svg
 from emulator.capture import render_text
+from emulator.capture.tshark import PREFERENCES
 from emulator.orchestration import SCENARIOS
 from emulator.orchestration import Report
 from emulator.orchestration import network as network_module
@@ -33,7 +34,8 @@ needs_kernel = pytest.mark.skipif(not KERNEL or TSHARK is None,
 
 def tshark(*args: str) -> subprocess.CompletedProcess[str]:
     assert TSHARK is not None
-    return subprocess.run([TSHARK, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([TSHARK, *args, *PREFERENCES], capture_output=True, text=True,
+                          timeout=60)
 
 
 def clean(path: Path) -> None:

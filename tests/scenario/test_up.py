@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from emulator.capture.tshark import PREFERENCES
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp not installed")
 
@@ -51,7 +53,7 @@ def test_outside_client_migrates_with_sipp_and_sigint_finalises_captures(tmp_pat
     if os.geteuid() == 0 and shutil.which("tcpdump") and shutil.which("tshark"):
         assert captures
         for capture in captures:
-            read = subprocess.run(["tshark", "-r", str(capture), "-Y",
+            read = subprocess.run(["tshark", "-r", str(capture), *PREFERENCES, "-Y",
                                    "_ws.malformed || _ws.expert.severity >= warning"],
                                   capture_output=True, text=True, timeout=60)
             assert read.returncode == 0, read.stderr
