@@ -124,12 +124,12 @@ class ScenarioDriver:
 
     async def peer_register(self) -> str:
         assert self.peer is not None
-        spec = self.net.topology.ue(self.peer.name)
+        spec = self.net.topology.ue(self.peer.plan.name)
         system = self.net.topology.system(spec.home)
         tokens = await self.peer.login(system.issuer)
         user = system.user(spec.user)
         outcome = await self.peer.register(
-            self._core_address(spec.home, self.peer.name), system.domain, user.mcptt_id,
+            self._core_address(spec.home, self.peer.plan.name), system.domain, user.mcptt_id,
             user.mcptt_id.removeprefix("sip:"), tokens.access_token, user.mc_ids)
         return _sip_outcome(outcome)
 
@@ -145,15 +145,15 @@ class ScenarioDriver:
 
     async def register_primary(self) -> str:
         assert self.tokens is not None
-        user = self.home.user(self.net.topology.ue(self.ue.name).user)
+        user = self.home.user(self.net.topology.ue(self.ue.plan.name).user)
         outcome = await self.ue.register(
-            self._core_address(self.home.name, self.ue.name), self.home.domain,
+            self._core_address(self.home.name, self.ue.plan.name), self.home.domain,
             user.mcptt_id, user.mcptt_id.removeprefix("sip:"), self.tokens.access_token,
             user.mc_ids)
         return _sip_outcome(outcome)
 
     async def download_profile(self) -> str:
-        user = self.home.user(self.net.topology.ue(self.ue.name).user)
+        user = self.home.user(self.net.topology.ue(self.ue.plan.name).user)
         cms = self.home.node("cms").https_url
         assert cms is not None
         self.profile = await self.ue.download_profile(cms, user.mcptt_id)
@@ -186,7 +186,7 @@ class ScenarioDriver:
         gateway = Address(partner.sip_transport, partner.sip_core_host, partner.sip_core_port)
         ids = {"mcptt_id": partner.partner_impu}
         migration = next(p for p in self.partner.migration_profiles
-                         if p.user == self.net.topology.ue(self.ue.name).user)
+                         if p.user == self.net.topology.ue(self.ue.plan.name).user)
         if migration.partner_mcdata_id:
             ids["mcdata_id"] = migration.partner_mcdata_id
         if migration.partner_mcvideo_id:
@@ -211,7 +211,7 @@ class ScenarioDriver:
 
     async def private_call(self) -> str:
         assert self.registered_impu is not None and self.peer is not None
-        callee = self.partner.user(self.net.topology.ue(self.peer.name).user).mcptt_id
+        callee = self.partner.user(self.net.topology.ue(self.peer.plan.name).user).mcptt_id
         record = await self.ue.private_call(callee, visited=True)
         if record.invite_status != 200:
             raise Refusal("", "INVITE refused", record.invite_status)
@@ -224,7 +224,7 @@ class ScenarioDriver:
 
     async def short_data(self) -> str:
         assert self.registered_impu is not None and self.peer is not None
-        target = self.partner.user(self.net.topology.ue(self.peer.name).user)
+        target = self.partner.user(self.net.topology.ue(self.peer.plan.name).user)
         text = "Arrived in the partner area, ready to assist."
         outcome = _sip_outcome(await self.ue.send_short_data(target.mcptt_id, text,
                                                              visited=True))

@@ -30,7 +30,6 @@ from emulator.capture.tap import TapWriter
 from emulator.keystore import SystemFiles
 from emulator.topology.model import Topology
 from nodes import NodePlan
-from nodes import UserEquipment
 
 from .placement import PLACEMENTS
 from .placement import Zygote
@@ -90,9 +89,11 @@ class Network:
         await self.stop()
 
     @property
-    def ues(self) -> dict[str, UserEquipment]:
+    def ues(self) -> dict[str, Any]:
+        """The UEs by name: the roles themselves in process, their proxies otherwise (the
+        same procedures either way)."""
         return {name: node for name, node in self.runner.nodes.items()
-                if isinstance(node, UserEquipment)}
+                if node.plan.role == "ue"}
 
     @property
     def capture_file(self) -> Path | None:

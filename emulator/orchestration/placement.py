@@ -3,16 +3,16 @@
 ``inproc``
     every role is an object in the caller's event loop (the fast path for tests).
 ``proc``
-    every infrastructure node (IdMS, CMS, MC server, SIP core, gateway) is its own
-    OS process, forked by the run's zygote (:mod:`.zygote`) and serving its plan.
-    The UEs stay in the driving process: the scenario drives them by calling them
-    (project choice for this step; see the README).
+    every node, UEs included, is its own OS process, forked by the run's zygote
+    (:mod:`.zygote`) and serving its plan.
 
 :class:`ProcessNode` is a node process's handle, a :class:`~nodes.Node` like
 any role: ``start`` asks the zygote to fork, ``ready`` waits for the node to
-say it serves (on the control socket), ``stop`` sends SIGTERM (then SIGKILL),
-and ``exited`` turns an unexpected death into :class:`NodeDied` for the
-runner.  :class:`Zygote` owns the zygote process and the control socket.
+say it serves (on its control link), ``stop`` sends SIGTERM (then SIGKILL),
+``exited`` turns an unexpected death into :class:`NodeDied` for the runner,
+and ``call`` runs one of the node's remote calls (:mod:`.remote`).
+:class:`RemoteUe` is a UE driven that way, with the in-process UE's methods.
+:class:`Zygote` owns the zygote process and the control socket.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,12 @@ from emulator.process import die_with_parent
 from emulator.transport.base import Tap
 from nodes import Node
 from nodes import NodePlan
+from nodes import UserEquipment
 from nodes import build
+
+from .remote import RemoteError
+from .remote import decode_answer
+from .remote import encode_args
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +56,14 @@ class NodeDied(RuntimeError):
 
 @dataclass
 class _Child:
-    """What the supervisor hears of one node process."""
+    """What the supervisor hears of one node process, and its control link."""
 
     pid: asyncio.Future[int]
     ready: asyncio.Future[dict[str, Any]]
     exited: asyncio.Future[int]
+    writer: asyncio.StreamWriter | None = None
+    answers: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    calls: int = 0
 
 
 class Zygote:
@@ -129,15 +138,27 @@ class Zygote:
     async def _on_link(self, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
         """A node process says it serves, then holds the link open for its life."""
+        child = None
         try:
             line = await reader.readline()
             if line:
                 message = json.loads(line)
                 child = self._children.get(message.get("ready", ""))
                 if child is not None and not child.ready.done():
+                    child.writer = writer
                     child.ready.set_result(message.get("state", {}))
-            await reader.read()  # returns at the end of the link: the process is gone
+            async for line in reader:  # answers to calls, until the process is gone
+                answer = json.loads(line)
+                waiting = child.answers.pop(answer.get("id"), None) if child else None
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
         finally:
+            if child is not None:
+                child.writer = None
+                for waiting in child.answers.values():
+                    if not waiting.done():
+                        waiting.set_exception(NodeDied("the node's control link ended"))
+                child.answers.clear()
             writer.close()
 
 
@@ -206,6 +227,23 @@ class ProcessNode:
         """SIGKILL, as a fault: the runner sees an unexpected exit."""
         self._signal(signal.SIGKILL)
 
+    async def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Send one call on the node's control link; returns its answer (see .remote)."""
+        child = self._child
+        if child is None or child.writer is None:
+            raise NodeDied(f"{self.plan.name} has no control link (not serving)")
+        child.calls += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        child.answers[child.calls] = future
+        child.writer.write((json.dumps({"id": child.calls, "call": name, "args": args}) +
+                            "\n").encode())
+        await child.writer.drain()
+        answer = await future
+        self._state = {**answer.get("state", self._state), "pid": self.pid}
+        if "error" in answer:
+            raise RemoteError(f"{self.plan.name}: {answer['error']}")
+        return answer
+
     def _signal(self, sig: int) -> None:
         # The zygote has not reaped it until it reports its exit, so the pid is still ours.
         if self.pid is not None and self._child is not None and not self._child.exited.done():
@@ -233,8 +271,23 @@ def builder(placement: str, tap: Tap | None, zygote: Zygote | None
     assert zygote is not None
 
     def make(plan: NodePlan) -> Node:
-        if plan.role == "ue":
-            return build(plan, tap=tap)
-        return ProcessNode(plan, zygote, zygote.run_dir)
+        kind = RemoteUe if plan.role == "ue" else ProcessNode
+        return kind(plan, zygote, zygote.run_dir)
 
     return make
+
+
+class RemoteUe(ProcessNode):
+    """A UE in its own process, with the in-process UE's procedures (same names, same
+    arguments, same results), each one a call on its control link."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in UserEquipment.REMOTE_CALLS:
+            raise AttributeError(name)
+        method = getattr(UserEquipment, name)
+
+        async def remote(*args: Any, **kwargs: Any) -> Any:
+            answer = await self.call(name, encode_args(method, args, kwargs))
+            return decode_answer(method, answer)
+
+        return remote

@@ -10,32 +10,56 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from nodes import Node
 from nodes import NodePlan
 from nodes import build
+
+from .remote import serve_call
 
 READY = "READY "
 
 
-async def serve_plan(plan: NodePlan, announce: Callable[[dict[str, Any]], None]) -> int:
-    """Build, start, ``announce`` the node's state once it serves, serve until SIGTERM or
-    SIGINT, stop.  Returns the exit code."""
+async def serve_plan(plan: NodePlan, control: str | None = None) -> int:
+    """Build, start, say the node serves, serve until SIGTERM or SIGINT, stop.
+
+    With a supervisor's ``control`` socket, the node says so there and then
+    answers the calls it receives on that link (:mod:`.remote`); without one,
+    it prints ``READY <state>`` on stdout.  Returns the exit code.
+    """
     node = build(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    link: asyncio.Task[None] | None = None
     try:
         await node.start()
         await node.ready()
-        announce(node.state())
+        if control is None:
+            print(READY + json.dumps(node.state()), flush=True)
+        else:
+            reader, writer = await asyncio.open_unix_connection(control)
+            writer.write((json.dumps({"ready": plan.name, "state": node.state()}) +
+                          "\n").encode())
+            link = asyncio.create_task(_answer(node, reader, writer, stop))
         await stop.wait()
     finally:
+        if link is not None:
+            link.cancel()
         await node.stop()
     return 0
+
+
+async def _answer(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  stop: asyncio.Event) -> None:
+    """Answer the supervisor's calls, one at a time, until it goes (then so do we)."""
+    async for line in reader:
+        answer = await serve_call(node, json.loads(line))
+        writer.write((json.dumps(answer) + "\n").encode())
+        await writer.drain()
+    stop.set()
 
 
 def run_node(plan_file: Path) -> int:
@@ -46,5 +70,4 @@ def run_node(plan_file: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {plan_file}: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(serve_plan(plan, lambda state: print(READY + json.dumps(state),
-                                                            flush=True)))
+    return asyncio.run(serve_plan(plan))

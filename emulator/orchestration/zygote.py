@@ -20,8 +20,9 @@ Replies on its stdout::
 A node process leaves the terminal's session (a Ctrl-C reaches the
 supervisor only), writes its output to its log, serves its plan, and says it
 serves by connecting to the supervisor's control socket and sending
-``{"ready": "<name>", "state": {...}}``; that connection stays open for its
-life, so its end tells the supervisor at once that the node is gone.  Node
+``{"ready": "<name>", "state": {...}}``; that link stays open for its life,
+carries the supervisor's calls (:mod:`.remote`), and its end tells the
+supervisor at once that the node is gone.  Node
 processes die with the zygote, and the zygote with the supervisor
 (``PR_SET_PDEATHSIG``); the zygote also ends when its stdin closes, after
 sending SIGTERM to the node processes still alive.
@@ -34,7 +35,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -56,13 +56,7 @@ def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str) 
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        link.connect(control)
-
-        def announce(state: dict[str, Any]) -> None:
-            link.sendall((json.dumps({"ready": name, "state": state}) + "\n").encode())
-
-        code = asyncio.run(serve_plan(NodePlan.from_dict(plan), announce))
+        code = asyncio.run(serve_plan(NodePlan.from_dict(plan), control))
     except BaseException as exc:  # everything ends here: the child must never return
         print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:

@@ -26,9 +26,13 @@ from emulator.orchestration import prepare_pki
 from emulator.orchestration import run_scenario
 from emulator.orchestration.placement import NodeDied
 from emulator.orchestration.placement import ProcessNode
+from emulator.orchestration.placement import RemoteUe
+from emulator.orchestration.remote import RemoteError
+from emulator.refusal import Refusal
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
+from nodes import Tokens
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -75,12 +79,33 @@ async def test_each_node_is_its_own_process_and_none_outlives_the_run(
     async with network:
         pids = {name: node.pid for name, node in network.runner.nodes.items()
                 if isinstance(node, ProcessNode)}
-        assert len(pids) == 9 and len(set(pids.values())) == 9
+        assert len(pids) == 11 and len(set(pids.values())) == 11  # the UEs too
         assert os.getpid() not in pids.values()
         assert all(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
         state = network.state()
         assert state["nodes"]["partner.sip-core"]["pid"] == pids["partner.sip-core"]
     assert not any(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
+
+
+async def test_a_ue_in_its_own_process_is_driven_like_one_in_process(
+        topology: Topology, tmp_path: Path) -> None:
+    """The same procedures, the same results (dataclasses), the same refusals."""
+    async with Network(topology, run_dir=tmp_path / "run", placement="proc") as network:
+        ue = network.ues["ue-alice"]
+        assert isinstance(ue, RemoteUe)
+        tokens = await ue.login(topology.system("primary").issuer)
+        assert isinstance(tokens, Tokens) and tokens.access_token
+        with pytest.raises(Refusal) as refused:  # the IdMS's OAuth error, across the link
+            await ue.request_security_token(f"{topology.system('primary').issuer}/token",
+                                            "https://nowhere.example")
+        assert refused.value.error == "invalid_target" and refused.value.status == 400
+        with pytest.raises(Refusal, match="not attached"):
+            await ue.private_call("sip:carol@mcx.partner.example", visited=True)
+        with pytest.raises(RemoteError, match="no remote call 'stop'"):
+            await ue.call("stop", {})
+        address = await ue.attach(f"{topology.local_plmn.gateway.https_url}/attach")
+        assert ue.state()["visited_address"] == address  # every answer refreshes the state
+        assert (await ue.received()).calls_answered == ()
 
 
 async def test_a_node_that_dies_fails_the_run_with_its_name(topology: Topology,
