@@ -6,6 +6,8 @@
     mcx-emulator --list-scenarios
     mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc]
     mcx-emulator node --plan FILE                a node process, started from its plan
+    mcx-emulator exec --state-file FILE NODE -- CMD      CMD in NODE's namespace (netns)
+    mcx-emulator clean                           remove what a run killed with SIGKILL left
     mcx-emulator provision --dir DIR --from A --to B --issuer URL [--mode ...]
     mcx-emulator ladder CAPTURE [--format text|mermaid|svg|html] [-o FILE]
     mcx-emulator diff CAPTURE_A CAPTURE_B
@@ -45,6 +47,7 @@ from emulator.identity.pki import issue_server_certificate
 from emulator.identity.pki import make_ca
 from emulator.keystore import load_trusted_issuers
 from emulator.keystore import write_credential
+from emulator.orchestration.netns import clean as clean_namespaces
 from emulator.orchestration.placement import PLACEMENTS
 from emulator.orchestration.plan import plan_network
 from emulator.orchestration.provisioning import PROVISION_MODES
@@ -199,6 +202,33 @@ def run_scenarios(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def run_exec(args: argparse.Namespace) -> int:
+    """Run a command in a node's network namespace, as ``ip netns exec`` does."""
+    try:
+        nodes = json.loads(Path(args.state_file).read_text())["nodes"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {args.state_file}: not a state file of up ({exc})", file=sys.stderr)
+        return 2
+    namespace = nodes.get(args.node, {}).get("namespace")
+    if namespace is None:
+        known = ", ".join(n for n, v in nodes.items() if v.get("namespace"))
+        print(f"error: no node {args.node!r} in a namespace (up --placement netns); "
+              f"known: {known or 'none'}", file=sys.stderr)
+        return 2
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        print("error: give a command after --", file=sys.stderr)
+        return 2
+    os.execvp("ip", ["ip", "netns", "exec", namespace, *command])
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    removed = asyncio.run(clean_namespaces())
+    print(f"removed {len(removed)} namespace(s) of runs that are gone"
+          + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     topology = _topology(args)
     if topology is None:
@@ -301,8 +331,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="varies the random choices of impaired links (same seed, "
                               "same run)")
         sub.add_argument("--placement", choices=PLACEMENTS, default="inproc",
-                         help="inproc: one process; proc: every infrastructure node its own "
-                              "process")
+                         help="inproc: one process; proc: every node its own process; "
+                              "netns: every node its own process and network namespace")
         sub.add_argument("--pcaps", default=None,
                          help="where run directories go (default: ./pcaps, or "
                               "$TMPDIR/mcx-emulator/pcaps when . is not writable)")
@@ -313,6 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     diff = commands.add_parser("diff", help="compare two runs' message sequences")
     diff.add_argument("a")
     diff.add_argument("b")
+    execute = commands.add_parser("exec", help="run a command in a node's network namespace")
+    execute.add_argument("node")
+    execute.add_argument("--state-file", required=True, help="the state file of up")
+    execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                         help="the command and its arguments")
+    commands.add_parser("clean", help="remove namespaces left by runs killed with SIGKILL")
     node = commands.add_parser("node", help="run one node from its plan (what proc placement "
                                             "and containers start)")
     node.add_argument("--plan", required=True, help="the node's plan, as JSON")
@@ -341,7 +377,7 @@ def _parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_scenarios, "up": run_up, "provision": run_provision, "ladder": run_ladder,
     "diff": run_diff, "plan": run_plan, "demo": run_demo,
-    "node": lambda args: run_node(Path(args.plan))}
+    "node": lambda args: run_node(Path(args.plan)), "exec": run_exec, "clean": run_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

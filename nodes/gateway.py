@@ -106,6 +106,13 @@ class Gateway(SipNode):
                 "attached": {c.address: c.name for c in self.attached.values()}}
 
     # -- attach ----------------------------------------------------------------
+    REMOTE_CALLS = frozenset({"allocate"})
+
+    def allocate(self, ue: str) -> str:
+        """The address ``ue`` has, or gets, in the local PLMN: what the radio attach of a
+        namespaced UE plugs in before the UE's own attach confirms it."""
+        return self.attach(ue).address
+
     def attach(self, ue: str) -> UeContext:
         for context in self.attached.values():
             if context.name == ue:

@@ -423,25 +423,33 @@ class UserEquipment:
         return self.security_token
 
     # -- migration ---------------------------------------------------------------
-    async def attach(self, attach_url: str, transport: str | None = None) -> str:
+    async def attach(self, attach_url: str, transport: str | None = None,
+                     via: str | None = None) -> str:
         """Attach to the local PLMN: the gateway hands out the UE's address there.
 
         ``transport`` is the one the profile names for the partner's access (the
-        UE-gateway link); the home transport is kept when none is given.
+        UE-gateway link); the home transport is kept when none is given.  ``via`` is
+        the address the UE already has on the access network (its radio attach in
+        netns placement), which the request comes from; otherwise it comes from home.
         """
-        async with self._http(self.home_host) as client:
+        async with self._http(via or self.home_host) as client:
             async with client.session.post(attach_url, json={"ue": self.name}) as response:
                 body = await response.json(content_type=None)
                 if response.status != 200 or not isinstance(body, dict):
                     error = body if isinstance(body, dict) else {}
                     raise Refusal(str(error.get("error", "attach_refused")),
                                   str(error.get("error_description", body)), response.status)
-        self.visited_address = str(body["ue_address"])
-        self.visited_sip = McClient(self.name, self.visited_address,
-                                    transport or self.transport, tap=self._tap,
-                                    client_ssl=self.ssl, impairments=self.plan.impairments)
+        return await self.camp(str(body["ue_address"]), transport)
+
+    async def camp(self, address: str, transport: str | None = None) -> str:
+        """Use ``address`` on the local PLMN for SIP, as an attach does; alone, it is a UE on
+        the access network that never attached (the gateway must refuse its SIP)."""
+        self.visited_address = address
+        self.visited_sip = McClient(self.name, address, transport or self.transport,
+                                    tap=self._tap, client_ssl=self.ssl,
+                                    impairments=self.plan.impairments)
         await self.visited_sip.start()
-        return self.visited_address
+        return address
 
     async def request_partner_token(self, token_endpoint: str, *,
                                     security_token: str | None = None) -> dict[str, object]:
@@ -455,7 +463,7 @@ class UserEquipment:
     # The MC service client's procedures take and give plain data, so a UE in another
     # process (or namespace) is driven the same way through its control link.
     REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
-                              "request_partner_token", "register", "private_call",
+                              "camp", "request_partner_token", "register", "private_call",
                               "send_short_data", "received"})
 
     def _client(self, visited: bool) -> McClient:

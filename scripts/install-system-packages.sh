@@ -6,6 +6,7 @@ need=()
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v sipp   >/dev/null 2>&1 || need+=(sip-tester)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+command -v ip      >/dev/null 2>&1 || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "note: not root, so not installing ${need[*]}; tests that need them are skipped" >&2

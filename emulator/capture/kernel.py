@@ -52,10 +52,17 @@ class KernelCapture:
     """tcpdump writing every packet of the run's addresses to ``path``."""
 
     def __init__(self, path: Path, hosts: Iterable[str], networks: Iterable[str] = (),
-                 interface: str = "lo") -> None:
+                 interface: str = "lo", namespace: str | None = None,
+                 buffer_kib: int = 65536) -> None:
         self.path = path
-        self.filter = bpf_filter(hosts, networks)
+        # On a bridge, ARP is the switch's business (and proxy ARP looks like an address
+        # conflict to Wireshark): IP only.
+        self.filter = bpf_filter(hosts, networks) if namespace is None else \
+            f"ip and {bpf_filter(hosts, networks)}"
         self.interface = interface
+        self.namespace = namespace
+        """Capture in this network namespace (a netns run's switch, on one bridge)."""
+        self.buffer_kib = buffer_kib
         self._process: asyncio.subprocess.Process | None = None
         self.summary = ""
         """tcpdump's closing statistics (packets captured, dropped by kernel)."""
@@ -65,12 +72,14 @@ class KernelCapture:
         if tcpdump is None:
             raise RuntimeError("tcpdump not found (Debian package tcpdump)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        inside = ["ip", "netns", "exec", self.namespace] if self.namespace else []
         self._process = await asyncio.create_subprocess_exec(
+            *inside,
             # Snap length = lo's MTU, not tcpdump's 256 kB default: each ring slot is
             # sized by it, and a 2 MB ring of 256 kB slots drops bursts on lo.
             # -Z root: dropping to user tcpdump would clear the parent-death signal.
             tcpdump, "-i", self.interface, "-U", "--immediate-mode", "-s", "65535", "-Z", "root",
-            "-B", "65536", "-n", "-w", str(self.path),
+            "-B", str(self.buffer_kib), "-n", "-w", str(self.path),
             self.filter, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             preexec_fn=die_with_parent)  # a killed supervisor leaves no tcpdump running
         assert self._process.stderr is not None

@@ -172,7 +172,8 @@ class ScenarioDriver:
 
     async def attach(self) -> str:
         partner = self._partner_info()
-        address = await self.ue.attach(partner.attach_url, partner.sip_transport)
+        via = await self.net.radio_attach(self.ue.plan.name)
+        address = await self.ue.attach(partner.attach_url, partner.sip_transport, via=via)
         return f"UE address in {self.net.topology.local_plmn.name}: {address}"
 
     async def partner_token(self) -> str:
@@ -203,9 +204,15 @@ class ScenarioDriver:
             token = str(self.partner_tokens["access_token"])
             if variant == "forged":
                 token = forge(token)
+        visited = variant != "unattached"
+        if not visited:  # on the access network without attaching, where one can be
+            address = await self.net.radio_attach(self.ue.plan.name, allocate=False)
+            if address is not None:
+                await self.ue.camp(address, partner.sip_transport)
+                visited = True
         outcome = await self.ue.register(
             gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, token, ids,
-            visited=variant != "unattached", via_p_cscf=True)
+            visited=visited, via_p_cscf=True)
         self.registered_impu = partner.partner_impu
         return f"{_sip_outcome(outcome)}; Service-Route {', '.join(outcome.service_route)}"
 

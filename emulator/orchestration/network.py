@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import os
+import shutil
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 from emulator.capture.kernel import KernelCapture
 from emulator.capture.kernel import kernel_capture_available
+from emulator.capture.merge import merge
 from emulator.capture.pcapng import read_pcap
 from emulator.capture.publish import publish
 from emulator.capture.tap import TapWriter
@@ -31,7 +36,13 @@ from emulator.keystore import SystemFiles
 from emulator.topology.model import Topology
 from nodes import NodePlan
 
+from .netns import PREFIX
+from .netns import NetnsNetwork
+from .netns import check_privileges
+from .netns import layout
+from .netns import netns_host
 from .placement import PLACEMENTS
+from .placement import ProcessNode
 from .placement import Zygote
 from .placement import builder
 from .plan import Faults
@@ -42,8 +53,11 @@ from .runner import Runner
 from .runner import run_nodes
 from .steps import StepLog
 
+_RUNS = itertools.count()
+"""Numbers the runs of this process, for their namespaces' names."""
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"
 TAP_METHOD = "application-level tap (SIP only; run as root for HTTPS)"
+BRIDGES_METHOD = "kernel capture (tcpdump on each bridge of the namespaces)"
 NO_TAP_METHOD = ("none: nodes in their own processes are captured by tcpdump, which needs "
                  "root (or use --placement inproc)")
 
@@ -62,7 +76,9 @@ class Network:
                  capture: bool = True, placement: str = "inproc", seed: int = 0) -> None:
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
-        self.topology = topology.with_transport(transport) if transport else topology
+        topology = topology.with_transport(transport) if transport else topology
+        # netns: the same topology, moved from 127.0.0.0/15 to 198.18.0.0/15.
+        self.topology = topology.with_hosts(netns_host) if placement == "netns" else topology
         self.faults = faults or Faults()
         self.placement = placement
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -75,7 +91,9 @@ class Network:
         self.runner = Runner()
         self.capture_method = "none"
         self.capture_files: list[Path] = []
-        self.kernel_capture: KernelCapture | None = None
+        self.kernel_captures: list[KernelCapture] = []
+        """tcpdump on lo, or one per bridge of a netns run."""
+        self.netns: NetnsNetwork | None = None
         self._want_capture = capture
         self._tap: TapWriter | None = None
         self._stack = AsyncExitStack()
@@ -107,30 +125,62 @@ class Network:
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
+    @property
+    def kernel_capture(self) -> KernelCapture | None:
+        """The first kernel capture, if any (all of them: ``kernel_captures``)."""
+        return self.kernel_captures[0] if self.kernel_captures else None
+
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            namespaces = await self._start_namespaces()
             await self._start_capture()
             prepare_pki(self.topology, self.run_dir, mode=self.faults.provision_mode,
                         now=dt.datetime.now(dt.UTC))
             zygote = None
-            if self.placement == "proc":
+            if self.placement != "inproc":
                 zygote = Zygote(self.run_dir)
                 await zygote.start()
                 self._stack.push_async_callback(zygote.stop)  # after the nodes stop
             self.runner = await self._stack.enter_async_context(
-                run_nodes(self.plans, builder(self.placement, self._tap, zygote)))
+                run_nodes(self.plans, builder(self.placement, self._tap, zygote, namespaces)))
         except BaseException:
             await self.stop()
             raise
         self._ready.set()
 
+    async def _start_namespaces(self) -> Callable[[str], str] | None:
+        if self.placement != "netns":
+            return None
+        check_privileges()
+        interconnect = tuple(
+            (primary, partner.node("mc-server").qualified_name)
+            for partner in self.topology.systems for primary in {
+                self.topology.system(p.primary).node("mc-server").qualified_name
+                for p in partner.migration_profiles}
+        ) if self.faults.partner_mode == "interconnection" else ()
+        self.netns = NetnsNetwork(layout(self.topology, f"{PREFIX}{os.getpid()}-"
+                                                       f"{next(_RUNS)}-", interconnect))
+        await self.netns.create()
+        return self.netns.namespace
+
     async def _start_capture(self) -> None:
         if not self._want_capture:
             return
-        if kernel_capture_available():
-            self.kernel_capture = KernelCapture(self.run_dir / "capture.pcap", list(self.names))
-            await self.kernel_capture.start()
+        if self.netns is not None:
+            if shutil.which("tcpdump") is None:
+                raise RuntimeError("tcpdump not found (Debian package tcpdump)")
+            for network, bridge in self.netns.layout.bridges.items():
+                capture = KernelCapture(self.run_dir / f"capture-{network}.pcap",
+                                        list(self.names), interface=bridge,
+                                        namespace=self.netns.layout.switch, buffer_kib=16384)
+                self.kernel_captures.append(capture)
+                await capture.start()
+            self.capture_method = BRIDGES_METHOD
+        elif kernel_capture_available():
+            capture = KernelCapture(self.run_dir / "capture.pcap", list(self.names))
+            self.kernel_captures.append(capture)
+            await capture.start()
             self.capture_method = KERNEL_METHOD
         elif self.placement == "inproc":  # not root: SIP from the transports' taps (no HTTPS)
             self._tap = TapWriter(tapped_hosts=list(self.names))
@@ -160,17 +210,19 @@ class Network:
         try:
             await self._stack.aclose()
         finally:
-            if self.kernel_capture is not None:
-                await self.kernel_capture.stop()
+            for capture in self.kernel_captures:
+                await capture.stop()
+            if self.netns is not None:
+                await self.netns.delete()
             self._publish()
 
     def _publish(self) -> None:
         """Write capture.pcapng and nodes/*.pcapng (names, step comments, TLS secrets)."""
         if self.capture_files:
             return
-        raw = self.kernel_capture.path if self.kernel_capture is not None else None
-        if raw is not None and raw.exists():
-            packets = read_pcap(raw)
+        raws = [c.path for c in self.kernel_captures if c.path.exists()]
+        if raws:
+            packets = merge(read_pcap(raw) for raw in raws)
         elif self._tap is not None:
             packets = self._tap.close()
         else:
@@ -178,8 +230,28 @@ class Network:
         self.capture_files = publish(self.run_dir, packets, names=self.names,
                                      label=self.steps.label, keylog=self.keylog_file,
                                      method=self.capture_method)
-        if raw is not None and raw.exists():
-            raw.unlink()  # capture.pcapng holds every packet of it, and more
+        for raw in raws:
+            raw.unlink()  # capture.pcapng holds every packet of them, and more
+
+    async def radio_attach(self, ue: str, *, allocate: bool = True) -> str | None:
+        """In netns placement, what the radio does before a UE attaches to the local PLMN:
+        the gateway gives it its address, and its namespace moves from the home access
+        network to the local PLMN's.  Returns that address (None in other placements,
+        where the UE simply sends from its home address).
+
+        ``allocate`` False plugs the UE in with a pool address the gateway has not
+        handed out (its last): a device on the access network that never attached.
+        """
+        if self.netns is None:
+            return None
+        if allocate:
+            gateway = self.runner.nodes[self.topology.local_plmn.gateway.qualified_name]
+            assert isinstance(gateway, ProcessNode)
+            address = str((await gateway.call("allocate", {"ue": ue}))["result"])
+        else:
+            address = self.topology.local_plmn.ue_pool[-1]
+        await self.netns.move_to_access(ue, address)
+        return address
 
     # -- state for outside clients ---------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -187,17 +259,17 @@ class Network:
         nodes: dict[str, Any] = {}
         states = self.runner.state()
         for plan in self.plans:
-            if plan.role == "ue":
-                continue
+            if plan.role == "ue" and self.netns is None:
+                continue  # on loopback an outside client is a UE by itself
             https = plan.listener("https")
             nodes[plan.name] = {
                 "role": plan.role, "system": plan.system,
                 "sip": [{"transport": item.protocol, "host": item.host, "port": item.port}
                         for item in plan.sip_listeners],
                 "http": f"https://{https.host}:{https.port}" if https else None}
-            pid = states.get(plan.name, {}).get("pid")
-            if pid is not None:
-                nodes[plan.name]["pid"] = pid
+            for key in ("pid", "namespace"):
+                if states.get(plan.name, {}).get(key) is not None:
+                    nodes[plan.name][key] = states[plan.name][key]
         users = {}
         for system in self.topology.systems:
             for user in system.users:

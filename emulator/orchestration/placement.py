@@ -44,7 +44,7 @@ from .remote import encode_args
 
 logger = logging.getLogger(__name__)
 
-PLACEMENTS = ("inproc", "proc")
+PLACEMENTS = ("inproc", "proc", "netns")
 READY_TIMEOUT = 60.0
 """Seconds a node may take to serve (the first fork waits for the zygote's imports)."""
 STOP_TIMEOUT = 10.0
@@ -88,14 +88,14 @@ class Zygote:
             start_new_session=True, preexec_fn=die_with_parent)
         self._reader = asyncio.create_task(self._read(), name="zygote reader")
 
-    async def fork(self, plan: NodePlan, log: Path) -> _Child:
+    async def fork(self, plan: NodePlan, log: Path, netns: str | None = None) -> _Child:
         """Ask for a node process serving ``plan``; returns what to wait on."""
         process = self._process
         assert process is not None and process.stdin is not None
         loop = asyncio.get_running_loop()
         child = _Child(loop.create_future(), loop.create_future(), loop.create_future())
         self._children[plan.name] = child
-        request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log)}
+        request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log), "netns": netns}
         process.stdin.write((json.dumps(request) + "\n").encode())
         await process.stdin.drain()
         return child
@@ -165,9 +165,12 @@ class Zygote:
 class ProcessNode:
     """A node in its own OS process, forked by the zygote to serve its plan."""
 
-    def __init__(self, plan: NodePlan, zygote: Zygote, run_dir: Path) -> None:
+    def __init__(self, plan: NodePlan, zygote: Zygote, run_dir: Path,
+                 netns: str | None = None) -> None:
         self.plan = plan
         self.zygote = zygote
+        self.netns = netns
+        """The network namespace the node runs in (netns placement)."""
         self.log_file = run_dir / "logs" / f"{plan.name}.log"
         self.pid: int | None = None
         self._child: _Child | None = None
@@ -180,7 +183,7 @@ class ProcessNode:
     async def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._stopping = False
-        self._child = await self.zygote.fork(self.plan, self.log_file)
+        self._child = await self.zygote.fork(self.plan, self.log_file, self.netns)
         self.pid = await self._child.pid
 
     async def ready(self) -> None:
@@ -200,7 +203,7 @@ class ProcessNode:
         if not child.ready.done():
             raise NodeDied(f"{self.plan.name} failed to start (exit {child.exited.result()}): "
                            f"{self._last_log_line()}  (log: {self.log_file})")
-        self._state = {**child.ready.result(), "pid": self.pid}
+        self._state = {**child.ready.result(), "pid": self.pid, "namespace": self.netns}
 
     async def exited(self) -> None:
         """Returns only if the process ends without :meth:`stop`: then raises NodeDied."""
@@ -239,7 +242,8 @@ class ProcessNode:
                             "\n").encode())
         await child.writer.drain()
         answer = await future
-        self._state = {**answer.get("state", self._state), "pid": self.pid}
+        self._state = {**answer.get("state", self._state), "pid": self.pid,
+                       "namespace": self.netns}
         if "error" in answer:
             raise RemoteError(f"{self.plan.name}: {answer['error']}")
         return answer
@@ -261,9 +265,10 @@ class ProcessNode:
         return lines[-1] if lines else ""
 
 
-def builder(placement: str, tap: Tap | None, zygote: Zygote | None
-            ) -> Callable[[NodePlan], Node]:
-    """How the runner makes each node for ``placement`` (``proc`` needs the zygote)."""
+def builder(placement: str, tap: Tap | None, zygote: Zygote | None,
+            namespaces: Callable[[str], str] | None = None) -> Callable[[NodePlan], Node]:
+    """How the runner makes each node for ``placement`` (``proc`` and ``netns`` need the
+    zygote; ``netns`` the namespace of each node, by name)."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
     if placement == "inproc":
@@ -272,7 +277,8 @@ def builder(placement: str, tap: Tap | None, zygote: Zygote | None
 
     def make(plan: NodePlan) -> Node:
         kind = RemoteUe if plan.role == "ue" else ProcessNode
-        return kind(plan, zygote, zygote.run_dir)
+        netns = namespaces(plan.name) if namespaces is not None else None
+        return kind(plan, zygote, zygote.run_dir, netns)
 
     return make
 

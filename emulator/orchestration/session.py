@@ -118,9 +118,8 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
     wireshark = tshark_verdict(network.capture_files)
     if wireshark is not None:
         verdicts.append(wireshark)
-    capture = network.kernel_capture
-    summary = f"{network.capture_method}: {capture.summary}" if capture else \
-        network.capture_method
+    summaries = "; ".join(c.summary for c in network.kernel_captures)
+    summary = f"{network.capture_method}: {summaries}" if summaries else network.capture_method
     migration = network.steps.span("attach:", "partner-register:") if \
         {"attach", "partner-register"} <= {v.step for v in result.verdicts if v.passed} else None
     return Report(result, run_dir, network.capture_file, summary,

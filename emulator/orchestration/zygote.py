@@ -8,7 +8,9 @@ serves in tens of milliseconds.  The supervisor starts one zygote per run::
 
 and talks to it in JSON lines.  Requests on its stdin::
 
-    {"fork": "<node name>", "plan": {...NodePlan...}, "log": "<path>"}
+    {"fork": "<node name>", "plan": {...NodePlan...}, "log": "<path>", "netns": null}
+
+(``netns`` names the network namespace the node process enters before it serves.)
 
 Replies on its stdout::
 
@@ -40,15 +42,20 @@ from typing import Any
 
 from emulator.orchestration.serve import serve_plan
 from emulator.process import die_with_parent
+from emulator.process import enter_netns
 from nodes import NodePlan
 
 
-def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str) -> None:
-    """In the forked child: detach, redirect output, serve; never returns."""
+def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str,
+                  netns: str | None) -> None:
+    """In the forked child: detach, enter its namespace, redirect output, serve; never
+    returns."""
     code = 1
     try:
         os.setsid()
         die_with_parent()
+        if netns is not None:
+            enter_netns(netns)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -110,7 +117,8 @@ def main(control: str) -> int:
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
-                    _node_process(request["fork"], request["plan"], request["log"], control)
+                    _node_process(request["fork"], request["plan"], request["log"], control,
+                                  request.get("netns"))
                 children[pid] = request["fork"]
                 _say({"started": request["fork"], "pid": pid})
         _reap(children)

@@ -9,6 +9,7 @@ belongs to a user of its primary system.  Nothing here starts anything:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -216,6 +217,18 @@ class Topology:
         for index, host in enumerate(self.local_plmn.ue_pool):
             names.setdefault(host, f"{self.local_plmn.name}.ue{index + 1}")
         return names
+
+    def with_hosts(self, host: Callable[[str], str]) -> Topology:
+        """The same topology with every address replaced by ``host(address)``."""
+        from dataclasses import replace
+
+        systems = tuple(replace(s, nodes=tuple(replace(n, host=host(n.host)) for n in s.nodes))
+                        for s in self.systems)
+        plmn = self.local_plmn
+        plmn = replace(plmn, gateway=replace(plmn.gateway, host=host(plmn.gateway.host)),
+                       ue_pool=tuple(host(a) for a in plmn.ue_pool))
+        return replace(self, systems=systems, local_plmn=plmn,
+                       ues=tuple(replace(u, host=host(u.host)) for u in self.ues))
 
     def with_transport(self, transport: str) -> Topology:
         """The same topology with every link forced to one transport (--transport).

@@ -1,0 +1,177 @@
+"""netns placement: every node its own process and network namespace.
+
+The layout is checked as data; the rest from outside the emulator: real connect attempts
+from inside the namespaces, `ip netns list` and `ip -o link`, and the capture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.capture import extract
+from emulator.capture import first_difference
+from emulator.orchestration import SCENARIOS
+from emulator.orchestration import Network
+from emulator.orchestration import run_scenario
+from emulator.orchestration.netns import NetnsError
+from emulator.orchestration.netns import check_privileges
+from emulator.orchestration.netns import layout
+from emulator.orchestration.netns import netns_host
+from emulator.orchestration.placement import NodeDied
+from emulator.topology import DEFAULT_TOPOLOGY
+from emulator.topology import Topology
+from emulator.topology import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+REFERENCE = ROOT / "pcaps" / "reference" / "default.pcapng"
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+PROBE = """
+import json, socket, sys
+results = {}
+for host, port in json.loads(sys.argv[1]):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        s.settimeout(2)
+        try:
+            s.connect((host, port))
+            if kind == socket.SOCK_DGRAM:
+                s.send(b"\\r\\n\\r\\n")
+            ok = True
+        except OSError:
+            ok = False
+        finally:
+            s.close()
+        results[f"{'tcp' if kind == socket.SOCK_STREAM else 'udp'}:{host}:{port}"] = ok
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return load_topology(DEFAULT_TOPOLOGY)
+
+
+def namespaces() -> list[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in listing.splitlines() if line.startswith("mcx-")]
+
+
+def reach(namespace: str, targets: list[tuple[str, int]]) -> dict[str, bool]:
+    """Real connect attempts from inside ``namespace``: which (host, port) answer."""
+    done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", PROBE,
+                           json.dumps(targets)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_the_layout_joins_no_primary_node_to_any_partner_node(topology: Topology) -> None:
+    mapped = topology.with_hosts(netns_host)
+    plan = layout(mapped, "mcx-test-")
+    primary = {n.host for n in mapped.system("primary").nodes}
+    bridges = {}
+    for name, namespace in plan.namespaces.items():
+        for interface in namespace.interfaces:
+            bridges.setdefault(interface.bridge, set()).add(name)
+            if not name.startswith("primary") and name != "ue-alice":
+                assert not primary & set(interface.routes), (name, interface)
+    assert not any({n.split(".")[0] for n in members} >= {"primary", "partner"}
+                   for members in bridges.values())
+    gateway = plan.namespaces["visited-plmn.gateway"]
+    assert gateway.forwards and len(gateway.interfaces) == 2
+    assert netns_host("127.0.20.2") == "198.18.20.2"
+    assert netns_host("127.1.2.3") == "198.19.2.3"
+    with pytest.raises(ValueError, match=r"198\.18\.0\.0/15"):
+        netns_host("127.5.0.1")
+
+
+def test_without_root_the_error_names_the_capability_and_the_way_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(NetnsError, match=r"CAP_SYS_ADMIN.*--placement proc"):
+        check_privileges()
+
+
+@root_only
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_every_scenario_passes_in_netns(topology: Topology, tmp_path: Path,
+                                              name: str) -> None:
+    report = await run_scenario(topology, SCENARIOS[name], pcap_root=tmp_path,
+                                placement="netns")
+    assert report.passed, report.text(ladder=False)
+    assert namespaces() == []
+    if name == "default":  # the golden trace: names, not addresses, so it holds here too
+        assert report.capture is not None
+        assert first_difference(extract(REFERENCE), extract(report.capture)) is None
+
+
+@root_only
+async def test_the_partner_cannot_reach_the_primary_nor_the_migrated_ue(
+        topology: Topology, tmp_path: Path) -> None:
+    async with Network(topology, run_dir=tmp_path / "run", placement="netns") as network:
+        assert network.netns is not None
+        mapped = network.topology
+        primary = [(n.host, port) for n in mapped.system("primary").nodes
+                   for port in ((n.sip.port,) if n.sip else (n.https_port or 0,))]
+        partner_idms = mapped.system("partner").node("idms")
+        partner_side = [n.qualified_name for n in mapped.system("partner").nodes]
+        partner_side += ["visited-plmn.gateway", "partner.access-router", "ue-carol"]
+        for node in partner_side:
+            assert not any(reach(network.netns.namespace(node), primary).values()), node
+        # Not vacuous: the primary's own nodes do reach each other.
+        inside = reach(network.netns.namespace("primary.sip-core"), primary)
+        assert inside["tcp:198.18.10.4:9443"] and inside["udp:198.18.10.3:5060"]
+        ue = network.netns.namespace("ue-alice")
+        assert reach(ue, primary)["tcp:198.18.10.4:9443"]  # at home, the primary
+        await network.radio_attach("ue-alice")
+        assert not any(reach(ue, primary).values())  # migrated: never again
+        assert reach(ue, [(partner_idms.host, partner_idms.https_port or 0)])[
+            f"tcp:{partner_idms.host}:{partner_idms.https_port}"]  # the partner, via gateway
+    assert namespaces() == []
+
+
+@root_only
+async def test_a_failed_start_removes_what_it_created(topology: Topology,
+                                                      tmp_path: Path) -> None:
+    network = Network(topology, run_dir=tmp_path / "run", placement="netns")
+    broken = [dataclasses.replace(p, credentials=dataclasses.replace(
+        p.credentials, tls_certificate="/nonexistent.crt")) if p.name == "partner.cms" else p
+        for p in network.plans]
+    network.plans = tuple(broken)
+    with pytest.raises(NodeDied, match=r"partner\.cms failed to start"):
+        await network.start()
+    assert namespaces() == []
+
+
+@root_only
+def test_up_killed_with_sigkill_then_clean_leaves_nothing(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    with subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "up",
+                           "--placement", "netns", "--state-file", str(state_file),
+                           "--pcaps", str(tmp_path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as up:
+        assert up.stdout is not None
+        for raw in up.stdout:
+            if raw.startswith(b"ready:"):
+                break
+        else:
+            raise AssertionError(f"up exited before it was ready ({up.wait()})")
+        state = json.loads(state_file.read_text())
+        assert state["nodes"]["partner.sip-core"]["namespace"] in namespaces()
+        up.send_signal(signal.SIGKILL)
+        up.wait()
+    assert namespaces()  # a SIGKILL leaves them: nothing ran to remove them
+    cleaned = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "clean"],
+                             capture_output=True, text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert namespaces() == []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert "mcx" not in links and "br0" not in links
