@@ -8,6 +8,7 @@
     mcx-emulator node --plan FILE                a node process, started from its plan
     mcx-emulator exec --state-file FILE NODE -- CMD      CMD in NODE's namespace (netns)
     mcx-emulator clean                           remove what a run killed with SIGKILL left
+    mcx-emulator link set A B --state-file FILE [--from A] [--delay 50ms] [--loss 20%] ...
     mcx-emulator provision --dir DIR --from A --to B --issuer URL [--mode ...]
     mcx-emulator ladder CAPTURE [--format text|mermaid|svg|html] [-o FILE]
     mcx-emulator diff CAPTURE_A CAPTURE_B
@@ -47,6 +48,7 @@ from emulator.identity.pki import issue_server_certificate
 from emulator.identity.pki import make_ca
 from emulator.keystore import load_trusted_issuers
 from emulator.keystore import write_credential
+from emulator.orchestration.control import send as send_control
 from emulator.orchestration.netns import clean as clean_namespaces
 from emulator.orchestration.placement import PLACEMENTS
 from emulator.orchestration.plan import plan_network
@@ -222,6 +224,34 @@ def run_exec(args: argparse.Namespace) -> int:
     os.execvp("ip", ["ip", "netns", "exec", namespace, *command])
 
 
+IMPAIRMENT_OPTIONS = ("delay", "jitter", "loss", "duplicate", "reorder", "rate", "seed")
+
+
+def run_link(args: argparse.Namespace) -> int:
+    """Change a link of a running ``up``: both ways, or only what ``--from`` sends."""
+    try:
+        control = json.loads(Path(args.state_file).read_text())["control"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {args.state_file}: not a state file of up ({exc})", file=sys.stderr)
+        return 2
+    values: dict[str, object] = {k: getattr(args, k) for k in IMPAIRMENT_OPTIONS
+                                 if getattr(args, k) is not None}
+    if args.sender not in (None, args.a, args.b):
+        print(f"error: --from must be {args.a} or {args.b}", file=sys.stderr)
+        return 2
+    request: dict[str, object] = {"link": [args.a, args.b]}
+    if args.sender in (None, args.a):
+        request["from_a"] = values
+    if args.sender in (None, args.b):
+        request["from_b"] = values
+    answer = asyncio.run(send_control(control, request))
+    if "error" in answer:
+        print(f"error: {answer['error']}", file=sys.stderr)
+        return 2
+    print(answer["ok"])
+    return 0
+
+
 def run_clean(args: argparse.Namespace) -> int:
     removed = asyncio.run(clean_namespaces())
     print(f"removed {len(removed)} namespace(s) of runs that are gone"
@@ -349,6 +379,15 @@ def _parser() -> argparse.ArgumentParser:
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                          help="the command and its arguments")
     commands.add_parser("clean", help="remove namespaces left by runs killed with SIGKILL")
+    link = commands.add_parser("link", help="change a link of a running up")
+    link.add_argument("action", choices=["set"])
+    link.add_argument("a")
+    link.add_argument("b")
+    link.add_argument("--state-file", required=True, help="the state file of up")
+    link.add_argument("--from", dest="sender", help="only what this end sends")
+    for option in IMPAIRMENT_OPTIONS:
+        link.add_argument(f"--{option}", type=int if option == "seed" else str,
+                          help="as in the topology file's impair: (none given: a clean link)")
     node = commands.add_parser("node", help="run one node from its plan (what proc placement "
                                             "and containers start)")
     node.add_argument("--plan", required=True, help="the node's plan, as JSON")
@@ -377,7 +416,8 @@ def _parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_scenarios, "up": run_up, "provision": run_provision, "ladder": run_ladder,
     "diff": run_diff, "plan": run_plan, "demo": run_demo,
-    "node": lambda args: run_node(Path(args.plan)), "exec": run_exec, "clean": run_clean}
+    "node": lambda args: run_node(Path(args.plan)), "exec": run_exec, "clean": run_clean,
+    "link": run_link}
 
 
 def main(argv: list[str] | None = None) -> int:

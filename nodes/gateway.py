@@ -106,7 +106,7 @@ class Gateway(SipNode):
                 "attached": {c.address: c.name for c in self.attached.values()}}
 
     # -- attach ----------------------------------------------------------------
-    REMOTE_CALLS = frozenset({"allocate"})
+    REMOTE_CALLS = SipNode.REMOTE_CALLS | {"allocate"}
 
     def allocate(self, ue: str) -> str:
         """The address ``ue`` has, or gets, in the local PLMN: what the radio attach of a
@@ -121,10 +121,9 @@ class Gateway(SipNode):
             raise LookupError("address pool exhausted")
         context = UeContext(ue, self._free.pop(0))
         self.attached[context.address] = context
-        # The link to this UE, as the topology impairs it, now ends at its new address.
-        impaired = next((i for i in self.plan.impairments if i.peer == ue), None)
-        if impaired is not None:
-            self.endpoint.impairer.set(context.address, impaired.impairment)
+        # The link to this UE, impaired as planned or since, now ends at its new address.
+        if self.impaired.get(ue) is not None:
+            self.endpoint.impairer.set(context.address, self.impaired[ue])
         logger.info("%s: %s attached as %s", self.name, ue, context.address)
         return context
 

@@ -25,6 +25,7 @@ from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.uri import URI
+from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
 
@@ -53,9 +54,10 @@ class SipNode(Readiness):
         self.listeners = listeners
         self.server_ssl = server_ssl
         self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl)
+        self.impaired: dict[str, Impairment | None] = {}
+        """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
-            for peer_host in impaired.hosts:
-                self.endpoint.impairer.set(peer_host, impaired.impairment)
+            self.impair(impaired.peer, list(impaired.hosts), impaired.impairment)
         self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
         """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
 
@@ -71,6 +73,15 @@ class SipNode(Readiness):
 
     async def stop(self) -> None:
         await self.endpoint.close()
+
+    REMOTE_CALLS = frozenset({"impair"})
+
+    def impair(self, peer: str, hosts: list[str], impairment: Impairment | None) -> None:
+        """What the link to ``peer`` (at ``hosts``) does to what this node sends, from now on
+        (None: nothing)."""
+        self.impaired[peer] = impairment
+        for host in hosts:
+            self.endpoint.impairer.set(host, impairment)
 
     def sip_state(self) -> list[tuple[str, str, int]]:
         return [(a.transport, a.host, a.port) for a in self.endpoint.addresses]

@@ -40,6 +40,7 @@ from emulator.sip.message import Response
 from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
 from emulator.sip.uri import URI
+from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
 
 from .base import describe
@@ -372,6 +373,8 @@ class UserEquipment:
         self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl,
                             impairments=plan.impairments)
         self.visited_sip: McClient | None = None
+        self._impaired: dict[str, tuple[list[str], Impairment | None]] = {}
+        """Links changed at run time, for a client made later (the visited one)."""
         self._registrations: dict[bool, Registration] = {}
         """At home (False) and from the local PLMN (True), for the calls made on them."""
         self.tokens: Tokens | None = None
@@ -448,6 +451,8 @@ class UserEquipment:
         self.visited_sip = McClient(self.name, address, transport or self.transport,
                                     tap=self._tap, client_ssl=self.ssl,
                                     impairments=self.plan.impairments)
+        for peer, (hosts, impairment) in self._impaired.items():
+            self.visited_sip.impair(peer, hosts, impairment)
         await self.visited_sip.start()
         return address
 
@@ -464,7 +469,15 @@ class UserEquipment:
     # process (or namespace) is driven the same way through its control link.
     REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
                               "camp", "request_partner_token", "register", "private_call",
-                              "send_short_data", "received"})
+                              "send_short_data", "received", "impair"})
+
+    def impair(self, peer: str, hosts: list[str], impairment: Impairment | None) -> None:
+        """What the link to ``peer`` does to what this UE sends, from now on, from home and
+        from the local PLMN alike."""
+        self._impaired[peer] = (hosts, impairment)
+        for client in (self.sip, self.visited_sip):
+            if client is not None:
+                client.impair(peer, hosts, impairment)
 
     def _client(self, visited: bool) -> McClient:
         if visited and self.visited_sip is None:

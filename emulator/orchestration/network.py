@@ -16,11 +16,13 @@ reverse, and the capture is published last, labelled from the step log.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -33,6 +35,7 @@ from emulator.capture.pcapng import read_pcap
 from emulator.capture.publish import publish
 from emulator.capture.tap import TapWriter
 from emulator.keystore import SystemFiles
+from emulator.topology.model import Impairment
 from emulator.topology.model import Topology
 from nodes import NodePlan
 
@@ -49,6 +52,7 @@ from .plan import Faults
 from .plan import pki_names
 from .plan import plan_network
 from .provisioning import prepare_pki
+from .remote import CONVERTER
 from .runner import Runner
 from .runner import run_nodes
 from .steps import StepLog
@@ -80,6 +84,7 @@ class Network:
         # netns: the same topology, moved from 127.0.0.0/15 to 198.18.0.0/15.
         self.topology = topology.with_hosts(netns_host) if placement == "netns" else topology
         self.faults = faults or Faults()
+        self.seed = seed
         self.placement = placement
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = run_dir or Path("pcaps") / f"{stamp}-{self.topology.name}"
@@ -252,6 +257,30 @@ class Network:
             address = self.topology.local_plmn.ue_pool[-1]
         await self.netns.move_to_access(ue, address)
         return address
+
+    async def impair(self, sender: str, peer: str, impairment: Impairment | None) -> None:
+        """Change what the link from ``sender`` to ``peer`` does to what ``sender`` sends, from
+        now on (None: nothing), whatever the placement; the run's seed varies the choices."""
+        node = self.runner.nodes.get(sender)
+        if node is None or peer not in self.runner.nodes:
+            raise KeyError(f"no link {sender} - {peer}: no node "
+                           f"{sender if node is None else peer}")
+        if node.plan.role in ("idms", "cms"):
+            raise ValueError(f"{sender} sends no SIP: impairments are SIP's (HTTPS goes over "
+                             "the kernel's TCP)")
+        visited = self.runner.state()[peer].get("visited_address")
+        hosts = [*self._hosts(peer), *([visited] if visited else [])]
+        if impairment is not None:
+            seed = zlib.crc32(f"{self.seed}|{impairment.seed}|{sender}>{peer}".encode())
+            impairment = dataclasses.replace(impairment, seed=seed)
+        if isinstance(node, ProcessNode):
+            await node.call("impair", {"peer": peer, "hosts": hosts,
+                                       "impairment": CONVERTER.unstructure(impairment)})
+        else:
+            node.impair(peer, hosts, impairment)  # type: ignore[attr-defined]
+
+    def _hosts(self, name: str) -> list[str]:
+        return [host for host, named in self.topology.host_names().items() if named == name]
 
     # -- state for outside clients ---------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from emulator.capture.ladder import render_text
 from emulator.capture.tshark import tshark_command
 from emulator.topology.model import Topology
 
+from .control import control_socket
 from .driver import ScenarioDriver
 from .driver import ScenarioResult
 from .driver import Verdict
@@ -139,12 +140,13 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
         loop.add_signal_handler(sig, stop.set)
     written = False
     try:
-        async with network:
+        async with network, control_socket(network) as control:
             await network.wait_ready()
             # Written atomically once ready: a stale file from an earlier run is replaced,
             # never read, and a run that failed to start leaves another run's file alone.
             temporary = state_file.with_suffix(state_file.suffix + f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps(network.state(), indent=2) + "\n")
+            state = {**network.state(), "control": control}
+            temporary.write_text(json.dumps(state, indent=2) + "\n")
             temporary.replace(state_file)
             written = True
             print(f"ready: state in {state_file}, captures in {run_dir}", flush=True)

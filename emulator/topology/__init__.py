@@ -7,8 +7,10 @@ topologies are package data (:func:`topology_path`).
 from .bundled import DEFAULT_TOPOLOGY
 from .bundled import bundled_topologies
 from .bundled import topology_path
+from .loader import ImpairmentError
 from .loader import TopologyError
 from .loader import load_topology
+from .loader import parse_impairment
 from .loader import parse_topology
 from .model import Impairment
 from .model import Link
@@ -22,8 +24,8 @@ from .model import UeSpec
 from .model import UserSpec
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "Impairment", "Link", "LocalPlmn", "McSystem", "MigrationProfileSpec",
-    "Node",
-    "SipInterface", "Topology", "TopologyError", "UeSpec", "UserSpec", "bundled_topologies",
-    "load_topology", "parse_topology", "topology_path",
+    "DEFAULT_TOPOLOGY", "Impairment", "ImpairmentError", "Link", "LocalPlmn", "McSystem",
+    "MigrationProfileSpec", "Node", "SipInterface", "Topology", "TopologyError", "UeSpec",
+    "UserSpec", "bundled_topologies", "load_topology", "parse_impairment", "parse_topology",
+    "topology_path",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -318,42 +319,67 @@ _RATES = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([a-z%]*)\s*\Z")
 
 
-def _quantity(reader: _Reader, key: str, units: dict[str, float], what: str) -> float:
+class ImpairmentError(ValueError):
+    """A bad impairment; ``key`` is the one at fault (None: the whole impairment)."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+_IMPAIRMENT_KEYS = ("delay", "jitter", "loss", "duplicate", "reorder", "rate", "seed")
+
+
+def _quantity(key: str, value: object, units: dict[str, float], what: str) -> float:
     """A number with an optional unit (``50ms``, ``20%``, ``1mbit``); bare means base unit."""
-    value = reader.get(key, (int, float, str))
     if isinstance(value, bool):
-        raise reader.doc.error(reader._child(key), f"must be {what}, not a boolean")
+        raise ImpairmentError(key, f"must be {what}, not a boolean")
     if isinstance(value, int | float):
         return float(value)
-    match = _NUMBER.match(value.lower())
+    match = _NUMBER.match(str(value).lower())
     if match is None or match.group(2) not in units:
-        raise reader.doc.error(reader._child(key), f"{value!r} is not {what} "
-                                                   f"(units: {', '.join(u for u in units if u)})")
+        raise ImpairmentError(key, f"{value!r} is not {what} "
+                                   f"(units: {', '.join(u for u in units if u)})")
     return float(match.group(1)) * units[match.group(2)]
 
 
-def _impairment(reader: _Reader, transport: str) -> Impairment:
-    """One direction's impairment: delay, jitter, loss, duplicate, reorder, rate, seed."""
-    values: dict[str, float] = {}
+def parse_impairment(values: Mapping[str, object], *, transport: str = "udp") -> Impairment:
+    """One direction's impairment from ``{"delay": "50ms", "loss": "20%", ...}`` (the
+    topology file's ``impair:``, or ``link set``'s options); raises ImpairmentError."""
+    unknown = sorted(set(values) - set(_IMPAIRMENT_KEYS))
+    if unknown:
+        raise ImpairmentError(unknown[0], f"unknown key {unknown[0]!r}")
+    found: dict[str, float] = {}
     for key in ("delay", "jitter"):
-        if reader.has(key):
-            values[key] = _quantity(reader, key, {"": 1.0, **_UNITS}, "a duration")
+        if key in values:
+            found[key] = _quantity(key, values[key], {"": 1.0, **_UNITS}, "a duration")
     for key in ("loss", "duplicate", "reorder"):
-        if reader.has(key):
-            share = _quantity(reader, key, {"": 1.0, "%": 0.01}, "a share")
-            reader.check(share, key, lambda v: 0.0 <= v <= 1.0, "must be between 0 and 100 %")
-            values[key] = share
-    rate = _quantity(reader, "rate", {"": 1.0, **_RATES}, "a rate") \
-        if reader.has("rate") else None
-    if rate is not None:
-        reader.check(rate, "rate", lambda v: v > 0, "must be above 0")
-    seed = reader.get("seed", int, 0)
-    reader.done()
-    impairment = Impairment(**values, rate=rate, seed=seed)
+        if key in values:
+            found[key] = _quantity(key, values[key], {"": 1.0, "%": 0.01}, "a share")
+            if not 0.0 <= found[key] <= 1.0:
+                raise ImpairmentError(key, "must be between 0 and 100 %")
+    rate = _quantity("rate", values["rate"], {"": 1.0, **_RATES}, "a rate") \
+        if "rate" in values else None
+    if rate is not None and rate <= 0:
+        raise ImpairmentError("rate", "must be above 0")
+    seed = values.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ImpairmentError("seed", f"must be a whole number, not {seed!r}")
+    impairment = Impairment(**found, rate=rate, seed=seed)
     if impairment.loses and transport != "udp":
-        raise reader.doc.error(reader.path, f"loss, duplicate and reorder need a udp link: "
-                                            f"{transport} delivers every message")
+        raise ImpairmentError(None, f"loss, duplicate and reorder need a udp link: "
+                                    f"{transport} delivers every message")
     return impairment
+
+
+def _impairment(reader: _Reader, transport: str) -> Impairment:
+    """One direction's ``impair:`` mapping, its errors naming the key path."""
+    try:
+        return parse_impairment(reader.data, transport=transport)
+    except ImpairmentError as exc:
+        path = reader._child(exc.key) if exc.key else reader.path
+        raise reader.doc.error(path, exc.message) from None
 
 
 def _impairments(link: _Reader, ends: list[str], transport: str

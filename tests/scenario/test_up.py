@@ -36,7 +36,8 @@ def test_outside_client_migrates_with_sipp_and_sigint_finalises_captures(tmp_pat
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         state = _wait_ready(state_file, up)
-        assert set(state) == {"nodes", "users", "oidc_client", "ca_certs", "pcap_dir"}
+        assert set(state) == {"nodes", "users", "oidc_client", "ca_certs", "pcap_dir",
+                              "control"}
         assert state["nodes"]["primary.idms"]["http"] == "https://127.0.10.4:9443"
         client = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "outside_client.py"), str(state_file),
