@@ -2,9 +2,9 @@
 
     mcx-emulator                                 the default topology and scenario
     mcx-emulator run [TOPOLOGY] [--scenario NAME|all] [--transport udp|tcp|tls]
-                     [--placement inproc|proc]
+                     [--placement inproc|proc|netns]
     mcx-emulator --list-scenarios
-    mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc]
+    mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc|netns]
     mcx-emulator node --plan FILE                a node process, started from its plan
     mcx-emulator exec --state-file FILE NODE -- CMD      CMD in NODE's namespace (netns)
     mcx-emulator clean                           remove what a run killed with SIGKILL left
@@ -20,8 +20,7 @@ prints the ladder (read back from its capture: who sent what to whom, with
 each step's spec clause) and a verdict table, writes its captures under
 pcaps/<run-id>/ (under the current directory, or the temporary directory when
 the current one is not writable), and exits 0 if and only if every verdict
-holds.  Logging
-is set up here and nowhere else.
+holds.  Logging is set up here and nowhere else.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from emulator.capture.diff import first_difference
 from emulator.capture.ladder import RENDERERS
@@ -204,12 +204,19 @@ def run_scenarios(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _state(state_file: str, key: str) -> Any:
+    """``key`` of a running ``up``'s state file; None (said on stderr) when it is not one."""
+    try:
+        return json.loads(Path(state_file).read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {state_file}: not a state file of up ({exc})", file=sys.stderr)
+        return None
+
+
 def run_exec(args: argparse.Namespace) -> int:
     """Run a command in a node's network namespace, as ``ip netns exec`` does."""
-    try:
-        nodes = json.loads(Path(args.state_file).read_text())["nodes"]
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {args.state_file}: not a state file of up ({exc})", file=sys.stderr)
+    nodes = _state(args.state_file, "nodes")
+    if nodes is None:
         return 2
     namespace = nodes.get(args.node, {}).get("namespace")
     if namespace is None:
@@ -229,10 +236,8 @@ IMPAIRMENT_OPTIONS = ("delay", "jitter", "loss", "duplicate", "reorder", "rate",
 
 def run_link(args: argparse.Namespace) -> int:
     """Change a link of a running ``up``: both ways, or only what ``--from`` sends."""
-    try:
-        control = json.loads(Path(args.state_file).read_text())["control"]
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"error: {args.state_file}: not a state file of up ({exc})", file=sys.stderr)
+    control = _state(args.state_file, "control")
+    if control is None:
         return 2
     values: dict[str, object] = {k: getattr(args, k) for k in IMPAIRMENT_OPTIONS
                                  if getattr(args, k) is not None}
@@ -340,17 +345,9 @@ def default_pcaps() -> Path:
 
 
 # -- the parser ---------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcx-emulator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("--list-scenarios", action="store_true",
-                        help="list the scenarios and what each expects")
-    commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser("run", help="run a topology with a scenario")
+def _add_run_options(run: argparse.ArgumentParser, up: argparse.ArgumentParser) -> None:
     run.add_argument("--scenario", default="default", help="a name, or 'all'")
     run.add_argument("-q", "--quiet", action="store_true", help="verdicts only, no ladder")
-    up = commands.add_parser("up", help="start a topology and keep it running")
     up.add_argument("--state-file", required=True, help="JSON written once every node is ready")
     for sub in (run, up):
         sub.add_argument("topology", nargs="?", default="default",
@@ -366,13 +363,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--pcaps", default=None,
                          help="where run directories go (default: ./pcaps, or "
                               "$TMPDIR/mcx-emulator/pcaps when . is not writable)")
-    ladder = commands.add_parser("ladder", help="message sequence chart of a capture")
-    ladder.add_argument("capture", help="a .pcapng/.pcap file or a run directory")
-    ladder.add_argument("--format", choices=list(RENDERERS), default="text")
-    ladder.add_argument("-o", "--output", help="write to this file instead of stdout")
-    diff = commands.add_parser("diff", help="compare two runs' message sequences")
-    diff.add_argument("a")
-    diff.add_argument("b")
+
+
+def _add_running_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands that act on a running ``up`` or what it left."""
     execute = commands.add_parser("exec", help="run a command in a node's network namespace")
     execute.add_argument("node")
     execute.add_argument("--state-file", required=True, help="the state file of up")
@@ -388,6 +382,17 @@ def _parser() -> argparse.ArgumentParser:
     for option in IMPAIRMENT_OPTIONS:
         link.add_argument(f"--{option}", type=int if option == "seed" else str,
                           help="as in the topology file's impair: (none given: a clean link)")
+
+
+def _add_tool_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands that read captures, print plans, provision or demonstrate."""
+    ladder = commands.add_parser("ladder", help="message sequence chart of a capture")
+    ladder.add_argument("capture", help="a .pcapng/.pcap file or a run directory")
+    ladder.add_argument("--format", choices=list(RENDERERS), default="text")
+    ladder.add_argument("-o", "--output", help="write to this file instead of stdout")
+    diff = commands.add_parser("diff", help="compare two runs' message sequences")
+    diff.add_argument("a")
+    diff.add_argument("b")
     node = commands.add_parser("node", help="run one node from its plan (what proc placement "
                                             "and containers start)")
     node.add_argument("--plan", required=True, help="the node's plan, as JSON")
@@ -410,6 +415,19 @@ def _parser() -> argparse.ArgumentParser:
     oob.add_argument("--issuer", required=True, help="iss URL of the source IdMS")
     oob.add_argument("--mode", choices=PROVISION_MODES, default="normal",
                      help="withhold or corrupt the certificate (negative scenarios)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcx-emulator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--list-scenarios", action="store_true",
+                        help="list the scenarios and what each expects")
+    commands = parser.add_subparsers(dest="command")
+    _add_run_options(commands.add_parser("run", help="run a topology with a scenario"),
+                     commands.add_parser("up", help="start a topology and keep it running"))
+    _add_running_commands(commands)
+    _add_tool_commands(commands)
     return parser
 
 

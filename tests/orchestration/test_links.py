@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Impairment
 from emulator.topology import Topology
 from emulator.topology import load_topology
+from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
@@ -60,36 +60,25 @@ async def test_a_link_changed_at_run_time_changes_what_crosses(
 
 
 def test_link_set_against_a_running_up(tmp_path: Path) -> None:
-    state_file = tmp_path / "state.json"
     run = [sys.executable, str(ROOT / "run_topology.py")]
-    with subprocess.Popen([*run, "up", "--state-file", str(state_file), "--pcaps",
-                           str(tmp_path)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as up:
-        try:
-            assert up.stdout is not None
-            for raw in up.stdout:
-                if raw.startswith(b"ready:"):
-                    break
-            assert "control" in json.loads(state_file.read_text())
+    with running_up(tmp_path) as (up, state, state_file):
+        assert "control" in state
 
-            def link(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run([*run, "link", "set", *args, "--state-file",
-                                       str(state_file)], capture_output=True, text=True,
-                                      timeout=60)
+        def link(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*run, "link", "set", *args, "--state-file",
+                                   str(state_file)], capture_output=True, text=True,
+                                  timeout=60)
 
-            done = link("ue-alice", "visited-plmn.gateway", "--loss", "20%", "--delay", "50ms")
-            assert done.returncode == 0, done.stderr
-            assert "changed what ue-alice and visited-plmn.gateway send" in done.stdout
-            done = link("ue-carol", "partner.sip-core", "--from", "ue-carol")
-            assert done.returncode == 0 and "changed what ue-carol sends" in done.stdout
-            for args, message in (
-                    (("ue-alice", "nobody"), "no node nobody"),
-                    (("ue-alice", "visited-plmn.gateway", "--loss", "lots"), "is not a share"),
-                    (("partner.idms", "ue-carol"), "sends no SIP"),
-                    (("ue-alice", "visited-plmn.gateway", "--from", "x"), "--from must be")):
-                done = link(*args)
-                assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
-        finally:
-            up.send_signal(2)
-            up.wait(timeout=60)
+        done = link("ue-alice", "visited-plmn.gateway", "--loss", "20%", "--delay", "50ms")
+        assert done.returncode == 0, done.stderr
+        assert "changed what ue-alice and visited-plmn.gateway send" in done.stdout
+        done = link("ue-carol", "partner.sip-core", "--from", "ue-carol")
+        assert done.returncode == 0 and "changed what ue-carol sends" in done.stdout
+        for args, message in (
+                (("ue-alice", "nobody"), "no node nobody"),
+                (("ue-alice", "visited-plmn.gateway", "--loss", "lots"), "is not a share"),
+                (("partner.idms", "ue-carol"), "sends no SIP"),
+                (("ue-alice", "visited-plmn.gateway", "--from", "x"), "--from must be")):
+            done = link(*args)
+            assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
     assert up.returncode == 0

@@ -29,6 +29,7 @@ from emulator.orchestration.placement import NodeDied
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
+from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REFERENCE = ROOT / "pcaps" / "reference" / "default.pcapng"
@@ -153,18 +154,7 @@ async def test_a_failed_start_removes_what_it_created(topology: Topology,
 
 @root_only
 def test_up_killed_with_sigkill_then_clean_leaves_nothing(tmp_path: Path) -> None:
-    state_file = tmp_path / "state.json"
-    with subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "up",
-                           "--placement", "netns", "--state-file", str(state_file),
-                           "--pcaps", str(tmp_path)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as up:
-        assert up.stdout is not None
-        for raw in up.stdout:
-            if raw.startswith(b"ready:"):
-                break
-        else:
-            raise AssertionError(f"up exited before it was ready ({up.wait()})")
-        state = json.loads(state_file.read_text())
+    with running_up(tmp_path, "--placement", "netns") as (up, state, _):
         assert state["nodes"]["partner.sip-core"]["namespace"] in namespaces()
         up.send_signal(signal.SIGKILL)
         up.wait()

@@ -33,6 +33,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from nodes import Tokens
+from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -160,18 +161,8 @@ def test_node_command_serves_a_plan_and_refuses_a_broken_one(topology: Topology,
 def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
     """`up --placement proc` killed with SIGKILL: its node processes, the zygote and tcpdump
     all end with it (parent-death signals), with nothing to clean up."""
-    state_file = tmp_path / "state.json"
-    with subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "up",
-                           "--placement", "proc", "--state-file", str(state_file),
-                           "--pcaps", str(tmp_path)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT) as up:
-        assert up.stdout is not None
-        for raw in up.stdout:
-            if raw.startswith(b"ready:"):
-                break
-        else:
-            raise AssertionError(f"up exited before it was ready ({up.wait()})")
-        pids = [node["pid"] for node in json.loads(state_file.read_text())["nodes"].values()]
+    with running_up(tmp_path, "--placement", "proc") as (up, state, _):
+        pids = [node["pid"] for node in state["nodes"].values()]
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
                                   text=True).stdout.split()
         up.kill()
