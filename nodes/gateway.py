@@ -46,6 +46,7 @@ from .base import tls_server
 from .httpd import HttpsServer
 from .httpd import json_response
 from .httpd import new_application
+from .journal import Tables
 from .plan import GatewayOptions
 from .plan import NodePlan
 from .sipnode import SipNode
@@ -80,7 +81,7 @@ class Gateway(SipNode):
         server_ssl = tls_server(plan.credentials)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=server_ssl, client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments)
+                         impairments=plan.impairments, state_file=plan.state_file)
         self.plan = plan
         self.plmn = options.plmn
         self.plmn_id = options.plmn_id
@@ -93,8 +94,8 @@ class Gateway(SipNode):
         self.http = HttpsServer(self.name, app, https.host, https.port, server_ssl)
 
     async def start(self) -> None:
+        await super().start()  # the kept attachments first: no attach may take their address
         await self.http.start()
-        await super().start()  # marks the gateway ready: SIP last, as before
 
     async def stop(self) -> None:
         await self.http.stop()
@@ -103,7 +104,36 @@ class Gateway(SipNode):
     def state(self) -> dict[str, object]:
         listening = [*self.sip_state(), ("https", self.http.host, self.http.port)]
         return {**describe(self.plan, listening),
-                "attached": {c.address: c.name for c in self.attached.values()}}
+                "attached": {c.address: c.name for c in self.attached.values()},
+                "restored": self.journal.restored}
+
+    # -- what survives a restart (the attachments and what each UE registered) ----------
+    def recover(self, tables: Tables) -> None:
+        for address, row in tables.get("attached", {}).items():
+            if address not in self._free:
+                logger.warning("%s: kept attachment %s is not in the pool", self.name, address)
+                continue
+            try:
+                context = UeContext(row["name"], address, bool(row["registered"]),
+                                    tuple(row["service_route"]), tuple(row["associated"]))
+            except (KeyError, TypeError) as exc:
+                logger.warning("%s: kept attachment %s unusable: %s", self.name, address, exc)
+                continue
+            self._free.remove(address)
+            self._hold(context)
+
+    def _hold(self, context: UeContext) -> None:
+        self.attached[context.address] = context
+        # The link to this UE, impaired as planned or since, now ends at its new address.
+        if self.impaired.get(context.name) is not None:
+            self.endpoint.impairer.set(context.address, self.impaired[context.name])
+        self.keep(context)
+
+    def keep(self, context: UeContext) -> None:
+        self.journal.put("attached", context.address, {
+            "name": context.name, "registered": context.registered,
+            "service_route": list(context.service_route),
+            "associated": list(context.associated)})
 
     # -- attach ----------------------------------------------------------------
     REMOTE_CALLS = SipNode.REMOTE_CALLS | {"allocate"}
@@ -120,10 +150,7 @@ class Gateway(SipNode):
         if not self._free:
             raise LookupError("address pool exhausted")
         context = UeContext(ue, self._free.pop(0))
-        self.attached[context.address] = context
-        # The link to this UE, impaired as planned or since, now ends at its new address.
-        if self.impaired.get(ue) is not None:
-            self.endpoint.impairer.set(context.address, self.impaired[ue])
+        self._hold(context)
         logger.info("%s: %s attached as %s", self.name, ue, context.address)
         return context
 
@@ -153,6 +180,7 @@ class Gateway(SipNode):
             return json_response({"error": "not_found",
                                   "error_description": "no UE attached at that address"}, 404)
         self._free.append(context.address)
+        self.journal.delete("attached", context.address)
         self.endpoint.impairer.set(context.address, None)
         return json_response({"detached": context.address})
 
@@ -209,6 +237,7 @@ class Gateway(SipNode):
                 except ValueError as exc:
                     logger.warning("%s: unusable 200 to REGISTER: %s", self.name, exc)
                     context.registered = False
+                self.keep(context)
             return response
 
         self.forward(request, transaction, self.core, on_final=on_final)

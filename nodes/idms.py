@@ -41,6 +41,7 @@ from emulator.refusal import Refusal
 from .httpd import HttpsRole
 from .httpd import json_response
 from .httpd import new_application
+from .journal import Journal
 from .plan import IdmsOptions
 from .plan import NodePlan
 
@@ -67,6 +68,9 @@ class IdmsNode(HttpsRole):
         self.clock_offset = clock_offset
         """Seconds added to this IdMS's clock: simulated time for tests, or a skewed issuer."""
         self.provider, self.refused_trust = identity_provider(plan, options)
+        self.journal = Journal(plan.state_file)
+        """Refresh tokens and the replay cache, kept across a restart (see nodes.journal)."""
+        self.provider.record = self._record
         self.title = options.title
         self.requests = 0
         app = new_application()
@@ -82,7 +86,21 @@ class IdmsNode(HttpsRole):
 
     def state(self) -> dict[str, object]:
         return {**super().state(), "issuer": self.provider.address, "requests": self.requests,
-                "refused_trust": dict(self.refused_trust)}
+                "refused_trust": dict(self.refused_trust), "restored": self.journal.restored}
+
+    async def start(self) -> None:
+        self.provider.recover(self.journal.open(), now=self.now())
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.journal.close()
+
+    def _record(self, table: str, key: str, value: object) -> None:
+        if value is None:
+            self.journal.delete(table, key)
+        else:
+            self.journal.put(table, key, value)
 
     # -- handlers -------------------------------------------------------------
     async def _discovery(self, request: web.Request) -> web.Response:

@@ -65,6 +65,7 @@ from .base import describe
 from .base import own_token_validator
 from .base import tls_client
 from .base import tls_server
+from .journal import Tables
 from .plan import McServerOptions
 from .plan import NodePlan
 from .sipnode import SipNode
@@ -209,7 +210,7 @@ class McServer(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments)
+                         impairments=plan.impairments, state_file=plan.state_file)
         self.plan = plan
         self.mode = options.mode
         self.authoriser = _authoriser(plan, options)
@@ -224,7 +225,32 @@ class McServer(SipNode):
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()), "mode": self.mode,
-                "authorised_users": len(self.users), "refusals": len(self.refusals)}
+                "authorised_users": len(self.users), "refusals": len(self.refusals),
+                "restored": self.journal.restored}
+
+    # -- what survives a restart (the MC service authorisations) ------------------------
+    def recover(self, tables: Tables) -> None:
+        now = self.now()
+        for impu, row in tables.get("users", {}).items():
+            try:
+                user = AuthorisedUser(impu, dict(row["services"]), row["primary_identity"],
+                                      float(row["expires_at"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("%s: kept authorisation of %s unusable: %s", self.name, impu, exc)
+                continue
+            if user.expires_at > now:
+                self.authorised(user)
+
+    def authorised(self, user: AuthorisedUser) -> None:
+        """Hold ``user``'s authorisation, written through before anyone is told."""
+        self.users[user.impu] = user
+        self.journal.put("users", user.impu, {
+            "services": dict(user.services), "primary_identity": user.primary_identity,
+            "expires_at": user.expires_at})
+
+    def forget(self, impu: str) -> None:
+        self.users.pop(impu, None)
+        self.journal.delete("users", impu)
 
     def now(self) -> float:
         return self.endpoint.wall_clock()
@@ -233,7 +259,7 @@ class McServer(SipNode):
         now = self.now()
         if len(self.users) > 1000:  # amortised: only a big table is worth a scan
             for impu in [i for i, u in self.users.items() if u.expires_at < now]:
-                del self.users[impu]
+                self.forget(impu)
 
     def warning(self) -> str:
         return f'399 {self.host} "{WARNING_SERVICE_AUTHORISATION_FAILED}"'
@@ -272,7 +298,7 @@ class McServer(SipNode):
         impu = request.to.uri.aor
         expires = request.expires or 0
         if expires == 0:
-            self.users.pop(impu, None)
+            self.forget(impu)
             self.reply(request, transaction, 200)
             return
         self._purge_expired()
@@ -300,7 +326,7 @@ class McServer(SipNode):
         except ValueError as exc:  # a header of the UE's REGISTER that does not parse
             self.refuse(request, transaction, f"malformed REGISTER inside: {exc}")
             return
-        self.users[impu] = user
+        self.authorised(user)
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
 
@@ -361,7 +387,7 @@ class McServer(SipNode):
             if response.status >= 300:
                 self.refuse(request, transaction, f"primary MC system refused: {response.reason}")
                 return
-            self.users[impu] = AuthorisedUser(impu, services, primary_id, self.now() + expires)
+            self.authorised(AuthorisedUser(impu, services, primary_id, self.now() + expires))
             self.reply(request, transaction, 200)
 
         self.endpoint.send_request(message, destination, answered)

@@ -202,6 +202,8 @@ class NodePlan:
     """Nodes that must be ready before this one starts."""
     impairments: tuple[Impaired, ...] = ()
     """What the links this node sends on do to its packets (see emulator.transport.impair)."""
+    state_file: str | None = None
+    """Where the node keeps what survives a restart (see nodes.journal); None: nothing."""
 
     def __post_init__(self) -> None:
         expected = ROLE_OPTIONS.get(self.role)

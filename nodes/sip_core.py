@@ -35,13 +35,16 @@ from emulator.sip.builder import new_request
 from emulator.sip.builder import new_tag
 from emulator.sip.events import Address
 from emulator.sip.events import TransactionKey
+from emulator.sip.headers import Contact
 from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.registrar import SUPPORTED_EXTENSIONS
+from emulator.sip.registrar import Binding
 from emulator.sip.registrar import LocationService
 from emulator.sip.registrar import Registered
 from emulator.sip.registrar import RegistrarPolicy
+from emulator.sip.registrar import contact_key
 from emulator.sip.registrar import process_register
 from emulator.sip.registrar import registered_response
 from emulator.sip.uri import URI
@@ -50,6 +53,7 @@ from emulator.transport.base import Tap
 from .base import describe
 from .base import tls_client
 from .base import tls_server
+from .journal import Tables
 from .plan import NodePlan
 from .plan import SipCoreOptions
 from .sipnode import SipNode
@@ -70,7 +74,7 @@ class SipCore(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments)
+                         impairments=plan.impairments, state_file=plan.state_file)
         self.plan = plan
         self.domain = plan.options.domain
         mc_server = plan.peer("mc-server")
@@ -85,7 +89,34 @@ class SipCore(SipNode):
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()),
-                "registered_aors": self.location.aor_count, "bindings": len(self.location)}
+                "registered_aors": self.location.aor_count, "bindings": len(self.location),
+                "restored": self.journal.restored}
+
+    # -- what survives a restart (a registrar's location database) --------------------
+    def recover(self, tables: Tables) -> None:
+        now, wall = self.endpoint.now(), self.endpoint.wall_clock()
+        for aor, rows in tables.get("bindings", {}).items():
+            try:
+                bindings = [Binding(Contact.parse(row["contact"]), row["call_id"], row["cseq"],
+                                    now + row["expires"] - wall, tuple(row["path"]),
+                                    row["source"])
+                            for row in rows if row["expires"] > wall]
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("%s: kept bindings of %s unusable: %s", self.name, aor, exc)
+                continue
+            self.location.restore(aor, {contact_key(b.contact.uri): b for b in bindings})
+
+    def keep(self, aor: str) -> None:
+        """Write ``aor``'s bindings through to the journal (expiry on the wall clock)."""
+        bindings = self.location.snapshot(aor)
+        if not bindings:
+            self.journal.delete("bindings", aor)
+            return
+        offset = self.endpoint.wall_clock() - self.endpoint.now()
+        self.journal.put("bindings", aor, [
+            {"contact": str(b.contact), "call_id": b.call_id, "cseq": b.cseq,
+             "expires": b.expires_at + offset, "path": list(b.path), "source": b.source}
+            for b in bindings.values()])
 
     # -- dispatch --------------------------------------------------------------
     def on_request(self, request: Request, source: Address,
@@ -164,6 +195,7 @@ class SipCore(SipNode):
                 return
             # Service authorisation refused: fail the REGISTER (project choice, see above).
             self.location.restore(registered.aor, registered.previous)
+            self.keep(registered.aor)
             if not registered.previous:
                 self._third_party_call_ids.pop(registered.aor, None)
             refusal = request.make_response(response.status, response.reason, to_tag=tag)
@@ -175,6 +207,8 @@ class SipCore(SipNode):
 
     def _answer_register(self, request: Request, transaction: TransactionKey,
                          registered: Registered, now: float, tag: str) -> None:
+        if registered.changed:
+            self.keep(registered.aor)  # before the 200: what is answered is kept
         response = registered_response(request, registered, now=now, to_tag=tag,
                                        date=formatdate(usegmt=True))
         if registered.bindings:  # 24.229 §5.4.1.2.2

@@ -30,6 +30,8 @@ from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
 
 from .base import Readiness
+from .journal import Journal
+from .journal import Tables
 from .plan import Impaired
 from .plan import Listener
 
@@ -47,7 +49,8 @@ class SipNode(Readiness):
     def __init__(self, name: str, host: str, listeners: tuple[Listener, ...], *,
                  tap: Tap | None = None, server_ssl: ssl.SSLContext | None = None,
                  client_ssl: ssl.SSLContext | None = None,
-                 impairments: tuple[Impaired, ...] = ()) -> None:
+                 impairments: tuple[Impaired, ...] = (),
+                 state_file: str | None = None) -> None:
         super().__init__()
         self.name = name
         self.host = host
@@ -60,11 +63,14 @@ class SipNode(Readiness):
             self.impair(impaired.peer, list(impaired.hosts), impaired.impairment)
         self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
         """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
+        self.journal = Journal(state_file)
+        """What survives a restart (see nodes.journal); read back before serving."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self._ports())}>"
 
     async def start(self) -> None:
+        self.recover(self.journal.open())
         for listener in self.listeners:
             tls = self.server_ssl if listener.protocol == "tls" else None
             await self.endpoint.listen(listener.protocol, listener.host, listener.port,
@@ -73,6 +79,10 @@ class SipNode(Readiness):
 
     async def stop(self) -> None:
         await self.endpoint.close()
+        self.journal.close()
+
+    def recover(self, tables: Tables) -> None:
+        """Take back what an earlier life of this node kept (``tables`` of its journal)."""
 
     REMOTE_CALLS = frozenset({"impair"})
 

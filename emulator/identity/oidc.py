@@ -29,6 +29,7 @@ import hmac
 import re
 import secrets
 import urllib.parse
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -192,8 +193,13 @@ class IdentityProvider:
     access_token_lifetime: int = 3600
     refresh_token_lifetime: int = 86400
     security_token_lifetime: int = 600
+    record: Callable[[str, str, Any], None] | None = None
+    """Told every change of what a real IdMS keeps across a restart, as
+    ``(table, key, value)`` (value None: deleted): ``refresh`` (by token digest) and
+    ``replay`` (security token jti -> until when it is remembered).  See :meth:`recover`."""
     _codes: dict[str, _Code] = field(default_factory=dict)
     _refresh: dict[str, _Refresh] = field(default_factory=dict)
+    """By SHA-256 of the token: like passwords, refresh tokens are kept only as digests."""
     _seen_security_tokens: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -315,8 +321,11 @@ class IdentityProvider:
             mc_ids=user.mc_ids)
         refresh = secrets.token_urlsafe(32)
         self._purge(now)
-        self._refresh[refresh] = _Refresh(client_id, user.username, scope,
-                                          now + self.refresh_token_lifetime)
+        kept = _Refresh(client_id, user.username, scope, now + self.refresh_token_lifetime)
+        self._refresh[_digest(refresh)] = kept
+        self._note("refresh", _digest(refresh), {
+            "client_id": kept.client_id, "username": kept.username, "scope": list(kept.scope),
+            "expires_at": kept.expires_at})
         response: dict[str, Any] = {
             "access_token": access, "token_type": "Bearer",
             "expires_in": self.access_token_lifetime, "refresh_token": refresh,
@@ -352,13 +361,15 @@ class IdentityProvider:
 
     def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
-        refresh = self._refresh.get(form.get("refresh_token", ""))
+        key = _digest(form.get("refresh_token", ""))
+        refresh = self._refresh.get(key)
         if refresh is None or refresh.expires_at < now:
             raise Refusal("invalid_grant", "refresh token unknown, used or expired")
         if refresh.client_id != client.client_id:
             # Not consumed: another client presenting it must not revoke it for its owner.
             raise Refusal("invalid_grant", "refresh token was issued to another client")
-        del self._refresh[form["refresh_token"]]
+        del self._refresh[key]
+        self._note("refresh", key, None)
         scope = refresh.scope
         if "scope" in form:
             wanted = tuple(form["scope"].split())
@@ -425,6 +436,7 @@ class IdentityProvider:
         if jti in self._seen_security_tokens:
             raise Refusal("invalid_grant", "security token already used (replay)")
         self._seen_security_tokens[jti] = float(claims["exp"]) + 60
+        self._note("replay", jti, self._seen_security_tokens[jti])
         primary_id = claims.get("mcptt_id", claims["sub"])
         profile = self.migration_profiles.get((claims["iss"], primary_id))
         if profile is None:
@@ -447,8 +459,34 @@ class IdentityProvider:
             del self._codes[code]
         for token in [t for t, v in self._refresh.items() if v.expires_at < now]:
             del self._refresh[token]
+            self._note("refresh", token, None)
         for jti in [j for j, t in self._seen_security_tokens.items() if t < now]:
             del self._seen_security_tokens[jti]
+            self._note("replay", jti, None)
+
+    def _note(self, table: str, key: str, value: Any) -> None:
+        if self.record is not None:
+            self.record(table, key, value)
+
+    def recover(self, tables: Mapping[str, Mapping[str, Any]], *, now: float) -> int:
+        """Take back the refresh tokens and replay cache an earlier life kept (what
+        ``record`` was told); returns how many entries are live again."""
+        for key, row in tables.get("refresh", {}).items():
+            try:
+                kept = _Refresh(str(row["client_id"]), str(row["username"]),
+                                tuple(row["scope"]), float(row["expires_at"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # damaged: that token is simply unknown now
+            if kept.expires_at >= now and kept.username in self.users:
+                self._refresh[key] = kept
+        for jti, until in tables.get("replay", {}).items():
+            if isinstance(until, (int, float)) and until >= now:
+                self._seen_security_tokens[jti] = float(until)
+        return len(self._refresh) + len(self._seen_security_tokens)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def migration_profile_index(profiles: Iterable[MigrationProfile]) -> dict[tuple[str, str],

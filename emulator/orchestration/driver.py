@@ -13,8 +13,11 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 
 from emulator.capture.analysis import crossings
+from emulator.capture.ladder import LadderError
+from emulator.capture.ladder import extract
 from emulator.documents import profile as profiles
 from emulator.refusal import Refusal
 from emulator.sip.events import Address
@@ -77,6 +80,7 @@ class ScenarioDriver:
         self.partner_tokens: dict[str, object] | None = None
         self.registered_impu: str | None = None
         """The identity the UE registered in the partner system."""
+        self.peer_token: str | None = None
 
     # -- the steps --------------------------------------------------------------
     def steps(self) -> list[tuple[str, str, str, StepFunction]]:
@@ -120,17 +124,29 @@ class ScenarioDriver:
                 ("short-data", "MCData short data service (SIP MESSAGE)",
                  "23.282 §7.4 SDS; 24.282 (simplified)", self.short_data),
             ]
+        if variant == "restart" and self.peer is not None:
+            steps += [
+                ("partner-restart", "The partner MC server and SIP core are killed (SIGKILL) "
+                                    "and started again",
+                 "project-defined fault; RFC 3261 §10.3 (location service)",
+                 self.restart_partner),
+                ("short-data-after-restart", "The migrated user's next MCData message, "
+                                             "without a new login",
+                 "23.282 §7.4 SDS; 24.229 §5.1.1.4 (re-registration)",
+                 self.short_data_after_restart),
+            ]
         return steps
 
     async def peer_register(self) -> str:
         assert self.peer is not None
         spec = self.net.topology.ue(self.peer.plan.name)
         system = self.net.topology.system(spec.home)
-        tokens = await self.peer.login(system.issuer)
+        if self.peer_token is None:
+            self.peer_token = (await self.peer.login(system.issuer)).access_token
         user = system.user(spec.user)
         outcome = await self.peer.register(
             self._core_address(spec.home, self.peer.plan.name), system.domain, user.mcptt_id,
-            user.mcptt_id.removeprefix("sip:"), tokens.access_token, user.mc_ids)
+            user.mcptt_id.removeprefix("sip:"), self.peer_token, user.mc_ids)
         return _sip_outcome(outcome)
 
     async def login_primary(self) -> str:
@@ -240,6 +256,36 @@ class ScenarioDriver:
             raise Refusal("", "the message did not reach the callee", 0)
         return f"{outcome}; delivered to {target.mcptt_id}"
 
+    async def restart_partner(self) -> str:
+        names = [self.partner.node(role).qualified_name for role in ("mc-server", "sip-core")]
+        before = {name: self.net.runner.nodes[name].state().get("pid") for name in names}
+        for name in names:
+            await self.net.kill(name)
+        for name in names:  # the MC server first: the SIP core starts after it
+            await self.net.revive(name)
+        after = {name: self.net.runner.nodes[name].state() for name in names}
+        how = ", ".join(f"{name} pid {before[name]} -> {after[name].get('pid')}"
+                        for name in names) if before[names[0]] else \
+            "in process: stopped and started again (SIGKILL needs --placement proc or netns)"
+        kept = ", ".join(f"{name} {after[name].get('restored', 0)}" for name in names)
+        return f"{how}; entries read back from state/: {kept}"
+
+    async def short_data_after_restart(self) -> str:
+        """The next MESSAGE.  If it fails because the partner forgot the registrations (403,
+        480) or because the connections to the UEs died with it (503: over TCP or TLS a UE
+        is reached on the flow it opened, RFC 5626 §5.3), the UEs register again with the
+        tokens they hold (24.229 §5.1.1.4), and the verdict says which happened."""
+        try:
+            return f"state kept: no REGISTER, no login; {await self.short_data()}"
+        except Refusal as exc:
+            if exc.status not in (403, 480, 503):
+                raise
+            lost = f"{exc.status} {exc.description}".strip()
+        await self.peer_register()
+        await self.partner_register()
+        return f"re-registered: the first MESSAGE got {lost}; both UEs registered again " \
+               f"with the tokens they hold (no login); {await self.short_data()}"
+
     def _partner_info(self) -> profiles.PartnerSystem:
         partner = self.profile.partner(self.partner.name) if self.profile else None
         if partner is None:
@@ -278,6 +324,37 @@ class ScenarioDriver:
                                                     "the scenario was never refused"))
         self.net.steps.begin("")
         return self.result
+
+    def capture_verdicts(self) -> list[Verdict]:
+        """What the capture alone shows: no interconnection, and for a restart, what the
+        UE did after it."""
+        verdicts = [self.capture_verdict()]
+        if self.scenario.variant == "restart" and self.net.capture_file is not None:
+            verdicts.append(self.restart_verdict(self.net.capture_file))
+        return verdicts
+
+    def restart_verdict(self, capture: Path) -> Verdict:
+        """After the restart, from the capture: the MESSAGE was answered 200, the UE never
+        logged in again, and whether it re-registered matches what the step said."""
+        title = "After the restart, from the capture"
+        clause = "23.282 §7.4; 33.180 §5.1.3 (no new login)"
+        try:
+            after = [m for m in extract(capture) if m.step.startswith("short-data-after-restart")]
+        except LadderError as exc:
+            return Verdict("restart-capture", title, clause, False, str(exc))
+        ue = self.ue.plan.name
+        registers = sum(1 for m in after if m.source == ue and m.label.startswith("REGISTER"))
+        logins = sum(1 for m in after if m.source == ue and m.protocol == "HTTP")
+        delivered = any(m.destination == ue and m.label.startswith("200 (MESSAGE)")
+                        for m in after)
+        step = next((v for v in self.result.verdicts if v.step == "short-data-after-restart"),
+                    None)
+        claimed = step is not None and step.detail.startswith("re-registered")
+        ok = delivered and not logins and (registers > 0) == claimed
+        return Verdict("restart-capture", title, clause, ok,
+                       f"{ue}: {registers} REGISTER, {logins} HTTP requests (logins), MESSAGE "
+                       f"{'answered 200' if delivered else 'NOT answered 200'}; "
+                       f"{'re-registered' if registers else 'state kept'}")
 
     def capture_verdict(self) -> Verdict:
         """No packet between the primary and the partner systems (or, for the baseline, some)."""

@@ -279,6 +279,44 @@ class Network:
         else:
             node.impair(peer, hosts, impairment)  # type: ignore[attr-defined]
 
+    async def cut(self, a: str, b: str) -> None:
+        """Cut the link between ``a`` and ``b``: nothing either sends the other arrives,
+        until :meth:`restore`.  A SIP link over UDP only: a stream (TCP, TLS) would have to
+        hold its bytes, which a transport that drops cannot show."""
+        transport = self.topology.link_transport(a, b)
+        if transport is None:
+            raise KeyError(f"no link {a} - {b} in the topology")
+        if transport != "udp":
+            raise ValueError(f"link {a} - {b} is {transport.upper()}: only a datagram link "
+                             "can be cut (its packets are dropped where they are sent)")
+        for sender, peer in ((a, b), (b, a)):
+            await self.impair(sender, peer, Impairment(loss=1.0))
+
+    async def restore(self, a: str, b: str) -> None:
+        """Give the link between ``a`` and ``b`` back what the topology planned for it."""
+        link = next((item for item in self.topology.links if {item.a, item.b} == {a, b}), None)
+        if link is None:
+            raise KeyError(f"no link {a} - {b} in the topology")
+        for sender, peer in ((a, b), (b, a)):
+            await self.impair(sender, peer, link.impairment_from(sender))
+
+    async def refresh(self) -> dict[str, dict[str, Any]]:
+        """Every node's state as it is now (a node in its own process is asked; its
+        ``state()`` is otherwise what it said at its last answer)."""
+        await asyncio.gather(*(node.call("state", {}) for node in self.runner.nodes.values()
+                               if isinstance(node, ProcessNode)))
+        return self.runner.state()
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL node ``name`` (in process: stop it); it stays down until :meth:`revive`.
+        Nodes keep their durable state in the run directory (``state/``), as real servers
+        keep theirs in a database, so a revived node has it back."""
+        await self.runner.kill(name)
+
+    async def revive(self, name: str) -> None:
+        """Start a killed node again from its plan, on the same address and ports."""
+        await self.runner.start(name)
+
     def _hosts(self, name: str) -> list[str]:
         return [host for host, named in self.topology.host_names().items() if named == name]
 

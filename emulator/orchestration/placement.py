@@ -226,8 +226,10 @@ class ProcessNode:
             self._signal(signal.SIGKILL)
             await asyncio.shield(child.exited)
 
-    def kill(self) -> None:
-        """SIGKILL, as a fault: the runner sees an unexpected exit."""
+    def kill(self, *, expected: bool = False) -> None:
+        """SIGKILL, as a fault.  Unless ``expected`` (the runner's kill), the runner sees an
+        unexpected death and fails the run."""
+        self._stopping = expected
         self._signal(signal.SIGKILL)
 
     async def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class Faults:
     """The primary profile does not authorise migration."""
     expired_security_tokens: bool = False
     """The primary IdMS issues security tokens that are already expired."""
+    amnesia: bool = False
+    """No node keeps anything across a restart (no ``state/`` journal)."""
 
 
 def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
@@ -75,7 +77,15 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
         plans += planner.system(system)
     plans.append(planner.gateway())
     plans += [planner.ue(spec) for spec in topology.ues]
-    return tuple(replace(plan, impairments=planner.impairments(plan.name)) for plan in plans)
+    return tuple(replace(plan, impairments=planner.impairments(plan.name),
+                         state_file=str(run_dir / "state" / f"{plan.name}.jsonl")
+                         if plan.role in DURABLE_ROLES and not faults.amnesia else None)
+                 for plan in plans)
+
+
+DURABLE_ROLES = frozenset({"sip-core", "mc-server", "idms", "gateway"})
+"""The roles that keep state across a restart, as their real counterparts do: registrar
+bindings, MC service authorisations, refresh tokens and replay cache, attachments."""
 
 
 def pki_names(topology: Topology) -> list[str]:

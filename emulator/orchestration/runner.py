@@ -88,6 +88,8 @@ class Runner:
     _running: list[_Running] = field(default_factory=list)
     _group: asyncio.TaskGroup | None = None
     _build: Builder | None = None
+    _down: dict[str, tuple[int, NodePlan]] = field(default_factory=dict)
+    """Killed nodes, with their place in the start order, until started again."""
 
     def state(self) -> dict[str, dict[str, Any]]:
         """Every node's own ``state()``, by name."""
@@ -114,19 +116,43 @@ class Runner:
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    async def kill(self, name: str) -> None:
+        """End node ``name`` as a crash does: a process gets SIGKILL (an in-process role,
+        which cannot be killed alone, is stopped).  It stays down until :meth:`start`."""
+        running = self._take(name)
+        kill = getattr(running.node, "kill", None)
+        if kill is not None:
+            kill(expected=True)
+        else:
+            running.stop.set()
+        await asyncio.wait([running.task])
+
+    async def start(self, name: str) -> Node:
+        """Start node ``name`` again from its plan, after :meth:`kill`; returns the new node."""
+        index, plan = self._down.pop(name, (None, None))
+        if index is None or plan is None:
+            raise KeyError(f"no node {name!r} is down")
+        restarted = await self._start(plan)
+        # Keep the start order, so the stop stays its reverse.
+        self._running.remove(restarted)
+        self._running.insert(min(index, len(self._running)), restarted)
+        return restarted.node
+
     async def restart(self, name: str) -> Node:
-        """Stop node ``name`` and start it again from its plan; returns the new node."""
+        """Stop node ``name`` cleanly and start it again from its plan; returns the new node."""
+        running = self._take(name)
+        running.stop.set()
+        await asyncio.wait([running.task])
+        return await self.start(name)
+
+    def _take(self, name: str) -> _Running:
         index = next((i for i, r in enumerate(self._running) if r.plan.name == name), None)
         if index is None:
             raise KeyError(f"no running node {name!r}")
         running = self._running.pop(index)
-        running.stop.set()
-        await asyncio.wait([running.task])
-        restarted = await self._start(running.plan)
-        # Keep the start order, so the stop stays its reverse.
-        self._running.remove(restarted)
-        self._running.insert(index, restarted)
-        return restarted.node
+        self._down[name] = (index, running.plan)
+        self.nodes.pop(name, None)
+        return running
 
     async def _stop_all(self) -> None:
         while self._running:

@@ -34,7 +34,9 @@ class Scenario:
     faults: Faults = field(default_factory=Faults)
     expect: Expectation | None = None
     variant: str = "normal"
-    """normal, direct, interconnection, forged, replay or unattached: what the UE does."""
+    """normal, direct, interconnection, forged, replay, unattached or restart: what the UE
+    does (restart: the partner's MC server and SIP core are killed and revived after
+    migration, and the user goes on)."""
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -66,6 +68,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              variant="unattached"),
     Scenario("direct", "NON-NORMATIVE: the partner MC server checks the security token itself",
              Faults(partner_mode="direct"), variant="direct"),
+    Scenario("partner-restart", "The partner MC server and SIP core are killed (SIGKILL) "
+             "after migration and restarted; they kept their state, the user goes on",
+             variant="restart"),
+    Scenario("partner-restart-amnesia", "As partner-restart, but the partner keeps nothing: "
+             "the UEs re-register (no new login)", Faults(amnesia=True), variant="restart"),
     Scenario("with-interconnection", "Baseline 23.280 §10.6.3: the partner asks the primary",
              Faults(partner_mode="interconnection"), variant="interconnection"),
 )}

@@ -83,6 +83,11 @@ def run_id(scenario: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{scenario}"
 
 
+BAD_FRAMES = "_ws.malformed || (_ws.expert.severity >= warning && !tcp.flags.reset)"
+"""What Wireshark must not find.  A reset is what the kernel sends for a killed process's
+connections (partner-restart): true to the run, not a flaw of the capture."""
+
+
 def tshark_verdict(captures: list[Path]) -> Verdict | None:
     """tshark reads every capture file with no malformed frame and no expert warning."""
     if shutil.which("tshark") is None or not captures:
@@ -90,7 +95,7 @@ def tshark_verdict(captures: list[Path]) -> Verdict | None:
     failures = []
     # One tshark per file, all at once: each spends most of its time starting up.
     readers = [(capture, subprocess.Popen(
-        tshark_command(capture, "-Y", "_ws.malformed || _ws.expert.severity >= warning"),
+        tshark_command(capture, "-Y", BAD_FRAMES),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)) for capture in captures]
     for capture, reader in readers:
         output, _ = reader.communicate(timeout=120)
@@ -115,7 +120,7 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
         driver = ScenarioDriver(network, scenario)
         result = await driver.run()
     verdicts = list(result.verdicts)
-    verdicts.append(driver.capture_verdict())
+    verdicts += driver.capture_verdicts()
     wireshark = tshark_verdict(network.capture_files)
     if wireshark is not None:
         verdicts.append(wireshark)

@@ -67,6 +67,8 @@ class Impairer:
     """The impaired links of one node, keyed by destination host."""
 
     links: dict[str, _Link] = field(default_factory=dict)
+    dropped: int = 0
+    """Packets the links lost (what a capture never shows)."""
     _pending: set[asyncio.TimerHandle] = field(default_factory=set)
 
     def set(self, host: str, impairment: Impairment | None) -> None:
@@ -82,7 +84,10 @@ class Impairer:
             send(data, destination)
             return
         loop = asyncio.get_running_loop()
-        for delay in link.delays(len(data), now=loop.time(), stream=destination.reliable):
+        delays = link.delays(len(data), now=loop.time(), stream=destination.reliable)
+        if not delays:
+            self.dropped += 1
+        for delay in delays:
             if delay <= 0:
                 send(data, destination)
             else:

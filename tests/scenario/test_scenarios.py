@@ -171,3 +171,25 @@ async def test_transport_of_each_link_comes_from_the_topology(tmp_path: Path) ->
     assert ("ue-alice", "visited-plmn.gateway", "REGISTER", tls) in carried
     assert ("ue-alice", "primary.sip-core", "REGISTER", "tcp") in carried
     assert ("ue-carol", "partner.sip-core", "REGISTER", "tcp") in carried
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_every_scenario_passes_in_process(mcx_topology: Topology, tmp_path: Path,
+                                                name: str) -> None:
+    report = await _run(mcx_topology, name, tmp_path)
+    assert report.passed, report.text(ladder=False)
+
+
+@pytest.mark.parametrize("name,transport,outcome", [
+    ("partner-restart", "udp", "state kept"),
+    ("partner-restart-amnesia", "udp", "re-registered"),
+    # Over TLS a UE is reached on the connection it opened, which died with the SIP core.
+    ("partner-restart", "tls", "re-registered")])
+async def test_after_a_partner_restart_the_verdict_says_what_the_ue_did(
+        mcx_topology: Topology, tmp_path: Path, name: str, transport: str,
+        outcome: str) -> None:
+    report = await _run(mcx_topology, name, tmp_path, transport)
+    assert report.passed, report.text(ladder=False)
+    assert _verdict(report, "short-data-after-restart").detail.startswith(outcome)
+    if ROOT_CAPTURE:  # the same, read from the capture
+        assert _verdict(report, "restart-capture").detail.endswith(outcome)

@@ -1,0 +1,184 @@
+"""Faults a scenario injects: a node killed and started again, a link cut and restored.
+
+What a real server keeps across a restart (registrar bindings, MC service authorisations,
+refresh tokens, the replay cache, the gateway's attachments) survives a SIGKILL; with the
+``amnesia`` fault it does not, and the user notices.  Judged from the wire: HTTP answers,
+SIP answers and the capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from emulator.capture import extract
+from emulator.keystore import SystemFiles
+from emulator.orchestration import SCENARIOS
+from emulator.orchestration import Network
+from emulator.orchestration.driver import ScenarioDriver
+from emulator.orchestration.plan import Faults
+from emulator.refusal import Refusal
+from emulator.sip import Address
+from emulator.topology import DEFAULT_TOPOLOGY
+from emulator.topology import Topology
+from emulator.topology import load_topology
+from emulator.transport.tls import client_context
+from nodes.idm_client import IdmClient
+from nodes.journal import MIN_COMPACTION
+from nodes.journal import Journal
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return load_topology(DEFAULT_TOPOLOGY)
+
+
+# -- the journal ---------------------------------------------------------------------------
+def test_the_journal_gives_back_what_was_kept_and_skips_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "node.jsonl"
+    journal = Journal(path)
+    assert journal.open() == {}
+    journal.put("users", "sip:a@x", {"n": 1})
+    journal.put("users", "sip:b@x", {"n": 2})
+    journal.delete("users", "sip:a@x")
+    journal.put("replay", "jti-1", 99.0)
+    # No close: a SIGKILL gives none.  Then a write torn by the kill.
+    with path.open("a") as out:
+        out.write('{"t":"users","k":"sip:c@x","v":{"n"')
+    again = Journal(path)
+    assert again.open() == {"users": {"sip:b@x": {"n": 2}}, "replay": {"jti-1": 99.0}}
+    assert again.restored == 2
+    journal.close()
+    again.close()
+
+
+def test_the_journal_stays_bounded_by_what_is_live(tmp_path: Path) -> None:
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    for n in range(10 * MIN_COMPACTION):
+        journal.put("bindings", f"sip:u{n % 3}@x", {"cseq": n})
+    lines = path.read_text().splitlines()
+    assert len(lines) <= MIN_COMPACTION + 3
+    journal.close()
+    again = Journal(path)
+    assert again.open()["bindings"]["sip:u0@x"] == {"cseq": max(range(0, 10 * MIN_COMPACTION, 3))}
+    again.close()
+
+
+def test_a_node_outside_a_run_keeps_nothing() -> None:
+    journal = Journal(None)
+    journal.open()
+    journal.put("users", "x", 1)  # nowhere to write: no error either
+    assert journal.restored == 0
+
+
+# -- nodes killed and started again ----------------------------------------------------------
+@pytest.mark.parametrize("amnesia", [False, True], ids=["kept", "amnesia"])
+async def test_refresh_tokens_and_replay_cache_survive_an_idms_kill(
+        topology: Topology, tmp_path: Path, amnesia: bool) -> None:
+    faults = Faults(amnesia=amnesia)
+    async with Network(topology, faults, run_dir=tmp_path / "run", placement="proc") as net:
+        primary, partner = topology.system("primary"), topology.system("partner")
+        ca = SystemFiles(net.run_dir / "pki", "primary").ca_certificate.read_bytes()
+        client = IdmClient(topology.oidc_client_id, topology.oidc_redirect_uri,
+                           client_context([ca]))
+        async with client:
+            tokens = await client.login(primary.issuer, "alice", "alice-secret")
+        ue = net.ues["ue-alice"]
+        await ue.login(primary.issuer)
+        await ue.request_security_token(f"{primary.issuer}/token", partner.issuer)
+        await ue.request_partner_token(f"{partner.issuer}/token")
+        for name in ("primary.idms", "partner.idms"):
+            pid = net.runner.nodes[name].state()["pid"]
+            await net.kill(name)
+            await net.revive(name)
+            assert net.runner.nodes[name].state()["pid"] != pid
+        async with client:
+            form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token,
+                    "client_id": topology.oidc_client_id}
+            if amnesia:
+                with pytest.raises(Refusal, match="refresh token unknown"):
+                    await client.token(f"{primary.issuer}/token", form)
+            else:
+                refreshed = await client.token(f"{primary.issuer}/token", form)
+                assert refreshed["access_token"] and refreshed["refresh_token"]
+        if amnesia:  # forgotten: the same security token is taken a second time
+            await ue.request_partner_token(f"{partner.issuer}/token")
+        else:
+            with pytest.raises(Refusal, match="replay"):
+                await ue.request_partner_token(f"{partner.issuer}/token")
+
+
+async def test_a_killed_gateway_keeps_its_attachments_and_the_user_goes_on(
+        topology: Topology, tmp_path: Path) -> None:
+    async with Network(topology, run_dir=tmp_path / "run", placement="proc") as net:
+        driver = ScenarioDriver(net, SCENARIOS["default"])
+        assert (await driver.run()).passed
+        gateway = topology.local_plmn.gateway.qualified_name
+        attached = (await net.refresh())[gateway]["attached"]
+        assert attached == {"127.0.31.1": "ue-alice"}
+        await net.kill(gateway)
+        await net.revive(gateway)
+        assert net.runner.nodes[gateway].state()["attached"] == attached
+        assert net.runner.nodes[gateway].state()["restored"] == 1
+        net.steps.begin("after-gateway-restart")
+        assert "delivered" in await driver.short_data()
+    assert net.capture_file is not None
+    after = [m for m in extract(net.capture_file) if m.step == "after-gateway-restart"]
+    assert ("visited-plmn.gateway", "ue-alice", "200 (MESSAGE)") in \
+        {(m.source, m.destination, m.label) for m in after}
+    assert not any(m.label.startswith("REGISTER") for m in after)
+    kept = (net.run_dir / "state" / f"{gateway}.jsonl").read_text().splitlines()
+    assert json.loads(kept[-1])["v"]["registered"] is True
+
+
+async def test_kill_refuses_what_is_not_running_and_start_what_is_not_down(
+        topology: Topology, tmp_path: Path) -> None:
+    async with Network(topology, run_dir=tmp_path / "run") as net:
+        with pytest.raises(KeyError, match="no running node 'nobody'"):
+            await net.kill("nobody")
+        with pytest.raises(KeyError, match=r"no node 'partner\.cms' is down"):
+            await net.revive("partner.cms")
+        await net.kill("partner.cms")
+        assert "partner.cms" not in net.runner.nodes
+        await net.revive("partner.cms")
+        assert "partner.cms" in net.runner.nodes
+
+
+# -- links cut and restored -------------------------------------------------------------------
+async def test_a_cut_link_drops_everything_until_restored(topology: Topology,
+                                                          tmp_path: Path) -> None:
+    async with Network(topology, run_dir=tmp_path / "run") as net:
+        partner = topology.system("partner")
+        carol, core = partner.user("carol"), partner.node("sip-core")
+        ue = net.ues["ue-carol"]
+        tokens = await ue.login(partner.issuer)
+        await net.cut("ue-carol", "partner.sip-core")
+        net.steps.begin("cut")
+        registering = ue.register(Address("udp", core.host, 5060), partner.domain,
+                                  carol.mcptt_id, carol.mcptt_id.removeprefix("sip:"),
+                                  tokens.access_token, carol.mc_ids)
+        task = asyncio.ensure_future(registering)
+        impairer = ue.sip.endpoint.impairer
+        while impairer.dropped < 2:  # the REGISTER and a retransmission (Timer E)
+            await asyncio.wait([task], timeout=0.1)
+            assert not task.done()
+        net.steps.begin("restored")
+        await net.restore("ue-carol", "partner.sip-core")
+        assert (await task).status == 200
+        with pytest.raises(KeyError, match=r"no link ue-carol - partner\.idms"):
+            await net.cut("ue-carol", "partner.idms")
+    assert net.capture_file is not None
+    steps = {m.step for m in extract(net.capture_file)
+             if m.source == "ue-carol" and m.label == "REGISTER"}
+    assert steps == {"restored"}  # dropped packets never reached the wire
+
+
+async def test_only_a_datagram_link_can_be_cut(topology: Topology, tmp_path: Path) -> None:
+    net = Network(topology, transport="tcp", run_dir=tmp_path / "run")  # refused unstarted
+    with pytest.raises(ValueError, match="is TCP: only a datagram link"):
+        await net.cut("ue-carol", "partner.sip-core")
