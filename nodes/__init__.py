@@ -20,6 +20,7 @@ from .mc_server import McServer
 from .plan import Account
 from .plan import CmsOptions
 from .plan import Credentials
+from .plan import ExecOptions
 from .plan import GatewayOptions
 from .plan import IdmsOptions
 from .plan import Impaired
@@ -38,7 +39,8 @@ from .ue import SipOutcome
 from .ue import UserEquipment
 
 __all__ = [
-    "Account", "CallRecord", "CmsNode", "CmsOptions", "Credentials", "Gateway", "GatewayOptions",
+    "Account", "CallRecord", "CmsNode", "CmsOptions", "Credentials", "ExecOptions", "Gateway",
+    "GatewayOptions",
     "IdmClient", "IdmsNode", "IdmsOptions", "Impaired", "Listener", "McClient", "McServer",
     "McServerOptions", "Node", "NodePlan", "Peer", "Received", "Registration", "SipCore",
     "SipCoreOptions", "SipOutcome", "Tokens", "UeOptions", "UserEquipment", "build",
@@ -61,4 +63,7 @@ def build(plan: NodePlan, *, tap: Tap | None = None) -> Node:
         return SipCore(plan, tap=tap)
     if plan.role == "gateway":
         return Gateway(plan, tap=tap)
-    return UserEquipment(plan, tap=tap)
+    if plan.role == "ue":
+        return UserEquipment(plan, tap=tap)
+    raise ValueError(f"{plan.name}: a {plan.role} is an outside program; the supervisor runs "
+                     "its command (emulator.orchestration.execnode)")

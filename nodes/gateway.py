@@ -75,9 +75,11 @@ class Gateway(SipNode):
         options = plan.options
         assert isinstance(options, GatewayOptions)
         https = plan.listener("https")
-        core = plan.peer("sip-core")
+        # Where SIP for the served system goes: its edge proxy, or else its SIP core.
+        core = plan.peer("edge-proxy") or plan.peer("sip-core")
         if https is None or core is None:
-            raise ValueError(f"{plan.name}: a gateway needs an https listener and a sip-core")
+            raise ValueError(f"{plan.name}: a gateway needs an https listener and a sip-core "
+                             "(or edge-proxy) peer")
         server_ssl = tls_server(plan.credentials)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=server_ssl, client_ssl=tls_client(plan.credentials),
@@ -256,14 +258,17 @@ class Gateway(SipNode):
             request.headers.remove("P-Preferred-Identity")
         request.headers.set("P-Asserted-Identity", NameAddress.build(identity))
         if request.to.tag is None:
-            # Initial request: the route set is the stored Service-Route (24.229 §5.2.6.3.2).
+            # Initial request: the route set is the stored Service-Route (24.229 §5.2.6.3.2),
+            # and it goes to the served system's entry point (its edge proxy, if any), which
+            # routes on by that Route set.
             request.headers.remove("Route")
             for value in context.service_route:
                 request.headers.add("Route", value)
             self.record_route(request)
+            destination = self.core
         else:
             self.pop_own_route(request)
-        destination = self.next_hop(request) or self.core
+            destination = self.next_hop(request) or self.core
         self.forward(request, transaction, destination)
 
     def terminating(self, request: Request, transaction: TransactionKey) -> None:

@@ -177,11 +177,23 @@ class UeOptions:
     redirect_uri: str
 
 
+@dataclass(frozen=True)
+class ExecOptions:
+    """An outside program run as a node (the topology's ``kind: exec``)."""
+
+    command: tuple[str, ...]
+    """argv, every placeholder filled in for this run."""
+    probe: str
+    """udp (a SIP OPTIONS is answered) or tcp (a connection is accepted)."""
+    probe_port: int
+
+
 RoleOptions = (IdmsOptions | CmsOptions | McServerOptions | SipCoreOptions | GatewayOptions
-               | UeOptions)
+               | UeOptions | ExecOptions)
 ROLE_OPTIONS: Mapping[str, type] = {
     "idms": IdmsOptions, "cms": CmsOptions, "mc-server": McServerOptions,
-    "sip-core": SipCoreOptions, "gateway": GatewayOptions, "ue": UeOptions}
+    "sip-core": SipCoreOptions, "gateway": GatewayOptions, "ue": UeOptions,
+    "edge-proxy": ExecOptions, "exec": ExecOptions}
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,9 @@ class SipCore(SipNode):
         self.mc_server: Address | None = mc_server.address if mc_server else None
         self.location = LocationService(policy or RegistrarPolicy())
         self.trusted_hosts = frozenset(p.host for p in plan.peers
-                                       if p.role in ("mc-server", "gateway"))
+                                       if p.role in ("mc-server", "gateway", "edge-proxy"))
         """The trust domain (RFC 3325 §2.3): hosts whose P-Asserted-Identity is believed,
-        i.e. our MC server and the P-CSCFs (gateways) that serve this system."""
+        i.e. our MC server, the P-CSCFs (gateways) that serve this system and its edge proxy."""
         self._third_party_call_ids: dict[str, str] = {}
         self._cseq = 0
 

@@ -7,6 +7,7 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v sipp   >/dev/null 2>&1 || need+=(sip-tester)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip      >/dev/null 2>&1 || need+=(iproute2)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio)   # topology kamailio-edge
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "note: not root, so not installing ${need[*]}; tests that need them are skipped" >&2
@@ -21,3 +22,7 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The package enables a system-wide kamailio service; the emulator runs its own, per run.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
+fi

@@ -148,7 +148,8 @@ class Network:
                 await zygote.start()
                 self._stack.push_async_callback(zygote.stop)  # after the nodes stop
             self.runner = await self._stack.enter_async_context(
-                run_nodes(self.plans, builder(self.placement, self._tap, zygote, namespaces)))
+                run_nodes(self.plans, builder(self.placement, self._tap, zygote, self.run_dir,
+                                              namespaces)))
         except BaseException:
             await self.stop()
             raise

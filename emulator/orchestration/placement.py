@@ -33,25 +33,23 @@ from typing import Any
 
 from emulator.process import die_with_parent
 from emulator.transport.base import Tap
+from nodes import ExecOptions
 from nodes import Node
 from nodes import NodePlan
 from nodes import UserEquipment
 from nodes import build
 
+from .execnode import ExecNode
 from .remote import RemoteError
 from .remote import decode_answer
 from .remote import encode_args
+from .supervision import READY_TIMEOUT
+from .supervision import STOP_TIMEOUT
+from .supervision import NodeDied
 
 logger = logging.getLogger(__name__)
 
 PLACEMENTS = ("inproc", "proc", "netns")
-READY_TIMEOUT = 60.0
-"""Seconds a node may take to serve (the first fork waits for the zygote's imports)."""
-STOP_TIMEOUT = 10.0
-
-
-class NodeDied(RuntimeError):
-    """A node process ended without being asked to, or before it served."""
 
 
 @dataclass
@@ -267,19 +265,21 @@ class ProcessNode:
         return lines[-1] if lines else ""
 
 
-def builder(placement: str, tap: Tap | None, zygote: Zygote | None,
+def builder(placement: str, tap: Tap | None, zygote: Zygote | None, run_dir: Path,
             namespaces: Callable[[str], str] | None = None) -> Callable[[NodePlan], Node]:
     """How the runner makes each node for ``placement`` (``proc`` and ``netns`` need the
-    zygote; ``netns`` the namespace of each node, by name)."""
+    zygote; ``netns`` the namespace of each node, by name).  An outside program
+    (``kind: exec``) is its own process in every placement."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
-    if placement == "inproc":
-        return lambda plan: build(plan, tap=tap)
-    assert zygote is not None
-
     def make(plan: NodePlan) -> Node:
-        kind = RemoteUe if plan.role == "ue" else ProcessNode
         netns = namespaces(plan.name) if namespaces is not None else None
+        if isinstance(plan.options, ExecOptions):
+            return ExecNode(plan, run_dir, netns)
+        if placement == "inproc":
+            return build(plan, tap=tap)
+        assert zygote is not None
+        kind = RemoteUe if plan.role == "ue" else ProcessNode
         return kind(plan, zygote, zygote.run_dir, netns)
 
     return make

@@ -14,6 +14,7 @@ SIP core, then the local PLMN gateway, then the UEs.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from dataclasses import replace
@@ -23,6 +24,7 @@ from emulator.documents import profile as profiles
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.keystore import SystemFiles
+from emulator.topology.model import PLACEHOLDER
 from emulator.topology.model import McSystem
 from emulator.topology.model import Node
 from emulator.topology.model import Topology
@@ -31,6 +33,7 @@ from emulator.topology.model import UserSpec
 from nodes.plan import Account
 from nodes.plan import CmsOptions
 from nodes.plan import Credentials
+from nodes.plan import ExecOptions
 from nodes.plan import GatewayOptions
 from nodes.plan import IdmsOptions
 from nodes.plan import Impaired
@@ -100,6 +103,7 @@ class _Planner:
         self.topology = topology
         self.faults = faults
         self.seed = seed
+        self.run_dir = run_dir
         self.pki = run_dir / "pki"
         self.keylog = str(run_dir / "tls-keys.log")
         self.trusted_cas = tuple(str(SystemFiles(self.pki, name).ca_certificate)
@@ -172,7 +176,49 @@ class _Planner:
     # -- an MC system ----------------------------------------------------------------
     def system(self, system: McSystem) -> list[NodePlan]:
         return [self.idms(system), self.cms(system), self.mc_server(system),
-                self.sip_core(system)]
+                self.sip_core(system), *(self.exec_node(system, node) for node in system.nodes
+                                         if node.exec is not None)]
+
+    def exec_node(self, system: McSystem, node: Node) -> NodePlan:
+        """An outside program: its command with the run's addresses filled in.  An edge
+        proxy starts after its SIP core, which it forwards to."""
+        assert node.exec is not None
+        command = tuple(PLACEHOLDER.sub(lambda m: self.fill(node, m.group(1)), arg)
+                        for arg in node.exec.command)
+        after = (system.node("sip-core").qualified_name,) if node.role == "edge-proxy" else ()
+        return NodePlan(node.qualified_name, node.role, system.name, node.host,
+                        self.listeners(node),
+                        ExecOptions(command, node.exec.probe, node.exec.probe_port),
+                        after=after)
+
+    def fill(self, node: Node, name: str) -> str:
+        """One placeholder of an exec node's command (the loader checked it exists)."""
+        if name == "host":
+            return node.host
+        if name == "port":
+            return str(node.sip.port if node.sip else node.exec.probe_port if node.exec else 0)
+        if name == "run_dir":
+            return os.path.abspath(self.run_dir)
+        if name == "dir":
+            return os.path.abspath(os.path.dirname(self.topology.source))
+        target, _, field = name.rpartition(".")
+        other = self.node_named(target)
+        if other.sip is None and field != "host":
+            raise ValueError(f"{node.qualified_name}: {{{name}}}: {target} has no SIP")
+        peer = self.sip_peer(other, other.role, node.qualified_name) if other.sip else None
+        if field == "host" or peer is None:
+            return other.host
+        if field == "port":
+            return str(peer.port)
+        return f"sip:{peer.host}:{peer.port}" + \
+            ("" if peer.transport == "udp" else f";transport={peer.transport}")
+
+    def node_named(self, name: str) -> Node:
+        plmn = self.topology.local_plmn
+        if name == plmn.gateway.qualified_name:
+            return plmn.gateway
+        system, _, node = name.partition(".")
+        return next(n for n in self.topology.system(system).nodes if n.name == node)
 
     def idms(self, system: McSystem) -> NodePlan:
         node = system.node("idms")
@@ -269,6 +315,9 @@ class _Planner:
         plmn = self.topology.local_plmn
         if plmn.serves == system.name:  # the P-CSCF is in the trust domain (RFC 3325)
             peers.append(self.sip_peer(plmn.gateway, "gateway", node.qualified_name))
+        edge = system.find("edge-proxy")
+        if edge is not None:  # and so is the system's own edge proxy, which relays it
+            peers.append(self.sip_peer(edge, "edge-proxy", node.qualified_name))
         return NodePlan(node.qualified_name, "sip-core", system.name, node.host,
                         self.listeners(node), SipCoreOptions(system.domain),
                         self.credentials(system.name, node.name, tls_client=True),
@@ -278,13 +327,15 @@ class _Planner:
     def gateway(self) -> NodePlan:
         plmn = self.topology.local_plmn
         node = plmn.gateway
-        core = self.topology.system(plmn.serves).node("sip-core")
+        served = self.topology.system(plmn.serves)
+        # The served system's entry point: its edge proxy when it has one, else its core.
+        entry = served.find("edge-proxy") or served.node("sip-core")
         options = GatewayOptions(plmn.name, plmn.plmn_id, plmn.ue_pool)
         return NodePlan(node.qualified_name, "gateway", plmn.name, node.host,
                         self.listeners(node), options,
                         self.credentials(plmn.name, node.name, tls_client=True),
-                        (self.sip_peer(core, "sip-core", node.qualified_name),),
-                        after=(core.qualified_name,))
+                        (self.sip_peer(entry, entry.role, node.qualified_name),),
+                        after=(entry.qualified_name,))
 
     def ue(self, spec: UeSpec) -> NodePlan:
         user = self.topology.system(spec.home).user(spec.user)

@@ -12,6 +12,7 @@ from .loader import TopologyError
 from .loader import load_topology
 from .loader import parse_impairment
 from .loader import parse_topology
+from .model import ExecSpec
 from .model import Impairment
 from .model import Link
 from .model import LocalPlmn
@@ -24,8 +25,8 @@ from .model import UeSpec
 from .model import UserSpec
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "Impairment", "ImpairmentError", "Link", "LocalPlmn", "McSystem",
-    "MigrationProfileSpec", "Node", "SipInterface", "Topology", "TopologyError", "UeSpec",
-    "UserSpec", "bundled_topologies", "load_topology", "parse_impairment", "parse_topology",
-    "topology_path",
+    "DEFAULT_TOPOLOGY", "ExecSpec", "Impairment", "ImpairmentError", "Link", "LocalPlmn",
+    "McSystem", "MigrationProfileSpec", "Node", "SipInterface", "Topology", "TopologyError",
+    "UeSpec", "UserSpec", "bundled_topologies", "load_topology", "parse_impairment",
+    "parse_topology", "topology_path",
 ]

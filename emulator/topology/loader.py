@@ -20,8 +20,13 @@ from typing import Any
 
 import yaml
 
+from .model import EXEC_ROLES
+from .model import NODE_PLACEHOLDERS
+from .model import OWN_PLACEHOLDERS
+from .model import PLACEHOLDER
 from .model import ROLES
 from .model import TRANSPORTS
+from .model import ExecSpec
 from .model import Impairment
 from .model import Link
 from .model import LocalPlmn
@@ -177,6 +182,11 @@ def _sip(reader: _Reader) -> SipInterface:
 
 
 def _node(reader: _Reader, name: str, system: str, role: str | None = None) -> Node:
+    kind = reader.string("kind", "role")
+    reader.check(kind, "kind", lambda k: k in ("role", "exec"),
+                 f"kind {kind!r} is not 'role' (one of ours) or 'exec' (an outside program)")
+    if kind == "exec":
+        return _exec_node(reader, name, system)
     role = role or reader.string("role")
     reader.check(role, "role", lambda r: r in ROLES,
                  f"role {role!r} is not one of {', '.join(ROLES)}")
@@ -189,6 +199,54 @@ def _node(reader: _Reader, name: str, system: str, role: str | None = None) -> N
         raise reader.doc.error(reader.path, f"a {role} needs an 'https' port")
     reader.done()
     return Node(name, role, system, host, sip, https)
+
+
+def _exec_node(reader: _Reader, name: str, system: str) -> Node:
+    """``kind: exec``: an outside program on its own address (or namespace), probed on a
+    port until it answers."""
+    role = reader.string("role", "exec")
+    reader.check(role, "role", lambda r: r in EXEC_ROLES,
+                 f"role {role!r} of an exec node is not one of {', '.join(EXEC_ROLES)}")
+    host = _loopback(reader, "host")
+    sip = _sip(reader.sub("sip")) if reader.has("sip") else None
+    if role == "edge-proxy" and sip is None:
+        raise reader.doc.error(reader.path, "an edge-proxy needs a 'sip' interface")
+    command = reader.get("command", list)
+    if not command or not all(isinstance(arg, str | int) for arg in command):
+        raise reader.doc.error(reader._child("command"), "must be a non-empty list of strings")
+    if reader.has("probe"):
+        probe = reader.sub("probe")
+        transport = probe.string("transport")
+        probe.check(transport, "transport", lambda t: t in ("udp", "tcp"),
+                    f"probe transport {transport!r} is not udp or tcp")
+        port = _port(probe, "port")
+        probe.done()
+    elif sip is not None:
+        transport, port = sip.transports[0] if sip.transports[0] != "tls" else "tcp", sip.port
+    else:
+        raise reader.doc.error(reader.path, "an exec node needs a port to probe for readiness "
+                                            "('probe' or 'sip')")
+    reader.done()
+    return Node(name, role, system, host, sip, None,
+                ExecSpec(tuple(str(arg) for arg in command), transport, port))
+
+
+def _check_placeholders(doc: _Doc, systems: tuple[McSystem, ...], known: set[str]) -> None:
+    """Every ``{...}`` in an exec command names something the planner fills in."""
+    for system in systems:
+        for node in system.nodes:
+            if node.exec is None:
+                continue
+            for i, arg in enumerate(node.exec.command):
+                for name in PLACEHOLDER.findall(arg):
+                    target, _, field = name.rpartition(".")
+                    if name in OWN_PLACEHOLDERS or (target in known and
+                                                    field in NODE_PLACEHOLDERS):
+                        continue
+                    raise doc.error(f"systems.{system.name}.nodes.{node.name}.command[{i}]",
+                                    f"unknown placeholder {{{name}}} (known: "
+                                    f"{', '.join('{' + p + '}' for p in OWN_PLACEHOLDERS)}, "
+                                    "{<node>.host}, {<node>.port}, {<node>.uri})")
 
 
 def _user(reader: _Reader, name: str) -> UserSpec:
@@ -215,6 +273,8 @@ def _system(reader: _Reader, name: str) -> McSystem:
             raise reader.doc.error(f"{reader.path}.nodes",
                                    f"needs exactly one node with role {role!r}, has "
                                    f"{roles.count(role)}")
+    if roles.count("edge-proxy") > 1:
+        raise reader.doc.error(f"{reader.path}.nodes", "has more than one edge-proxy")
     users = tuple(_user(u, n) for n, u in reader.items("users")) if reader.has("users") else ()
     profiles = []
     if reader.has("migration_profiles"):
@@ -244,6 +304,8 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     client_id, redirect = _oidc_client(top)
     top.done()
     _cross_check(doc, systems, by_name)
+    _check_placeholders(doc, systems, {n.qualified_name for s in systems for n in s.nodes}
+                        | {f"{local_plmn.name}.gateway"})
     return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
                     source)
 

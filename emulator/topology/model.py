@@ -9,11 +9,15 @@ belongs to a user of its primary system.  Nothing here starts anything:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
 ROLES = ("idms", "cms", "sip-core", "mc-server")
+EXEC_ROLES = ("edge-proxy", "exec")
+"""Roles of outside programs placed as nodes (``kind: exec``): ``edge-proxy`` stands between
+the local PLMN's gateway and its system's SIP core; ``exec`` is only run."""
 TRANSPORTS = ("udp", "tcp", "tls")
 
 
@@ -30,6 +34,30 @@ class SipInterface:
         return self.port + 1 if transport == "tls" else self.port
 
 
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+"""``{name}`` in an exec node's command, filled in for the run by the planner."""
+OWN_PLACEHOLDERS = ("host", "port", "run_dir", "dir")
+"""The node's own address and SIP (or probe) port, the run directory, the topology's
+directory (where a config kept beside the topology file is)."""
+NODE_PLACEHOLDERS = ("host", "port", "uri")
+"""``{<node>.host}``, ``{<node>.port}``, ``{<node>.uri}``: another node as this one reaches
+it (port and ``sip:`` URI on their link's transport)."""
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """An outside program run as a node (``kind: exec``)."""
+
+    command: tuple[str, ...]
+    """argv; ``{host}``, ``{port}``, ``{run_dir}``, ``{dir}`` and ``{<node>.host}``,
+    ``{<node>.port}``, ``{<node>.uri}`` are filled in for the run (see
+    emulator.orchestration.plan)."""
+    probe: str
+    """udp (a SIP OPTIONS is answered) or tcp (a connection is accepted): how readiness
+    is checked, on ``probe_port``."""
+    probe_port: int
+
+
 @dataclass(frozen=True)
 class Node:
     """A node of an MC system (or the local PLMN gateway)."""
@@ -40,6 +68,8 @@ class Node:
     host: str
     sip: SipInterface | None = None
     https_port: int | None = None
+    exec: ExecSpec | None = None
+    """Set for an outside program (``kind: exec``), which the emulator only runs."""
 
     @property
     def qualified_name(self) -> str:
@@ -98,6 +128,10 @@ class McSystem:
             if node.role == role:
                 return node
         raise KeyError(f"system {self.name} has no {role}")
+
+    def find(self, role: str) -> Node | None:
+        """The node with ``role``, if the system has one (e.g. an edge proxy)."""
+        return next((node for node in self.nodes if node.role == role), None)
 
     def user(self, name: str) -> UserSpec:
         for user in self.users:
@@ -243,5 +277,11 @@ class Topology:
                 if any(i is not None and i.loses for i in (link.impair_ab, link.impair_ba)):
                     raise ValueError(f"link {link.a} - {link.b} loses packets, which only a "
                                      f"udp link can: not forcing {transport}")
+        nodes = {n.qualified_name: n for s in self.systems for n in s.nodes}
+        for link in self.links:
+            for end in (link.a, link.b):
+                sip = nodes[end].sip if end in nodes else None
+                if sip is not None and transport not in sip.transports:
+                    raise ValueError(f"{end} does not listen on {transport}: not forcing it")
         return replace(self, links=tuple(replace(link, transport=transport)
                                          for link in self.links))

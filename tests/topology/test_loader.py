@@ -11,6 +11,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import TopologyError
 from emulator.topology import load_topology
 from emulator.topology import parse_topology
+from emulator.topology import topology_path
 
 DEFAULT = DEFAULT_TOPOLOGY
 TEXT = DEFAULT.read_text()
@@ -149,3 +150,52 @@ def test_bad_impairments_name_the_key(impair: str, transport: str, message: str)
         parse_topology(_impaired(impair, transport), "bad.yaml")
     assert message in str(refused.value)
     assert str(refused.value).startswith(f"bad.yaml:{_line_of(TEXT, ACCESS)}: links[2].impair")
+
+
+EDGE = topology_path("kamailio-edge")
+EDGE_TEXT = EDGE.read_text()
+
+
+def test_an_outside_program_is_a_node_with_its_command_and_probe() -> None:
+    edge = load_topology(EDGE).system("partner").node("edge-proxy")
+    assert edge.exec is not None and edge.exec.command[0] == "kamailio"
+    assert (edge.exec.probe, edge.exec.probe_port) == ("tcp", 5060)
+    assert load_topology(EDGE).system("partner").find("edge-proxy") == edge
+    assert load_topology(DEFAULT).system("partner").find("edge-proxy") is None
+
+
+@pytest.mark.parametrize("old,new,path,message", [
+    ("kind: exec", "kind: container", "systems.partner.nodes.edge-proxy.kind",
+     "is not 'role' (one of ours) or 'exec'"),
+    ("role: edge-proxy", "role: sip-core", "systems.partner.nodes.edge-proxy.role",
+     "of an exec node is not one of edge-proxy, exec"),
+    ('"tcp:{host}:{port}"', '"tcp:{host}:{porrt}"',
+     "systems.partner.nodes.edge-proxy.command[10]", "unknown placeholder {porrt}"),
+    ("{partner.sip-core.uri}", "{partner.sip-cor.uri}",
+     "systems.partner.nodes.edge-proxy.command[12]", "unknown placeholder"),
+    ("probe: {transport: tcp, port: 5060}", "probe: {transport: sctp, port: 5060}",
+     "systems.partner.nodes.edge-proxy.probe.transport", "is not udp or tcp"),
+    ("command: [kamailio,", "command: [[], kamailio,",
+     "systems.partner.nodes.edge-proxy.command", "non-empty list"),
+])
+def test_exec_node_errors_name_the_key_path(old: str, new: str, path: str,
+                                            message: str) -> None:
+    assert old in EDGE_TEXT, old
+    with pytest.raises(TopologyError) as error:
+        parse_topology(EDGE_TEXT.replace(old, new, 1), "bad.yaml")
+    assert f": {path}: " in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_an_exec_node_without_a_port_to_probe_is_refused() -> None:
+    text = EDGE_TEXT.replace("        sip: {port: 5060, transports: [udp, tcp]}\n", "").replace(
+        "        probe: {transport: tcp, port: 5060}\n", "").replace(
+        "role: edge-proxy", "role: exec")
+    with pytest.raises(TopologyError, match="needs a port to probe"):
+        parse_topology(text, "bad.yaml")
+
+
+def test_forcing_a_transport_an_outside_program_does_not_listen_on_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"partner\.edge-proxy does not listen on tls"):
+        load_topology(EDGE).with_transport("tls")
+    assert load_topology(EDGE).with_transport("tcp").link_transport(
+        "partner.edge-proxy", "partner.sip-core") == "tcp"
