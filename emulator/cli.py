@@ -259,7 +259,7 @@ def run_link(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     removed = asyncio.run(clean_namespaces())
-    print(f"removed {len(removed)} namespace(s) of runs that are gone"
+    print(f"removed {len(removed)} namespace(s) and process(es) of runs that are gone"
           + (f": {', '.join(removed)}" if removed else ""))
     return 0
 

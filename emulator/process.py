@@ -19,6 +19,19 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+_PR_SET_NAME = 15
+
+
+def set_title(title: str) -> None:
+    """Name this process ``title`` in ``ps`` and ``pgrep -f`` (its command line) and, cut to
+    15 bytes, in ``pgrep`` and ``top`` (its comm): a run's processes carry its prefix."""
+    import setproctitle
+
+    setproctitle.setproctitle(title)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)
+
+
 _CLONE_NEWNET = 0x40000000
 
 

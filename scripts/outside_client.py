@@ -10,6 +10,10 @@ the access token for a security token addressed to the partner IdMS
 and attaches to the local PLMN gateway.  It prints the sipp command that
 registers at the partner through the gateway with that token, and runs it
 with --run-sipp.  Only the standard library and `requests` are used.
+
+In netns placement it runs inside a UE's namespace (``run_topology.py exec ... UE --``)
+and is that UE: with ``--ue UE`` it asks ``up`` (its control socket) for the radio
+attach between the home steps and the visited ones, as a phone changes networks.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import re
 import secrets
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,7 @@ def main() -> int:
     parser.add_argument("state_file")
     parser.add_argument("--user", default="alice")
     parser.add_argument("--run-sipp", action="store_true")
+    parser.add_argument("--ue", help="the UE whose namespace this runs in (netns placement)")
     args = parser.parse_args()
     state = json.loads(Path(args.state_file).read_text())
     user = state["users"][args.user]
@@ -87,19 +93,22 @@ def main() -> int:
         "resource": partner, "client_id": client["client_id"]}).json()
     print(f"2. security token for {partner} ({exchanged.get('issued_token_type')})")
 
-    # 3. RFC 7523 at the partner IdMS: the partner access token.
+    # 3. Attach to the local PLMN (in netns placement the radio moves the UE there first).
+    if args.ue:
+        moved = _control(state["control"], {"radio_attach": args.ue})
+        print(f"3. radio attach of {args.ue}: {moved or 'no namespace to move'}")
+    attach = session.post(f"{gateway['http']}/attach", json={"ue": args.ue or "outside-client"},
+                          timeout=10).json()
+    print(f"3. attached: address {attach['ue_address']}")
+
+    # 4. RFC 7523 at the partner IdMS, from the local PLMN: the partner access token.
     partner_tokens = session.post(f"{partner}/token", timeout=10, data={
         "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "assertion": exchanged["access_token"], "client_id": client["client_id"]}).json()
     if "access_token" not in partner_tokens:
         print(f"partner IdMS refused: {partner_tokens}", file=sys.stderr)
         return 1
-    print("3. partner access token received")
-
-    # 4. Attach to the local PLMN.
-    attach = session.post(f"{gateway['http']}/attach", json={"ue": "outside-client"},
-                          timeout=10).json()
-    print(f"4. attached: address {attach['ue_address']}")
+    print("4. partner access token received")
 
     # 5. REGISTER through the gateway with sipp.
     sip = next(s for s in gateway["sip"] if s["transport"] == "udp")
@@ -114,6 +123,17 @@ def main() -> int:
     if args.run_sipp:
         return subprocess.run(command, stdout=subprocess.DEVNULL, timeout=60).returncode
     return 0
+
+
+def _control(path: str, request: dict[str, object]) -> str:
+    """One request on up's control socket (a Unix socket: reachable from any namespace)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+        control.connect(path)
+        control.sendall((json.dumps(request) + "\n").encode())
+        answer = json.loads(control.makefile().readline())
+    if "error" in answer:
+        raise SystemExit(f"up refused {request}: {answer['error']}")
+    return str(answer["ok"])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,16 @@ connection and answers with one JSON line::
 
 ``from_a`` is what ``a`` sends, ``from_b`` what ``b`` sends: a mapping as in the topology
 file's ``impair:``, or ``{}`` for a link that does nothing, or absent to leave that way
-as it is.  A bad request gets ``{"error": "..."}``; nothing a client sends stops ``up``.
+as it is.
+
+    {"radio_attach": "ue-alice"}                                      -> {"ok": "198.18.31.1"}
+
+is what the radio does before a UE attaches to the local PLMN (netns placement: its
+namespace moves from the home access network to the PLMN's; see
+:meth:`.network.Network.radio_attach`); ``ok`` is the UE's new address, or ``""`` in a
+placement without namespaces.  An outside client in the UE's namespace asks for it.
+
+A bad request gets ``{"error": "..."}``; nothing a client sends stops ``up``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,17 @@ MAX_REQUEST = 64 * 1024
 
 async def apply(network: Network, request: dict[str, Any]) -> str:
     """Carry out one request; raises ValueError (or KeyError) naming what is wrong."""
+    if not isinstance(request, dict):
+        raise ValueError("a request is a JSON object")
+    if "radio_attach" in request:
+        ue = request["radio_attach"]
+        if not isinstance(ue, str) or ue not in network.ues:
+            raise KeyError(f"no UE {ue!r}")
+        return await network.radio_attach(ue) or ""
+    return await _link(network, request)
+
+
+async def _link(network: Network, request: dict[str, Any]) -> str:
     ends = request.get("link")
     if not (isinstance(ends, list) and len(ends) == 2 and all(isinstance(e, str) for e in ends)):
         raise ValueError("'link' must name the two ends of a link")

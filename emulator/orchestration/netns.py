@@ -30,6 +30,7 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -240,14 +241,15 @@ class NetnsNetwork:
 
 
 async def clean() -> list[str]:
-    """Delete the namespaces of runs whose process is gone (a run killed with SIGKILL)."""
+    """Delete the namespaces, and end the processes, of runs whose process is gone (a run
+    killed with SIGKILL).  Returns what it removed (processes as ``pid <title>``)."""
+    removed = _end_orphans()
     ip = shutil.which("ip")
     if ip is None:
-        return []
+        return removed
     process = await asyncio.create_subprocess_exec(ip, "netns", "list",
                                                    stdout=asyncio.subprocess.PIPE)
     listing, _ = await process.communicate()
-    removed = []
     for line in listing.decode().splitlines():
         name = line.split()[0] if line.split() else ""
         match = _RUN_NAME.match(name)
@@ -256,6 +258,29 @@ async def clean() -> list[str]:
         await _ip("netns", "delete", name)
         removed.append(name)
     return removed
+
+
+def _end_orphans() -> list[str]:
+    """SIGKILL every process named with the prefix of a run that is gone.  Parent-death
+    signals normally leave none; this is for what they could not reach."""
+    ended = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                title = cmdline.read(200).split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        match = _RUN_NAME.match(title)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            os.kill(int(entry), signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        ended.append(f"pid {entry} {title}")
+    return ended
 
 
 def _alive(pid: int) -> bool:

@@ -86,6 +86,8 @@ class Network:
         self.faults = faults or Faults()
         self.seed = seed
         self.placement = placement
+        self.prefix = f"{PREFIX}{os.getpid()}-{next(_RUNS)}-"
+        """Names every namespace and node process of the run (``clean`` goes by it)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = run_dir or Path("pcaps") / f"{stamp}-{self.topology.name}"
         self.plans: tuple[NodePlan, ...] = plan_network(self.topology, self.faults,
@@ -144,7 +146,7 @@ class Network:
                         now=dt.datetime.now(dt.UTC))
             zygote = None
             if self.placement != "inproc":
-                zygote = Zygote(self.run_dir)
+                zygote = Zygote(self.run_dir, self.prefix)
                 await zygote.start()
                 self._stack.push_async_callback(zygote.stop)  # after the nodes stop
             self.runner = await self._stack.enter_async_context(
@@ -165,8 +167,7 @@ class Network:
                 self.topology.system(p.primary).node("mc-server").qualified_name
                 for p in partner.migration_profiles}
         ) if self.faults.partner_mode == "interconnection" else ()
-        self.netns = NetnsNetwork(layout(self.topology, f"{PREFIX}{os.getpid()}-"
-                                                       f"{next(_RUNS)}-", interconnect))
+        self.netns = NetnsNetwork(layout(self.topology, self.prefix, interconnect))
         await self.netns.create()
         return self.netns.namespace
 
@@ -317,6 +318,13 @@ class Network:
     async def revive(self, name: str) -> None:
         """Start a killed node again from its plan, on the same address and ports."""
         await self.runner.start(name)
+
+    @property
+    def impairment_method(self) -> str:
+        """How links are impaired, as the run reports it."""
+        netem = "the kernel has netem, unused" if os.path.exists("/sys/module/sch_netem") \
+            else "this kernel has no netem qdisc"
+        return f"in the sending node's transport ({netem}: one mechanism in every placement)"
 
     def _hosts(self, name: str) -> list[str]:
         return [host for host, named in self.topology.host_names().items() if named == name]

@@ -67,8 +67,10 @@ class _Child:
 class Zygote:
     """The run's zygote process and the control socket its node processes report on."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, prefix: str = "") -> None:
         self.run_dir = run_dir
+        self.prefix = prefix
+        """The run's prefix, which every node process's name starts with."""
         self._children: dict[str, _Child] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -82,6 +84,7 @@ class Zygote:
         self._server = await asyncio.start_unix_server(self._on_link, control)
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "emulator.orchestration.zygote", control,
+            f"{self.prefix}zygote",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, preexec_fn=die_with_parent)
         self._reader = asyncio.create_task(self._read(), name="zygote reader")
@@ -93,7 +96,8 @@ class Zygote:
         loop = asyncio.get_running_loop()
         child = _Child(loop.create_future(), loop.create_future(), loop.create_future())
         self._children[plan.name] = child
-        request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log), "netns": netns}
+        request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log), "netns": netns,
+                   "title": f"{self.prefix}{plan.name}"}
         process.stdin.write((json.dumps(request) + "\n").encode())
         await process.stdin.drain()
         return child

@@ -44,6 +44,8 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)
     migration_seconds: float | None = None
     """From the attach to the partner's answer to the REGISTER (None if not reached)."""
+    impairments: str | None = None
+    """How the topology's impaired links were impaired (None: it has none)."""
 
     @property
     def passed(self) -> bool:
@@ -73,6 +75,8 @@ class Report:
         if self.migration_seconds is not None:
             lines += ["", f"migration (attach -> partner 200 OK): "
                           f"{self.migration_seconds * 1000:.1f} ms"]
+        if self.impairments is not None:
+            lines += [f"link impairments: {self.impairments}"]
         lines += ["", f"captures: {self.run_dir}  ({self.capture_summary})",
                   f"{'PASSED' if self.passed else 'FAILED'} in {self.seconds:.2f} s", ""]
         return "\n".join(lines)
@@ -128,8 +132,10 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
     summary = f"{network.capture_method}: {summaries}" if summaries else network.capture_method
     migration = network.steps.span("attach:", "partner-register:") if \
         {"attach", "partner-register"} <= {v.step for v in result.verdicts if v.passed} else None
+    impaired = any(link.impair_ab or link.impair_ba for link in network.topology.links)
     return Report(result, run_dir, network.capture_file, summary,
-                  time.monotonic() - started, verdicts, migration)
+                  time.monotonic() - started, verdicts, migration,
+                  network.impairment_method if impaired else None)
 
 
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,

@@ -4,13 +4,15 @@ An interpreter takes about half a second to import the roles (aiohttp,
 cryptography, joserfc); forked from a process that already has, a node
 serves in tens of milliseconds.  The supervisor starts one zygote per run::
 
-    python -m emulator.orchestration.zygote CONTROL_SOCKET
+    python -m emulator.orchestration.zygote CONTROL_SOCKET [TITLE]
 
 and talks to it in JSON lines.  Requests on its stdin::
 
-    {"fork": "<node name>", "plan": {...NodePlan...}, "log": "<path>", "netns": null}
+    {"fork": "<node name>", "plan": {...NodePlan...}, "log": "<path>", "netns": null,
+     "title": "mcx-<pid>-<run>-<node name>"}
 
-(``netns`` names the network namespace the node process enters before it serves.)
+(``netns`` names the network namespace the node process enters before it serves;
+``title`` is its process name, with the run's prefix, as ``ps`` shows it.)
 
 Replies on its stdout::
 
@@ -43,17 +45,20 @@ from typing import Any
 from emulator.orchestration.serve import serve_plan
 from emulator.process import die_with_parent
 from emulator.process import enter_netns
+from emulator.process import set_title
 from nodes import NodePlan
 
 
 def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str,
-                  netns: str | None) -> None:
+                  netns: str | None, title: str | None) -> None:
     """In the forked child: detach, enter its namespace, redirect output, serve; never
     returns."""
     code = 1
     try:
         os.setsid()
         die_with_parent()
+        if title:
+            set_title(title)
         if netns is not None:
             enter_netns(netns)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -87,8 +92,10 @@ def _reap(children: dict[int, str]) -> None:
         _say({"exited": name, "pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def main(control: str) -> int:
+def main(control: str, title: str | None = None) -> int:
     die_with_parent()
+    if title:
+        set_title(title)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -118,11 +125,11 @@ def main(control: str) -> int:
                 if pid == 0:
                     selector.close()
                     _node_process(request["fork"], request["plan"], request["log"], control,
-                                  request.get("netns"))
+                                  request.get("netns"), request.get("title"))
                 children[pid] = request["fork"]
                 _say({"started": request["fork"], "pid": pid})
         _reap(children)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))

@@ -165,3 +165,29 @@ def test_up_killed_with_sigkill_then_clean_leaves_nothing(tmp_path: Path) -> Non
     assert namespaces() == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert "mcx" not in links and "br0" not in links
+
+
+@root_only
+def test_an_outside_client_and_sipp_migrate_from_inside_a_ue_namespace(tmp_path: Path) -> None:
+    """The README's netns walk-through: `exec` runs the outside client in ue-alice's
+    namespace; it logs in at home, is moved to the local PLMN by the radio attach, gets
+    its partner token there, and sipp registers through the gateway with it."""
+    with running_up(tmp_path, "--placement", "netns") as (up, state, state_file):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "run_topology.py"), "exec", "--state-file",
+             str(state_file), "ue-alice", "--", sys.executable,
+             str(ROOT / "scripts" / "outside_client.py"), str(state_file), "--ue", "ue-alice",
+             "--run-sipp"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3. radio attach of ue-alice: 198.18.31.1" in done.stdout
+        refused = subprocess.run(
+            [sys.executable, str(ROOT / "run_topology.py"), "exec", "--state-file",
+             str(state_file), "no-such-node", "--", "true"], capture_output=True, text=True)
+        assert refused.returncode == 2 and "no node 'no-such-node'" in refused.stderr
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+    capture = Path(state["pcap_dir"]) / "capture.pcapng"
+    hops = {(m.source, m.destination, m.label) for m in extract(capture)}
+    assert ("visited-plmn.ue1", "visited-plmn.gateway", "REGISTER") in hops
+    assert ("visited-plmn.gateway", "visited-plmn.ue1", "200 (REGISTER)") in hops
+    assert namespaces() == []

@@ -85,6 +85,12 @@ async def test_each_node_is_its_own_process_and_none_outlives_the_run(
         assert all(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
         state = network.state()
         assert state["nodes"]["partner.sip-core"]["pid"] == pids["partner.sip-core"]
+        # Every process of the run carries its prefix, as `ps` and `pgrep` show it.
+        for name, pid in pids.items():
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            assert title == f"{network.prefix}{name}"
+            assert Path(f"/proc/{pid}/comm").read_text().strip() == title[:15]
+        assert network.prefix.startswith(f"mcx-{os.getpid()}-")
     assert not any(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
 
 
@@ -169,3 +175,31 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         up.wait()
     watched = pids + [int(pid) for pid in children]
     assert [pid for pid in watched if not ended(pid, within=20)] == []
+
+
+def test_clean_ends_the_processes_of_a_run_that_is_gone() -> None:
+    """A process named with the prefix of a run whose supervisor is gone is `clean`'s to end;
+    one of a live run (ours) is not."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    script = ("import setproctitle, signal, sys; setproctitle.setproctitle(sys.argv[1]); "
+              "print('named', flush=True); signal.pause()")
+    orphan = subprocess.Popen([sys.executable, "-c", script, f"mcx-{gone.pid}-0-partner.idms"],
+                              stdout=subprocess.PIPE, text=True)
+    ours = subprocess.Popen([sys.executable, "-c", script, f"mcx-{os.getpid()}-0-partner.idms"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert orphan.stdout is not None and orphan.stdout.readline() == "named\n"
+        assert ours.stdout is not None and ours.stdout.readline() == "named\n"
+        cleaned = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "clean"],
+                                 capture_output=True, text=True, timeout=60)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"pid {orphan.pid} mcx-{gone.pid}-0-partner.idms" in cleaned.stdout
+        assert orphan.wait(timeout=30) == -9
+        assert ours.poll() is None
+    finally:
+        for process in (orphan, ours):
+            process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()

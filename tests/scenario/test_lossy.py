@@ -50,6 +50,9 @@ async def test_migration_completes_over_a_lossy_access(lossy: Topology, tmp_path
                                                        seed: int) -> None:
     report = await _run(lossy, tmp_path, seed)
     assert report.passed, report.text(ladder=False)
+    # The run says which mechanism impaired its links (this kernel has no netem qdisc).
+    assert report.impairments is not None and "sending node's transport" in report.impairments
+    assert f"link impairments: {report.impairments}" in report.text(ladder=False)
     assert resends(report) > 0
     if KERNEL:  # the 50 ms each way is in the capture: the UE's REGISTER waits for its 200
         messages = extract(report.capture)  # type: ignore[arg-type]

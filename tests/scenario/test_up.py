@@ -43,7 +43,7 @@ def test_outside_client_migrates_with_sipp_and_sigint_finalises_captures(tmp_pat
             [sys.executable, str(ROOT / "scripts" / "outside_client.py"), str(state_file),
              "--run-sipp"], capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert client.returncode == 0, client.stdout + client.stderr
-        assert "3. partner access token received" in client.stdout
+        assert "4. partner access token received" in client.stdout
     finally:
         up.send_signal(signal.SIGINT)
         output = up.communicate(timeout=30)[0].decode()
