@@ -140,15 +140,30 @@ class Network:
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            namespaces = await self._start_namespaces()
-            await self._start_capture()
-            prepare_pki(self.topology, self.run_dir, mode=self.faults.provision_mode,
-                        now=dt.datetime.now(dt.UTC))
+            if self.placement == "netns":
+                check_privileges()  # before anything starts: the error says what is missing
             zygote = None
             if self.placement != "inproc":
+                # First: its imports (half a second) overlap the namespaces, the capture and
+                # the PKI, which it does not need until the first fork.
                 zygote = Zygote(self.run_dir, self.prefix)
-                await zygote.start()
                 self._stack.push_async_callback(zygote.stop)  # after the nodes stop
+                await zygote.start()
+
+            async def network_then_capture() -> Callable[[str], str] | None:
+                namespaces = await self._start_namespaces()
+                await self._start_capture()
+                return namespaces
+
+            try:
+                async with asyncio.TaskGroup() as group:  # a failure cancels the other
+                    network = group.create_task(network_then_capture())
+                    group.create_task(asyncio.to_thread(
+                        prepare_pki, self.topology, self.run_dir,
+                        mode=self.faults.provision_mode, now=dt.datetime.now(dt.UTC)))
+            except BaseExceptionGroup as failed:  # the first error, as itself
+                raise failed.exceptions[0] from None
+            namespaces = network.result()
             self.runner = await self._stack.enter_async_context(
                 run_nodes(self.plans, builder(self.placement, self._tap, zygote, self.run_dir,
                                               namespaces)))

@@ -37,17 +37,6 @@ logger = logging.getLogger(__name__)
 Builder = Callable[[NodePlan], Node]
 
 
-def _batches(order: list[NodePlan]) -> list[list[NodePlan]]:
-    """``order`` cut where a plan needs one of the plans before it in the same batch."""
-    batches: list[list[NodePlan]] = []
-    for plan in order:
-        if batches and not any(p.name in plan.after for p in batches[-1]):
-            batches[-1].append(plan)
-        else:
-            batches.append([plan])
-    return batches
-
-
 def start_order(plans: Iterable[NodePlan]) -> list[NodePlan]:
     """``plans`` with each after the plans its ``after`` names; otherwise in the given order.
 
@@ -108,13 +97,29 @@ class Runner:
         logger.debug("%s ready", plan.name)
         return running
 
-    async def _start_together(self, plans: list[NodePlan]) -> None:
-        """Start ``plans`` at once (none needs another); raise the first failure."""
-        outcomes = await asyncio.gather(*(self._start(plan) for plan in plans),
-                                        return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+    async def _start_all(self, order: list[NodePlan]) -> None:
+        """Start every plan as soon as the nodes it needs are ready (so the start takes
+        as long as the longest chain of ``after``, not the sum of the nodes); on the first
+        failure, stop starting and raise it."""
+        ready = {plan.name: asyncio.Event() for plan in order}
+
+        async def start(plan: NodePlan) -> None:
+            for name in plan.after:
+                await ready[name].wait()
+            await self._start(plan)
+            ready[plan.name].set()
+
+        starting = [asyncio.ensure_future(start(plan)) for plan in order]
+        try:
+            done, _ = await asyncio.wait(starting, return_when=asyncio.FIRST_EXCEPTION)
+        finally:  # a failure, or our own cancellation: nothing more starts
+            for task in starting:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     async def kill(self, name: str) -> None:
         """End node ``name`` as a crash does: a process gets SIGKILL (an in-process role,
@@ -210,8 +215,7 @@ async def run_nodes(plans: Iterable[NodePlan], build: Builder) -> AsyncIterator[
         async with asyncio.TaskGroup() as group:
             runner = Runner(_group=group, _build=build)
             try:
-                for batch in _batches(order):
-                    await runner._start_together(batch)
+                await runner._start_all(order)
                 yield runner
             finally:
                 await runner._stop_all()
