@@ -59,8 +59,9 @@ def settle(pid: int, quiet: float = 2.0, limit: float = 60.0) -> int:
 
 
 def measure(placement: str, connections: int) -> str:
+    # Stopping takes a while: the capture holds every handshake of the flood.
     with tempfile.TemporaryDirectory(prefix="mcx-fd-") as tmp, \
-            running_up(Path(tmp), "--placement", placement) as (up, state, _):
+            running_up(Path(tmp), "--placement", placement, stop_timeout=900) as (up, state, _):
         gateway = state["nodes"]["visited-plmn.gateway"]
         pid = gateway.get("pid", up.pid)  # inproc: the gateway is `up` itself
         tcp = next(item for item in gateway["sip"] if item["transport"] == "tcp")
@@ -69,8 +70,10 @@ def measure(placement: str, connections: int) -> str:
                               settle=30) as connected:
             held = settle(pid)
             during = asyncio.run(login(state, 10))
-        return (f"{placement:8s} {connected:9d} {held:12d}   before: {before:18s} "
-                f"during: {during}")
+        result = (f"{placement:8s} {connected:9d} {held:12d}   before: {before:18s} "
+                  f"during: {during}")
+        print(result, flush=True)
+        return result
 
 
 def main() -> int:
@@ -81,7 +84,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"{'placement':8s} {'connected':>9s} {'gateway fds':>12s}   partner IdMS login")
     for placement in args.placements.split(","):
-        print(measure(placement, args.connections), flush=True)
+        measure(placement, args.connections)
     return 0
 
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -47,9 +48,13 @@ slow one, never busy."""
 class ExecNode:
     """An outside program, run from its plan."""
 
-    def __init__(self, plan: NodePlan, run_dir: Path, netns: str | None = None) -> None:
+    def __init__(self, plan: NodePlan, run_dir: Path, netns: str | None = None,
+                 title: str | None = None) -> None:
         assert isinstance(plan.options, ExecOptions)
         self.plan = plan
+        self.title = title
+        """argv[0] of the program (its name in ``ps``, with the run's prefix); the
+        executable is still the command's."""
         self.options = plan.options
         self.netns = netns
         self.log_file = run_dir / "logs" / f"{plan.name}.log"
@@ -71,8 +76,10 @@ class ExecNode:
 
         with self.log_file.open("ab") as log:
             try:
+                executable, *args = self.options.command
                 self.process = await asyncio.create_subprocess_exec(
-                    *self.options.command, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                    self.title or executable, *args, executable=shutil.which(executable)
+                    or executable, stdin=asyncio.subprocess.DEVNULL, stdout=log,
                     stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                     preexec_fn=child)
             except OSError as exc:

@@ -166,7 +166,7 @@ class Network:
             namespaces = network.result()
             self.runner = await self._stack.enter_async_context(
                 run_nodes(self.plans, builder(self.placement, self._tap, zygote, self.run_dir,
-                                              namespaces)))
+                                              namespaces, self.prefix)))
         except BaseException:
             await self.stop()
             raise

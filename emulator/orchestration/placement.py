@@ -270,7 +270,8 @@ class ProcessNode:
 
 
 def builder(placement: str, tap: Tap | None, zygote: Zygote | None, run_dir: Path,
-            namespaces: Callable[[str], str] | None = None) -> Callable[[NodePlan], Node]:
+            namespaces: Callable[[str], str] | None = None, prefix: str = ""
+            ) -> Callable[[NodePlan], Node]:
     """How the runner makes each node for ``placement`` (``proc`` and ``netns`` need the
     zygote; ``netns`` the namespace of each node, by name).  An outside program
     (``kind: exec``) is its own process in every placement."""
@@ -279,7 +280,7 @@ def builder(placement: str, tap: Tap | None, zygote: Zygote | None, run_dir: Pat
     def make(plan: NodePlan) -> Node:
         netns = namespaces(plan.name) if namespaces is not None else None
         if isinstance(plan.options, ExecOptions):
-            return ExecNode(plan, run_dir, netns)
+            return ExecNode(plan, run_dir, netns, f"{prefix}{plan.name}" if prefix else None)
         if placement == "inproc":
             return build(plan, tap=tap)
         assert zygote is not None

@@ -67,6 +67,16 @@ async def test_the_seed_passes_through_a_kamailio_edge_proxy(edge: Topology, tmp
     assert kamailios() == []
 
 
+async def test_an_outside_program_carries_the_run_prefix(edge: Topology, tmp_path: Path) -> None:
+    async with Network(edge, run_dir=tmp_path / "run") as network:
+        pid = network.runner.nodes["partner.edge-proxy"].state()["pid"]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[0].decode() == f"{network.prefix}partner.edge-proxy"
+        assert argv[1:3] == [b"-f", str(topology_path("kamailio-edge").parent /
+                                         "kamailio-edge.cfg").encode()]
+    assert kamailios() == []
+
+
 def test_a_killed_up_leaves_no_kamailio_behind(edge: Topology, tmp_path: Path) -> None:
     with running_up(tmp_path, "kamailio-edge", "--placement", "proc") as (up, state, _):
         assert str(state["nodes"]["partner.edge-proxy"]["pid"]) in kamailios()
