@@ -6,6 +6,8 @@ import ctypes
 import os
 import signal
 
+import setproctitle
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -25,8 +27,6 @@ _PR_SET_NAME = 15
 def set_title(title: str) -> None:
     """Name this process ``title`` in ``ps`` and ``pgrep -f`` (its command line) and, cut to
     15 bytes, in ``pgrep`` and ``top`` (its comm): a run's processes carry its prefix."""
-    import setproctitle
-
     setproctitle.setproctitle(title)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_NAME, ctypes.c_char_p(title.encode()[:15]), 0, 0, 0)

@@ -71,25 +71,38 @@ class Journal:
         if self._file is None:
             return
         # One write() per change: the kernel has it before the node answers anyone.
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:  # a full disk costs durability, never the node
+            logger.warning("%s: not kept: %s", self.path, exc)
+            return
         self._appended += 1
         live = sum(len(rows) for rows in self.tables.values())
         if self._appended > max(MIN_COMPACTION, 2 * live):
             self._rewrite()
 
     def _rewrite(self) -> None:
-        """The live tables, atomically in place of the file (a crash keeps old or new)."""
+        """The live tables, atomically in place of the file (a crash keeps old or new).
+
+        If it cannot (no descriptor left under a flood, a full disk), the node goes on
+        appending to the file it has, and tries again after as many lines more.
+        """
         assert self.path is not None
-        self.close()
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w") as out:
-            for table, rows in self.tables.items():
-                for key, value in rows.items():
-                    out.write(json.dumps({"t": table, "k": key, "v": value},
-                                         separators=(",", ":")) + "\n")
-        os.replace(temporary, self.path)
-        self._file = self.path.open("a", buffering=1)  # line-buffered: a write per line
         self._appended = 0
+        temporary = self.path.with_suffix(".tmp")
+        try:
+            with temporary.open("w") as out:
+                for table, rows in self.tables.items():
+                    for key, value in rows.items():
+                        out.write(json.dumps({"t": table, "k": key, "v": value},
+                                             separators=(",", ":")) + "\n")
+            fresh = temporary.open("a", buffering=1)  # line-buffered: a write per line
+        except OSError as exc:
+            logger.warning("%s: not rewritten: %s", self.path, exc)
+            return
+        os.replace(temporary, self.path)
+        self.close()
+        self._file = fresh
 
 
 def _read(path: Path) -> Tables:

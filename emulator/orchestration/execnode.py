@@ -119,16 +119,22 @@ class ExecNode:
 
     async def stop(self) -> None:
         process = self.process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        self._expected = True
-        self._signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            logger.warning("%s did not stop in %.0f s: killed", self.plan.name, STOP_TIMEOUT)
-            self._signal(signal.SIGKILL)
-            await process.wait()
+        if process.returncode is None:
+            self._expected = True
+            self._signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                logger.warning("%s did not stop in %.0f s: killed", self.plan.name,
+                               STOP_TIMEOUT)
+                self._signal(signal.SIGKILL)
+                await process.wait()
+        # Whatever the program forked and left behind goes with it: the group is ours (a
+        # group id is not handed out again while a member lives).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     def kill(self, *, expected: bool = False) -> None:
         """SIGKILL to the program and everything it started, as a fault."""

@@ -69,6 +69,30 @@ def test_the_journal_stays_bounded_by_what_is_live(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_journal_that_cannot_rewrite_goes_on_appending(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Out of descriptors (a flood) or disk: durability suffers, the node does not."""
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    real_open = Path.open
+
+    def no_temporary(self: Path, *args: object, **kwargs: object) -> object:
+        if self.suffix == ".tmp":
+            raise OSError(24, "Too many open files")
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", no_temporary)
+    for n in range(3 * MIN_COMPACTION):
+        journal.put("users", "sip:a@x", {"n": n})
+    monkeypatch.undo()
+    journal.close()
+    again = Journal(path)
+    assert again.open()["users"]["sip:a@x"] == {"n": 3 * MIN_COMPACTION - 1}
+    again.close()
+
+
 def test_a_node_outside_a_run_keeps_nothing() -> None:
     journal = Journal(None)
     journal.open()
