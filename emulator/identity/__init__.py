@@ -1,6 +1,7 @@
 """Identity, sans-IO: each system's PKI, trust in provisioned certificates, JWS tokens,
 and the IdMS's OpenID Connect decisions (33.180 Annex B).  Time comes in as ``now``."""
 
+from .oidc import CLAIM_MIGRATION_PARTNER
 from .oidc import GRANT_AUTHORIZATION_CODE
 from .oidc import GRANT_JWT_BEARER
 from .oidc import GRANT_REFRESH_TOKEN
@@ -38,6 +39,7 @@ from .trust import verification_key
 
 __all__ = [
     "ACCESS_TOKEN_TYP",
+    "CLAIM_MIGRATION_PARTNER",
     "GRANT_AUTHORIZATION_CODE",
     "GRANT_JWT_BEARER",
     "GRANT_REFRESH_TOKEN",

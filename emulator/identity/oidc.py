@@ -54,6 +54,11 @@ GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 ACR_PASSWORD = "3gpp:acr:password"
+CLAIM_MIGRATION_PARTNER = "mcx_migration_partner"
+"""PROJECT-DEFINED security-token claim: the partner IdMS the primary authorised this
+migration to (the ``resource`` of the token exchange).  B.8 requires only iss, sub, aud, exp
+and iat; the security token's ``scope`` (what the primary authorised, copied from the
+subject token's MC scopes) is project-defined as well."""
 # RFC 7636 §4.1/§4.2: code_verifier and code_challenge are 43..128 unreserved characters.
 _PKCE_RE = re.compile(r"[A-Za-z0-9._~-]{43,128}\Z")
 
@@ -410,9 +415,14 @@ class IdentityProvider:
             # RFC 8693 §2.2.2: the target is not acceptable for this user.
             raise Refusal("invalid_target", f"{user.username} is not authorised to migrate "
                                                f"to {resource}")
+        # What the primary authorised travels with the token: the partner may grant no more
+        # (project-defined claims, see CLAIM_MIGRATION_PARTNER).
+        authorised = sorted(scopes_of(claims) & set(MC_SCOPES))
         security = self.issuer.security_token(
             sub=user.sub, client_id=client.client_id, target_idms=resource, now=now,
-            lifetime=self.security_token_lifetime, extra=dict(user.mc_ids))
+            lifetime=self.security_token_lifetime,
+            extra={**user.mc_ids, "scope": " ".join(authorised),
+                   CLAIM_MIGRATION_PARTNER: resource})
         return {"access_token": security, "issued_token_type": TOKEN_TYPE_JWT,
                 "token_type": "N_A", "expires_in": self.security_token_lifetime}
 
@@ -442,14 +452,32 @@ class IdentityProvider:
         if profile is None:
             raise Refusal("invalid_grant", f"no migration profile for {primary_id} of "
                                               f"{claims['iss']}")
+        if claims.get(CLAIM_MIGRATION_PARTNER) != self.address:
+            raise Refusal("invalid_grant", "the primary did not authorise migration to this "
+                                           "partner")
+        scope = self._partner_scope(claims, profile, form.get("scope"))
         access = self.issuer.access_token(
             sub=profile.partner_username, client_id=client.client_id,
-            scope=profile.scopes, now=now, audience=self.resource_audience,
+            scope=scope, now=now, audience=self.resource_audience,
             lifetime=self.access_token_lifetime, mc_ids=profile.mc_ids,
+            # PROJECT-DEFINED claims: who the user is at home, for the partner MC server.
             extra={"primary_iss": claims["iss"], "primary_mcptt_id": primary_id})
         return {"access_token": access, "token_type": "Bearer",
-                "expires_in": self.access_token_lifetime, "scope": " ".join(profile.scopes),
+                "expires_in": self.access_token_lifetime, "scope": " ".join(scope),
                 "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN}
+
+    @staticmethod
+    def _partner_scope(claims: Mapping[str, Any], profile: MigrationProfile,
+                       requested: str | None) -> tuple[str, ...]:
+        """The partner grants at most what the primary authorised: the security token's
+        scope, within what the migration profile allows and (RFC 6749 §3.3) what the UE
+        asks for; in MC_SCOPES order."""
+        granted = scopes_of(claims) & set(profile.scopes)
+        if requested is not None:
+            granted &= set(requested.split())
+        if not granted:
+            raise Refusal("invalid_scope", "nothing the primary authorised is allowed here")
+        return tuple(s for s in MC_SCOPES if s in granted)
 
     def __post_init__(self) -> None:
         self._validator = self._own_validator()

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emulator.identity import ACCESS_TOKEN_TYP
+from emulator.identity import CLAIM_MIGRATION_PARTNER
 from emulator.identity import SECURITY_TOKEN_TYP
 from emulator.identity import Credential
 from emulator.identity import MigrationProfile
@@ -133,10 +134,12 @@ class Forger:
 
 
 def security_claims(now: float) -> Claims:
-    """What the primary puts in a security token for alice (33.180 B.8)."""
+    """What the primary puts in a security token for alice (33.180 B.8, plus the
+    project-defined scope and migration partner)."""
     return {"iss": PRIMARY_ISSUER, "sub": "alice", "aud": [CLIENT_ID, PARTNER_ISSUER],
             "iat": int(now), "exp": int(now) + 600, "jti": secrets.token_urlsafe(12),
-            "mcptt_id": ALICE_MCPTT_ID}
+            "mcptt_id": ALICE_MCPTT_ID, "scope": "3gpp:mc:ptt_service",
+            CLAIM_MIGRATION_PARTNER: PARTNER_ISSUER}
 
 
 def access_claims(now: float) -> Claims:
@@ -733,3 +736,30 @@ async def test_oversized_token_request_body_at_the_partner_idms(tmp_path: Path) 
         await still_serving(client, systems)
     assert status == 413
     assert "Maximum request body size 65536 exceeded" in text
+
+
+@pytest.mark.parametrize(("change", "error", "reason"), [
+    # Validly signed by the primary, but for a migration it authorised elsewhere.
+    ({CLAIM_MIGRATION_PARTNER: "https://elsewhere.example"}, "invalid_grant",
+     "did not authorise migration to this partner"),
+    ({CLAIM_MIGRATION_PARTNER: None}, "invalid_grant",
+     "did not authorise migration to this partner"),
+    # What the primary authorised, stated as nothing an MC service uses: no scope escalation.
+    ({"scope": "openid profile"}, "invalid_scope", "nothing the primary authorised"),
+    ({"scope": None}, "invalid_scope", "nothing the primary authorised"),
+])
+async def test_partner_grants_nothing_the_primary_did_not_authorise(
+        tmp_path: Path, change: dict[str, object], error: str, reason: str) -> None:
+    claims = security_claims(time.time())
+    for key, value in change.items():
+        if value is None:
+            claims.pop(key)
+        else:
+            claims[key] = value
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        with pytest.raises(Refusal) as refused:
+            await client.partner_access_token(
+                PARTNER_TOKEN, _forger(systems).sign(SECURITY_TOKEN_TYP, claims))
+        await still_serving(client, systems)
+    assert (refused.value.status, refused.value.error) == (400, error)
+    assert reason in refused.value.description

@@ -11,6 +11,8 @@ import pytest
 from joserfc import jws
 
 from emulator.identity import ACCESS_TOKEN_TYP
+from emulator.identity import CLAIM_MIGRATION_PARTNER
+from emulator.identity import GRANT_JWT_BEARER
 from emulator.identity import TokenValidator
 from emulator.identity import verification_key
 from emulator.refusal import Refusal
@@ -53,6 +55,50 @@ async def test_security_token_has_the_b8_claims(tmp_path: Path) -> None:
     assert claims["aud"] == [CLIENT_ID, PARTNER_ISSUER]
     assert claims["iat"] <= time.time() < claims["exp"]
     assert claims["mcptt_id"] == ALICE_MCPTT_ID
+    # Project-defined: what the primary authorised, and for which partner.
+    assert claims[CLAIM_MIGRATION_PARTNER] == PARTNER_ISSUER
+    assert set(claims["scope"].split()) == {
+        "3gpp:mc:ptt_service", "3gpp:mc:data_service", "3gpp:mc:video_service",
+        "3gpp:mc:ptt_config_management_service"}  # the login's MC scopes, not openid
+
+
+@pytest.mark.parametrize("login_scope,asked,granted", [
+    # The partner grants what the primary authorised, never the rest of MC_SCOPES.
+    ("openid 3gpp:mc:ptt_service 3gpp:mc:data_service", None,
+     {"3gpp:mc:ptt_service", "3gpp:mc:data_service"}),
+    # ... and within that, what the UE asks for (RFC 6749 §3.3).
+    ("openid 3gpp:mc:ptt_service 3gpp:mc:data_service", "3gpp:mc:data_service",
+     {"3gpp:mc:data_service"}),
+    # Asking for more than the primary authorised gets none of the extra.
+    ("openid 3gpp:mc:ptt_service", "3gpp:mc:ptt_service 3gpp:mc:ptt_key_management_service",
+     {"3gpp:mc:ptt_service"}),
+])
+async def test_the_partner_grants_at_most_what_the_primary_authorised(
+        tmp_path: Path, login_scope: str, asked: str | None, granted: set[str]) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        tokens = await client.login(PRIMARY_ISSUER, "alice", ALICE_PASSWORD, scope=login_scope)
+        security = await client.exchange_for_partner(f"{PRIMARY_ISSUER}/token",
+                                                     tokens.access_token, PARTNER_ISSUER)
+        form = {"grant_type": GRANT_JWT_BEARER, "assertion": security}
+        if asked is not None:
+            form["scope"] = asked
+        answer = await client.token(f"{PARTNER_ISSUER}/token", form)
+    body = json.loads(jws.extract_compact(answer["access_token"].encode()).payload)
+    assert set(body["scope"].split()) == set(answer["scope"].split()) == granted
+
+
+async def test_asking_the_partner_only_for_what_the_primary_did_not_authorise_is_refused(
+        tmp_path: Path) -> None:
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        tokens = await client.login(PRIMARY_ISSUER, "alice", ALICE_PASSWORD,
+                                    scope="openid 3gpp:mc:ptt_service")
+        security = await client.exchange_for_partner(f"{PRIMARY_ISSUER}/token",
+                                                     tokens.access_token, PARTNER_ISSUER)
+        with pytest.raises(Refusal) as refused:
+            await client.token(f"{PARTNER_ISSUER}/token", {
+                "grant_type": GRANT_JWT_BEARER, "assertion": security,
+                "scope": "3gpp:mc:video_service"})
+    assert (refused.value.status, refused.value.error) == (400, "invalid_scope")
 
 
 async def test_partner_issues_its_own_access_token(tmp_path: Path) -> None:
