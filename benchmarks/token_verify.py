@@ -75,7 +75,7 @@ def tokens(algorithm: str) -> dict[str, tuple[str, TokenValidator, dict[str, str
         resource_audience="https://mcx.partner.example",
         trusted_primaries=TokenValidator([primary_key]),
         migration_profiles=migration_profile_index([MigrationProfile(
-            PRIMARY_ISSUER, PRIMARY_MCPTT_ID, "alice.visitor", {
+            PRIMARY_ISSUER, "alice", PRIMARY_MCPTT_ID, "alice.visitor", {
                 "mcptt_id": "sip:alice.visitor@mcx.partner.example",
                 "mcdata_id": "sip:alice.visitor.data@mcx.partner.example",
                 "mcvideo_id": "sip:alice.visitor.video@mcx.partner.example"})]))

@@ -42,10 +42,12 @@ from dataclasses import field
 from emulator.documents import mcx_info
 from emulator.documents.xmlsafe import XmlError
 from emulator.documents.xmlsafe import parse_xml
+from emulator.identity.oidc import MigrationProfile
 from emulator.identity.tokens import ACCESS_TOKEN_TYP
 from emulator.identity.tokens import SECURITY_TOKEN_TYP
 from emulator.identity.tokens import TokenError
 from emulator.identity.tokens import TokenValidator
+from emulator.identity.tokens import scopes_of
 from emulator.keystore import load_trusted_issuers
 from emulator.sip.builder import new_call_id
 from emulator.sip.builder import new_request
@@ -106,8 +108,9 @@ class ServiceAuthoriser:
     primary_tokens: TokenValidator | None = None
     """Direct variant: the out-of-band provisioned primary IdMS keys."""
     own_idms_address: str = ""
-    primary_identities: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
-    """(primary iss, primary mcptt_id) -> the partner-assigned MC service IDs."""
+    primary_identities: Mapping[tuple[str, str], MigrationProfile] = field(default_factory=dict)
+    """(primary iss, primary sub) -> the migration profile: the user's primary MCPTT ID and
+    the partner-assigned MC service IDs."""
 
     def info_documents(self, register: Request) -> list[mcx_info.ServiceInfo]:
         content_type = register.content_type
@@ -181,12 +184,13 @@ class ServiceAuthoriser:
         except TokenError as exc:
             raise AuthorisationRefused(f"{fmt.service} token refused: {own_error}; as a "
                                        f"security token: {exc.description}") from None
-        primary_id = str(claims.get("mcptt_id", claims["sub"]))
-        partner_ids = self.primary_identities.get((str(claims["iss"]), primary_id))
-        if partner_ids is None:
-            raise AuthorisationRefused(f"no migration profile for {primary_id}")
+        if fmt.scope not in scopes_of(claims):
+            raise AuthorisationRefused(f"the primary did not authorise {fmt.service.upper()}")
+        profile = self.primary_identities.get((str(claims["iss"]), str(claims["sub"])))
+        if profile is None:
+            raise AuthorisationRefused(f"no migration profile for {claims['sub']}")
         # The partner identities stand in for the primary ones, as in a partner token.
-        return {**claims, **partner_ids, "primary_mcptt_id": primary_id,
+        return {**claims, **profile.mc_ids, "primary_mcptt_id": profile.primary_mcptt_id,
                 "primary_iss": claims["iss"]}
 
     @staticmethod
@@ -367,9 +371,8 @@ class McServer(SipNode):
             self.refuse(request, transaction, f"no migration profile for {impu}")
             return
         primary_id, partner_ids = next(
-            ((primary, partner) for (_, primary), partner
-             in self.authoriser.primary_identities.items() if partner.get("mcptt_id") == impu),
-            ("", {}))
+            ((m.primary_mcptt_id, m.mc_ids) for m in self.authoriser.primary_identities.values()
+             if m.mc_ids.get("mcptt_id") == impu), ("", {}))
         services = {info.format.service: partner_ids[f"{info.format.service}_id"]
                     for info in infos if f"{info.format.service}_id" in partner_ids}
         destination = self.interconnection
@@ -446,5 +449,5 @@ def _authoriser(plan: NodePlan, options: McServerOptions) -> ServiceAuthoriser:
                                                                   plan.credentials),
         audience=options.audience, migration_profiles=frozenset(options.migrant_identities),
         primary_tokens=primary_tokens, own_idms_address=options.issuer,
-        primary_identities={(m.primary_issuer, m.primary_mcptt_id): m.mc_ids
+        primary_identities={(m.primary_issuer, m.primary_sub): m
                             for m in options.migration_profiles})

@@ -124,12 +124,14 @@ class UserAccount:
 class MigrationProfile:
     """The partner's provisioned profile for a migrating primary user.
 
-    Keyed by the primary IdMS (``primary_issuer``) and the user's primary
-    MCPTT ID; gives the partner-assigned identities (23.280 §10.16.5.1: the
-    migrated user gets a new MC service ID) and the services allowed.
+    Keyed by the primary IdMS (``primary_issuer``) and the user's ``sub`` there: the
+    claims 33.180 B.8 guarantees in a security token (iss, sub).  Gives the user's primary
+    MCPTT ID, the partner-assigned identities (23.280 §10.16.5.1: the migrated user gets a
+    new MC service ID) and the services allowed.
     """
 
     primary_issuer: str
+    primary_sub: str
     primary_mcptt_id: str
     partner_username: str
     mc_ids: Mapping[str, str]
@@ -421,8 +423,7 @@ class IdentityProvider:
         security = self.issuer.security_token(
             sub=user.sub, client_id=client.client_id, target_idms=resource, now=now,
             lifetime=self.security_token_lifetime,
-            extra={**user.mc_ids, "scope": " ".join(authorised),
-                   CLAIM_MIGRATION_PARTNER: resource})
+            extra={"scope": " ".join(authorised), CLAIM_MIGRATION_PARTNER: resource})
         return {"access_token": security, "issued_token_type": TOKEN_TYPE_JWT,
                 "token_type": "N_A", "expires_in": self.security_token_lifetime}
 
@@ -447,11 +448,12 @@ class IdentityProvider:
             raise Refusal("invalid_grant", "security token already used (replay)")
         self._seen_security_tokens[jti] = float(claims["exp"]) + 60
         self._note("replay", jti, self._seen_security_tokens[jti])
-        primary_id = claims.get("mcptt_id", claims["sub"])
-        profile = self.migration_profiles.get((claims["iss"], primary_id))
+        # By (iss, sub), what B.8 guarantees; the IDs come from the partner's own profile.
+        profile = self.migration_profiles.get((claims["iss"], claims["sub"]))
         if profile is None:
-            raise Refusal("invalid_grant", f"no migration profile for {primary_id} of "
+            raise Refusal("invalid_grant", f"no migration profile for {claims['sub']} of "
                                               f"{claims['iss']}")
+        primary_id = profile.primary_mcptt_id
         if claims.get(CLAIM_MIGRATION_PARTNER) != self.address:
             raise Refusal("invalid_grant", "the primary did not authorise migration to this "
                                            "partner")
@@ -519,7 +521,7 @@ def _digest(token: str) -> str:
 
 def migration_profile_index(profiles: Iterable[MigrationProfile]) -> dict[tuple[str, str],
                                                                             MigrationProfile]:
-    return {(p.primary_issuer, p.primary_mcptt_id): p for p in profiles}
+    return {(p.primary_issuer, p.primary_sub): p for p in profiles}
 
 
 __all__ = [

@@ -169,7 +169,8 @@ class _Planner:
             ids = {k: v for k, v in (("mcptt_id", p.partner_identity),
                                      ("mcdata_id", p.partner_mcdata_id),
                                      ("mcvideo_id", p.partner_mcvideo_id)) if v}
-            out.append(MigrationProfile(primary.issuer, primary.user(p.user).mcptt_id,
+            # The primary IdMS's sub is the username (nodes.idms).
+            out.append(MigrationProfile(primary.issuer, p.user, primary.user(p.user).mcptt_id,
                                         f"{p.user}.visitor", ids))
         return tuple(out)
 

@@ -520,7 +520,7 @@ async def third_idms(directory: Path) -> AsyncIterator[tuple[IdmsNode, bytes]]:
     trusted, refused = load_trusted_issuers(SystemFiles(directory, "third").trust, now=now)
     assert refused == {} and len(trusted) == 1
     node = IdmsNode(idms_plan(directory, "third", THIRD_IDMS, accounts=(), migration=(
-        MigrationProfile(PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.guest",
+        MigrationProfile(PRIMARY_ISSUER, "alice", ALICE_MCPTT_ID, "alice.guest",
                          {"mcptt_id": "sip:alice.guest@mcx.third.example"}),)))
     await node.start()
     try:
@@ -763,3 +763,22 @@ async def test_partner_grants_nothing_the_primary_did_not_authorise(
         await still_serving(client, systems)
     assert (refused.value.status, refused.value.error) == (400, error)
     assert reason in refused.value.description
+
+
+async def test_the_partner_finds_the_user_by_iss_and_sub_not_by_a_claimed_mcptt_id(
+        tmp_path: Path) -> None:
+    """33.180 B.8 guarantees iss and sub only: an mcptt_id claim naming the migrant does not
+    make another primary user one."""
+    claims = {**security_claims(time.time()), "sub": "bob"}  # claims alice's MCPTT ID
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        with pytest.raises(Refusal) as refused:
+            await client.partner_access_token(
+                PARTNER_TOKEN, _forger(systems).sign(SECURITY_TOKEN_TYP, claims))
+        answer = await client.partner_access_token(
+            PARTNER_TOKEN, _forger(systems).sign(SECURITY_TOKEN_TYP, {
+                k: v for k, v in security_claims(time.time()).items() if k != "mcptt_id"}))
+    assert (refused.value.error, refused.value.description) == (
+        "invalid_grant", f"no migration profile for bob of {PRIMARY_ISSUER}")
+    payload = answer["access_token"].split(".")[1]
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert body["primary_mcptt_id"] == ALICE_MCPTT_ID  # from the partner's own profile

@@ -54,7 +54,8 @@ async def test_security_token_has_the_b8_claims(tmp_path: Path) -> None:
     assert claims["sub"] == "alice"
     assert claims["aud"] == [CLIENT_ID, PARTNER_ISSUER]
     assert claims["iat"] <= time.time() < claims["exp"]
-    assert claims["mcptt_id"] == ALICE_MCPTT_ID
+    # No MC service ID: the partner finds the user by (iss, sub), all B.8 guarantees.
+    assert "mcptt_id" not in claims
     # Project-defined: what the primary authorised, and for which partner.
     assert claims[CLAIM_MIGRATION_PARTNER] == PARTNER_ISSUER
     assert set(claims["scope"].split()) == {

@@ -150,7 +150,7 @@ async def two_systems(directory: Path, *, provision_mode: str = "normal",
     )
     partner_accounts = (
         Account("carol", "carol-secret", {"mcptt_id": "sip:carol@mcx.partner.example"}),)
-    migration = (MigrationProfile(PRIMARY_ISSUER, ALICE_MCPTT_ID, "alice.visitor", {
+    migration = (MigrationProfile(PRIMARY_ISSUER, "alice", ALICE_MCPTT_ID, "alice.visitor", {
         "mcptt_id": ALICE_PARTNER_ID, "mcdata_id": "sip:alice.visitor.data@mcx.partner.example",
         "mcvideo_id": "sip:alice.visitor.video@mcx.partner.example"}),)
     partner_profile = UserProfile(ALICE_PARTNER_ID, 1, "Alice (migrated)", ALICE_PARTNER_ID,
