@@ -100,7 +100,7 @@ async def register_demo(transports: list[str], workdir: Path) -> tuple[Path, lis
         for transport, client in clients.items():
             await client.start()
             registration = await client.register(registrar.endpoint.local(transport), aor,
-                                                 expires=600, features=True)
+                                                 expires=600)
             response = registration.response
             verdicts.append((f"REGISTER over {transport.upper()}",
                              f"{response.status} {response.reason}",

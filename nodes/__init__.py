@@ -30,6 +30,7 @@ from .plan import NodePlan
 from .plan import Peer
 from .plan import SipCoreOptions
 from .plan import UeOptions
+from .plan import mcptt_server_psi
 from .sip_core import SipCore
 from .ue import CallRecord
 from .ue import McClient
@@ -44,6 +45,7 @@ __all__ = [
     "IdmClient", "IdmsNode", "IdmsOptions", "Impaired", "Listener", "McClient", "McServer",
     "McServerOptions", "Node", "NodePlan", "Peer", "Received", "Registration", "SipCore",
     "SipCoreOptions", "SipOutcome", "Tokens", "UeOptions", "UserEquipment", "build",
+    "mcptt_server_psi",
 ]
 
 

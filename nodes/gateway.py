@@ -18,7 +18,10 @@ P-CSCF (24.229 §5.2, spec digest §7.3):
 * the 200's ``Service-Route`` and ``P-Associated-URI`` are stored per UE;
 * later requests from the UE get ``P-Asserted-Identity`` (the registered
   identity; ``P-Preferred-Identity`` is honoured only if it is one of the
-  associated URIs) and the stored Service-Route as their Route set.
+  associated URIs) and the stored Service-Route as their Route set;
+* after a UE's registration it subscribes to the UE's reg event (24.229
+  §5.2.3, RFC 3680), and a NOTIFY that ends the registration (the user's
+  de-REGISTER or the network's) ends what it holds for the UE (§5.2.3.2).
 
 The gateway knows one SIP core, the one of the system it serves; it has no
 route to any other MC system.
@@ -26,6 +29,7 @@ route to any other MC system.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -33,6 +37,11 @@ from dataclasses import field
 
 from aiohttp import web
 
+from emulator.documents import reginfo
+from emulator.documents.xmlsafe import XmlError
+from emulator.sip.builder import new_call_id
+from emulator.sip.builder import new_request
+from emulator.sip.dialog import Dialog
 from emulator.sip.events import Address
 from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
@@ -66,6 +75,8 @@ class UeContext:
     service_route: tuple[str, ...] = ()
     associated: tuple[str, ...] = ()
     requests: int = field(default=0)
+    reg_subscription: Dialog | None = None
+    """The gateway's own reg-event subscription for this UE (24.229 §5.2.3)."""
 
 
 class Gateway(SipNode):
@@ -193,6 +204,12 @@ class Gateway(SipNode):
     def on_request(self, request: Request, source: Address,
                    transaction: TransactionKey | None) -> None:
         assert transaction is not None
+        if request.method == "NOTIFY" and request.to.tag is not None:
+            # Ours, from the registrar (which may sit behind an edge proxy)?
+            context = self._subscriber(request)
+            if context is not None:
+                self.on_reg_notify(request, context, transaction)
+                return
         if self.from_core(source):
             self.terminating(request, transaction)
             return
@@ -240,13 +257,78 @@ class Gateway(SipNode):
                     logger.warning("%s: unusable 200 to REGISTER: %s", self.name, exc)
                     context.registered = False
                 self.keep(context)
+                if context.registered and context.reg_subscription is None and \
+                        context.associated:
+                    # After the 200 is relayed: the UE hears first (§5.2.3).
+                    asyncio.get_running_loop().call_soon(self.subscribe_reg, context)
             return response
 
         self.forward(request, transaction, self.core, on_final=on_final)
 
+    # -- reg event (24.229 §5.2.3) ------------------------------------------------
+    def _subscriber(self, request: Request) -> UeContext | None:
+        for context in self.attached.values():
+            dialog = context.reg_subscription
+            if dialog is not None and dialog.call_id == request.call_id and \
+                    dialog.local.tag == request.to.tag:
+                return context
+        return None
+
+    def subscribe_reg(self, context: UeContext) -> None:
+        """SUBSCRIBE to the UE's registration at the registrar, on the UE's behalf."""
+        if context.reg_subscription is not None or self.attached.get(context.address) \
+                is not context:
+            return
+        impu = NameAddress.build(context.associated[0])
+        transport = self.core.transport
+        subscribe = new_request(
+            "SUBSCRIBE", impu.uri, via=self.endpoint.make_via(transport),
+            from_=NameAddress(self.uri("pcscf", lr=False)), to=impu,
+            call_id=new_call_id(self.host), routes=context.service_route[:1])
+        subscribe.headers.add("Event", reginfo.EVENT)
+        subscribe.headers.add("Accept", reginfo.MIME_TYPE)
+        subscribe.headers.add("Expires", 600000)  # 24.229 §5.2.3
+        subscribe.headers.add("Contact", NameAddress(self.uri(transport=transport, lr=False)))
+        subscribe.headers.add("P-Asserted-Identity", NameAddress(self.uri("pcscf", lr=False)))
+        context.reg_subscription = Dialog(subscribe.call_id, subscribe.from_, subscribe.to,
+                                          subscribe.uri, (), 1, 1)
+
+        def answered(response: Response) -> None:
+            if response.status < 200 or context.reg_subscription is None:
+                return
+            if response.status >= 300:
+                context.reg_subscription = None
+                return
+            context.reg_subscription = Dialog.as_uac(subscribe, response)
+
+        self.endpoint.send_request(subscribe, self.core, answered)
+
+    def on_reg_notify(self, request: Request, context: UeContext,
+                      transaction: TransactionKey) -> None:
+        try:
+            document = reginfo.parse(request.body)
+        except XmlError as exc:
+            self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
+            return
+        self.reply(request, transaction, 200)
+        terminated = (request.headers.get("Subscription-State") or "").lower() \
+            .startswith("terminated")
+        if terminated:
+            context.reg_subscription = None
+        active = any(r.state == "active" for r in document.registrations)
+        if context.registered and not active:
+            # The route to the registrar stays known: the UE may still watch (below).
+            logger.info("%s: %s de-registered (reg event)", self.name, context.name)
+            context.registered = False
+            self.keep(context)
+
     def originating(self, request: Request, context: UeContext, transaction: TransactionKey
                     ) -> None:
-        if not context.registered or not context.associated:
+        # A UE the network just de-registered may still subscribe to its reg event, to
+        # learn why (its SUBSCRIBE can come after the NOTIFY that told us).
+        watching = request.method == "SUBSCRIBE" and request.event_package == "reg" and \
+            bool(context.service_route)
+        if not context.associated or not (context.registered or watching):
             self.reply(request, transaction, 403, "Forbidden (register first)")
             return
         preferred = request.headers.get("P-Preferred-Identity")

@@ -1,9 +1,10 @@
 """The UE's IdM client and CM client (24.482 CSC-1, 24.484 CSC-4), over HTTPS with aiohttp.
 
 Plays the part a native MC client app plays (33.180 B.4): drives the login
-form, redeems the code with PKCE, exchanges tokens for a partner IdMS
-(RFC 8693), presents the security token to the partner IdMS (RFC 7523) and
-downloads the user profile with a bearer token (RFC 6750).
+form, redeems the code with PKCE, refreshes tokens (RFC 6749 §6), exchanges
+tokens for a partner IdMS (RFC 8693), presents the security token to the
+partner IdMS (RFC 7523) and downloads the user profile with a bearer token
+(RFC 6750).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiohttp
 
 from emulator.documents import profile as profiles
 from emulator.identity.oidc import GRANT_JWT_BEARER
+from emulator.identity.oidc import GRANT_REFRESH_TOKEN
 from emulator.identity.oidc import GRANT_TOKEN_EXCHANGE
 from emulator.identity.oidc import TOKEN_TYPE_ACCESS_TOKEN
 from emulator.identity.oidc import s256_challenge
@@ -37,6 +39,12 @@ class Tokens:
     expires_in: int
     scope: str
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_response(cls, body: dict[str, Any]) -> Tokens:
+        """A successful token response (RFC 6749 §5.1)."""
+        return cls(body["access_token"], body.get("id_token"), body.get("refresh_token"),
+                   int(body.get("expires_in", 0)), body.get("scope", ""), body)
 
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -104,8 +112,17 @@ class IdmClient:
         body = await self.token(metadata["token_endpoint"], {
             "grant_type": "authorization_code", "code": params["code"],
             "redirect_uri": self.redirect_uri, "code_verifier": verifier})
-        return Tokens(body["access_token"], body.get("id_token"), body.get("refresh_token"),
-                      int(body.get("expires_in", 0)), body.get("scope", ""), body)
+        return Tokens.from_response(body)
+
+    async def refresh(self, token_endpoint: str, refresh_token: str, *,
+                      scope: str | None = None) -> Tokens:
+        """The refresh_token grant (RFC 6749 §6, 33.180 B.5), at the primary or, for a migrant,
+        at the partner IdMS.  The IdMS rotates refresh tokens (RFC 9700 §4.14.2): keep the
+        returned one, the one given here is spent.  ``scope`` asks for less than the grant."""
+        form = {"grant_type": GRANT_REFRESH_TOKEN, "refresh_token": refresh_token}
+        if scope is not None:
+            form["scope"] = scope
+        return Tokens.from_response(await self.token(token_endpoint, form))
 
     async def token(self, endpoint: str, form: dict[str, str]) -> dict[str, Any]:
         """POST to a token endpoint; raises :class:`Refusal` on an OAuth error."""
@@ -122,10 +139,16 @@ class IdmClient:
         return str(body["access_token"])
 
     async def partner_access_token(self, partner_token_endpoint: str,
-                                   security_token: str) -> dict[str, Any]:
-        """RFC 7523 jwt-bearer at the partner IdMS (the project's reading of 33.180 B.7.4)."""
-        return await self.token(partner_token_endpoint, {
-            "grant_type": GRANT_JWT_BEARER, "assertion": security_token})
+                                   security_token: str, *,
+                                   scope: str | None = None) -> dict[str, Any]:
+        """RFC 7523 jwt-bearer at the partner IdMS (the project's reading of 33.180 B.7.4).
+
+        The token response as it came: the partner access token and the ``refresh_token``
+        that renews it with :meth:`refresh` at the partner, without a new security token."""
+        form = {"grant_type": GRANT_JWT_BEARER, "assertion": security_token}
+        if scope is not None:  # RFC 7523 §2.1 / RFC 6749 §3.3: ask for less
+            form["scope"] = scope
+        return await self.token(partner_token_endpoint, form)
 
     async def fetch_profile(self, cms_url: str, xui: str, access_token: str,
                             index: int = 1) -> profiles.UserProfile:

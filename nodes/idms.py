@@ -7,8 +7,10 @@ Endpoints (OpenID Connect Discovery names them all):
 ``GET  /authorize``                         login form for an authorization request
 ``POST /authorize``                         ``username`` + ``password`` + the request's
                                             parameters: 302 to redirect_uri?code&state
-``POST /token``                             authorization_code, refresh_token, RFC 8693
-                                            token exchange, RFC 7523 jwt-bearer (partner)
+``POST /token``                             authorization_code, refresh_token (local
+                                            users and, in the partner role, migrants),
+                                            RFC 8693 token exchange, RFC 7523 jwt-bearer
+                                            (partner)
 
 All decisions are :class:`~emulator.identity.oidc.IdentityProvider`'s; this
 module only turns HTTP into its calls and its answers into HTTP.
@@ -65,7 +67,7 @@ class IdmsNode(HttpsRole):
     def __init__(self, plan: NodePlan, *, clock_offset: float = 0.0) -> None:
         options = plan.options
         assert isinstance(options, IdmsOptions)
-        self.clock_offset = clock_offset
+        self.clock_offset = clock_offset + options.clock_offset
         """Seconds added to this IdMS's clock: simulated time for tests, or a skewed issuer."""
         self.provider, self.refused_trust = identity_provider(plan, options)
         self.journal = Journal(plan.state_file)
@@ -189,12 +191,11 @@ def identity_provider(plan: NodePlan, options: IdmsOptions
         for peer, reason in refused.items():
             logger.warning("%s does not trust %s: %s", plan.name, peer, reason)
         trusted = TokenValidator(keys)
-    accounts = {a.username: UserAccount(a.username, hash_password(a.password), a.mc_ids,
-                                        migration_targets=a.migration_targets)
-                for a in options.accounts}
+    accounts = {a.username: UserAccount(
+        a.username, hash_password(a.password), a.mc_ids, migration_targets=a.migration_targets,
+        security_token_lifetime=a.security_token_lifetime) for a in options.accounts}
     return IdentityProvider(
         issuer=TokenIssuer(options.issuer, SigningKey.from_credential(signing)),
         clients={c.client_id: c for c in options.clients}, users=accounts,
         resource_audience=options.resource_audience, trusted_primaries=trusted,
-        migration_profiles=migration_profile_index(options.migration_profiles),
-        security_token_lifetime=options.security_token_lifetime), refused
+        migration_profiles=migration_profile_index(options.migration_profiles)), refused

@@ -14,7 +14,13 @@ mcvideo-info), each with an access token.  For each, the MC server
    issuer), requires the migration profile to be provisioned here.
 
 Refusal: ``403`` with ``Warning: 399 <host> "101 service authorisation
-failed"`` (24.379 §4.4 warn-text, spec digest §4.2 [S]).
+failed"`` (24.379 §4.4 warn-text, spec digest §4.2 [S]).  A third-party
+REGISTER whose inner REGISTER carries no info body at all is accepted without
+authorising anyone: that UE authorises with a PUBLISH instead (24.379 §7.3.3:
+``Event: poc-settings``, poc-settings and info bodies, the user identified by
+P-Asserted-Identity), answered 200 (with ``SIP-ETag``, RFC 3903 §6) or 403
+with the same Warning.  ``Expires: 0`` on either ends the authorisation
+(§7.3.5).
 
 Variants, selected per MC server:
 
@@ -32,6 +38,7 @@ Variants, selected per MC server:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from emulator.documents import mcx_info
+from emulator.documents import poc_settings
 from emulator.documents.xmlsafe import XmlError
 from emulator.documents.xmlsafe import parse_xml
 from emulator.identity.oidc import MigrationProfile
@@ -217,6 +225,7 @@ class McServer(SipNode):
                          impairments=plan.impairments, state_file=plan.state_file)
         self.plan = plan
         self.mode = options.mode
+        self.clock_offset = options.clock_offset
         self.authoriser = _authoriser(plan, options)
         interconnection = plan.peer("mc-server") if options.mode == "interconnection" else None
         self.interconnection = interconnection.address if interconnection else None
@@ -257,7 +266,7 @@ class McServer(SipNode):
         self.journal.delete("users", impu)
 
     def now(self) -> float:
-        return self.endpoint.wall_clock()
+        return self.endpoint.wall_clock() + self.clock_offset
 
     def _purge_expired(self) -> None:
         now = self.now()
@@ -280,6 +289,8 @@ class McServer(SipNode):
         assert transaction is not None
         if request.method == "REGISTER":
             self.on_third_party_register(request, source, transaction)
+        elif request.method == "PUBLISH" and request.event_package == poc_settings.EVENT:
+            self.on_publish_authorisation(request, transaction)
         elif request.method == "MESSAGE" and request.content_type is not None and \
                 request.content_type.mime_type == MIGRATION_AUTH_TYPE:
             self.on_migration_authorisation_request(request, transaction)
@@ -318,6 +329,10 @@ class McServer(SipNode):
         if not isinstance(inner, Request) or inner.method != "REGISTER":
             self.refuse(request, transaction, "message/sip body is not a REGISTER")
             return
+        if not inner.body:
+            # Registered, not yet authorised: a PUBLISH will carry the tokens (§7.3.3).
+            self.reply(request, transaction, 200)
+            return
         if self.mode == "interconnection" and impu in self.authoriser.migration_profiles:
             # A migrating user: the primary MC system decides (23.280 §10.6.3).
             self.ask_primary(request, inner, impu, expires, transaction)
@@ -333,6 +348,36 @@ class McServer(SipNode):
         self.authorised(user)
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
+
+    def on_publish_authorisation(self, request: Request, transaction: TransactionKey) -> None:
+        """24.379 §7.3.3-7.3.5: service authorisation (or its end) by PUBLISH."""
+        asserted = request.headers.get("P-Asserted-Identity")
+        if asserted is None:
+            self.refuse(request, transaction, "PUBLISH without P-Asserted-Identity")
+            return
+        try:
+            impu = NameAddress.parse(asserted).uri.aor
+            expires = request.expires
+        except ValueError as exc:
+            self.refuse(request, transaction, f"malformed PUBLISH: {exc}")
+            return
+        expires = 3600 if expires is None else expires
+        if expires == 0:
+            self.forget(impu)
+        else:
+            self._purge_expired()
+            try:
+                user = self.authoriser.authorise(request, impu, now=self.now(),
+                                                 expires=expires)
+            except AuthorisationRefused as exc:
+                self.refuse(request, transaction, str(exc))
+                return
+            self.authorised(user)
+            logger.info("%s: authorised %s for %s (PUBLISH)", self.name, impu,
+                        ", ".join(user.services))
+        self.reply(request, transaction, 200, headers=(
+            ("SIP-ETag", hashlib.sha256(f"{impu}{self.now()}".encode()).hexdigest()[:16]),
+            ("Expires", str(expires))))
 
     def on_service_request(self, request: Request, transaction: TransactionKey) -> None:
         """AS role for a private call (INVITE) or short data (MESSAGE): the caller must be

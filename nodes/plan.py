@@ -35,6 +35,13 @@ from emulator.topology.model import Impairment
 ROLES = ("idms", "cms", "mc-server", "sip-core", "gateway", "ue")
 
 
+def mcptt_server_psi(domain: str) -> str:
+    """The public service identity of an MC system's MCPTT server (24.379 §7.2.2, §11.1.1.2:
+    the originating participating function).  The user part is PROJECT-DEFINED: 24.379
+    leaves PSIs to the operator, and the emulator's UEs derive it from the domain."""
+    return f"sip:mcptt-server@{domain}"
+
+
 def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only view of a copy: a plan's mappings cannot change after it is made."""
     return MappingProxyType(dict(mapping))
@@ -112,6 +119,9 @@ class Account:
     """mcptt_id / mcdata_id / mcvideo_id (33.180 B.2.1)."""
     migration_targets: tuple[str, ...] = ()
     """Partner IdMS issuers the user's profile authorises migration to."""
+    security_token_lifetime: int = 600
+    """Seconds the user's security tokens live: a setting of the primary's profile
+    (PROJECT-DEFINED default; 33.180 gives none)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mc_ids", frozen(self.mc_ids))
@@ -127,8 +137,9 @@ class IdmsOptions:
     accounts: tuple[Account, ...]
     migration_profiles: tuple[MigrationProfile, ...] = ()
     """Partner role: the provisioned profiles of users who may migrate here."""
-    security_token_lifetime: int = 600
-    """Seconds a security token lives (33.180 B.7.2); negative makes them born expired."""
+    clock_offset: float = 0.0
+    """Seconds added to this IdMS's clock (simulated time: a partner that checks a token
+    later than it was issued)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,8 @@ class McServerOptions:
     """Partner MCPTT IDs whose migration profile this MC server holds."""
     allowed_partners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Primary role (interconnection baseline): MCPTT ID -> systems it may migrate to."""
+    clock_offset: float = 0.0
+    """Seconds added to this MC server's clock (simulated time, a skewed server)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_partners", frozen(self.allowed_partners))

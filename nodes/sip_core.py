@@ -5,14 +5,12 @@ Registration (RFC 3261 §10.3, RFC 3327, 24.229 §5.4.1):
 * bindings with the RFC 3261 expiry rules (423 + Min-Expires, ``*`` with
   Expires 0, Call-ID/CSeq ordering), the Path vector stored and echoed;
 * ``Service-Route: <sip:orig@core;lr>`` and ``P-Associated-URI`` in the 200;
-* a third-party REGISTER to the MC server whose body is the UE's REGISTER
-  as ``message/sip`` (24.379 §7.3.1), *before* the UE is answered.
-
-**Project choice** (documented in the README): when the MC server refuses
-service authorisation (403 with Warning 101), the SIP core fails the UE's
-REGISTER with that 403 and rolls the binding back, so "the partner answers
-200 or a clear refusal" on the REGISTER itself.  In a real IMS the
-registration would succeed and only MC service authorisation would fail.
+* the 200 first, then a third-party REGISTER to the MC server whose body is
+  the UE's REGISTER as ``message/sip`` (24.229 §5.4.1.7, 24.379 §7.3.1);
+* if the MC server refuses it (or never answers), the iFC's default
+  handling SESSION_TERMINATED (24.229 §5.4.1.7): the network de-registers
+  the user and tells its reg-event subscribers (``nodes.reg_event``), so the
+  UE learns of the refusal, Warning included, from a NOTIFY.
 
 Routing of other requests (loose routing, §16.4-16.6):
 
@@ -56,6 +54,8 @@ from .base import tls_server
 from .journal import Tables
 from .plan import NodePlan
 from .plan import SipCoreOptions
+from .reg_event import Refused
+from .reg_event import RegEventNotifier
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,14 @@ class SipCore(SipNode):
         i.e. our MC server, the P-CSCFs (gateways) that serve this system and its edge proxy."""
         self._third_party_call_ids: dict[str, str] = {}
         self._cseq = 0
+        self.reg_event = RegEventNotifier(
+            self, lambda aor: self.location.lookup(aor, now=self.endpoint.now()),
+            self.endpoint.now)
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()),
                 "registered_aors": self.location.aor_count, "bindings": len(self.location),
+                "reg_event_subscriptions": len(self.reg_event),
                 "restored": self.journal.restored}
 
     # -- what survives a restart (a registrar's location database) --------------------
@@ -124,6 +128,9 @@ class SipCore(SipNode):
         assert transaction is not None
         if request.method == "REGISTER":
             self.on_register(request, source, transaction)
+            return
+        if request.method == "SUBSCRIBE" and request.event_package == "reg":
+            self.on_reg_subscribe(request, source, transaction)
             return
         if self.mc_server is None:
             self.registrar_only(request, transaction)
@@ -163,19 +170,30 @@ class SipCore(SipNode):
                                    now=now, to_tag=tag)
         if isinstance(outcome, Response):
             self.endpoint.send_response(outcome, transaction)
-        elif not outcome.changed or self.mc_server is None:
-            self._answer_register(request, transaction, outcome, now, tag)
-        else:
-            self._third_party_register(request, transaction, outcome, now, tag)
+            return
+        # 24.229 §5.4.1.2.2 then §5.4.1.7: the UE is answered, then the AS is told.
+        if outcome.changed and outcome.bindings and self.mc_server is not None:
+            self.reg_event.settling(outcome.aor)
+        self._answer_register(request, transaction, outcome, now, tag)
+        if not outcome.changed:
+            return
+        if self.mc_server is not None:
+            self._third_party_register(request, outcome, now)
+        if not outcome.bindings and outcome.previous:
+            self._third_party_call_ids.pop(outcome.aor, None)
+            self.reg_event.ended(outcome.aor, outcome.previous.values(), "unregistered")
 
-    def _third_party_register(self, request: Request, transaction: TransactionKey,
-                              registered: Registered, now: float, tag: str) -> None:
+    def _third_party_register(self, request: Request, registered: Registered,
+                              now: float) -> None:
         """24.229 §5.4.1.7 / 24.379 §7.3.1: tell the MC server, with the UE's REGISTER inside."""
         mc_server = self.mc_server
         assert mc_server is not None
+        aor = registered.aor
         expires = max((b.remaining(now) for b in registered.bindings), default=0)
         self._cseq += 1
-        call_id = self._third_party_call_ids.setdefault(registered.aor, new_call_id(self.host))
+        call_id = self._third_party_call_ids.get(aor) or new_call_id(self.host)
+        if expires:
+            self._third_party_call_ids[aor] = call_id
         third_party = new_request(
             "REGISTER", URI("sip", host=mc_server.host, port=mc_server.port),
             via=self.endpoint.make_via(mc_server.transport),
@@ -186,24 +204,41 @@ class SipCore(SipNode):
         third_party.set_body(request.to_bytes(), "message/sip")
 
         def answered(response: Response) -> None:
-            if response.status < 200:
+            if response.status < 200 or not expires:
                 return
-            if response.status < 300 or expires == 0:
-                if not registered.bindings:  # de-registered: forget its third-party Call-ID
-                    self._third_party_call_ids.pop(registered.aor, None)
-                self._answer_register(request, transaction, registered, now, tag)
+            if response.status < 300:
+                self.reg_event.settled(aor)
                 return
-            # Service authorisation refused: fail the REGISTER (project choice, see above).
-            self.location.restore(registered.aor, registered.previous)
-            self.keep(registered.aor)
-            if not registered.previous:
-                self._third_party_call_ids.pop(registered.aor, None)
-            refusal = request.make_response(response.status, response.reason, to_tag=tag)
-            for value in response.headers.get_all("Warning"):
-                refusal.headers.add("Warning", value)
-            self.endpoint.send_response(refusal, transaction)
+            # Default handling SESSION_TERMINATED: a network-initiated de-registration
+            # (24.229 §5.4.1.5) of what this REGISTER bound.
+            self.deregister(aor, Refused(response.status, response.reason,
+                                         tuple(response.headers.get_all("Warning")),
+                                         self.endpoint.now()))
 
         self.endpoint.send_request(third_party, mc_server, answered)
+
+    def deregister(self, aor: str, refused: Refused) -> None:
+        """The network ends ``aor``'s registration: bindings gone (and kept so), subscribers
+        told with contact event ``rejected``."""
+        previous = self.location.snapshot(aor)
+        self.location.restore(aor, {})
+        self.keep(aor)
+        self._third_party_call_ids.pop(aor, None)
+        logger.info("%s: de-registered %s: the MC server answered %s %s", self.name, aor,
+                    refused.status, "; ".join(refused.warnings))
+        self.reg_event.ended(aor, previous.values(), "rejected", refused=refused)
+
+    def on_reg_subscribe(self, request: Request, source: Address,
+                         transaction: TransactionKey) -> None:
+        """24.229 §5.4.2.1: the registrar is the reg event notifier for its users."""
+        self.pop_own_route(request)
+        self.reg_event.purge()
+        aor = request.uri.aor
+        # 24.229 §5.4.2.1.1: the user (asserted by a P-CSCF, or from its own contact), its
+        # P-CSCF or its AS.
+        authorised = source.host in self.trusted_hosts or \
+            self.registered_identity(request, source) == aor
+        self.reg_event.on_subscribe(request, transaction, authorised=authorised)
 
     def _answer_register(self, request: Request, transaction: TransactionKey,
                          registered: Registered, now: float, tag: str) -> None:

@@ -19,13 +19,17 @@ import asyncio
 import logging
 import secrets
 import ssl
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
 from emulator.documents import mcx_info
+from emulator.documents import poc_settings
 from emulator.documents import profile as profiles
+from emulator.documents import reginfo
+from emulator.documents.xmlsafe import XmlError
 from emulator.refusal import Refusal
 from emulator.sip.builder import new_call_id
 from emulator.sip.builder import new_request
@@ -57,6 +61,12 @@ logger = logging.getLogger(__name__)
 
 ICSI_MCPTT = "urn:urn-7:3gpp-service.ims.icsi.mcptt"
 ICSI_MCVIDEO = "urn:urn-7:3gpp-service.ims.icsi.mcvideo"
+ICSI_MCDATA_SDS = "urn:urn-7:3gpp-service.ims.icsi.mcdata.sds"  # 24.282 [U]: not retrieved
+SERVICE_FEATURES = {"mcptt": ("+g.3gpp.mcptt", ICSI_MCPTT),
+                    "mcdata": ("+g.3gpp.mcdata.sds", ICSI_MCDATA_SDS),
+                    "mcvideo": ("+g.3gpp.mcvideo", ICSI_MCVIDEO)}
+"""Per MC service: the media feature tag and ICSI a registering UE's Contact carries."""
+REG_EVENT_EXPIRES = 600000  # 24.229 §5.1.1.3
 MCDATA_PAYLOAD = "application/vnd.3gpp.mcdata-payload"  # 24.282 (payload encoding simplified)
 
 
@@ -72,6 +82,31 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class RegState:
+    """What the UE's reg-event subscription last said of its registration (RFC 3680)."""
+
+    state: str
+    """active or terminated (of the registration)."""
+    events: tuple[str, ...] = ()
+    """The contacts' events (registered, unregistered, rejected, ...)."""
+    status: int = 0
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    """From the project-defined service-authorisation extension: why it was refused."""
+
+    @classmethod
+    def of(cls, document: reginfo.RegInfo) -> RegState:
+        registration = document.registrations[0] if document.registrations else None
+        if registration is None:
+            return cls("terminated")
+        refusal = next((c.service_authorisation for c in registration.contacts
+                        if c.service_authorisation is not None), None)
+        return cls(registration.state, tuple(c.event for c in registration.contacts),
+                   refusal.status if refusal else 0, refusal.reason if refusal else "",
+                   refusal.warnings if refusal else ())
+
+
+@dataclass(frozen=True)
 class SipOutcome:
     """What a SIP request of the UE got: plain data, so it crosses a process boundary."""
 
@@ -79,12 +114,24 @@ class SipOutcome:
     reason: str
     warnings: tuple[str, ...] = ()
     service_route: tuple[str, ...] = ()
+    registration: RegState | None = None
+    """For a REGISTER: what the reg event then said (24.229 §5.1.1.3), if subscribed."""
 
     @classmethod
-    def of(cls, response: Response) -> SipOutcome:
+    def of(cls, response: Response, registration: RegState | None = None) -> SipOutcome:
         return cls(response.status, response.reason,
                    tuple(response.headers.get_all("Warning")),
-                   tuple(response.headers.values("Service-Route")))
+                   tuple(response.headers.values("Service-Route")), registration)
+
+
+@dataclass
+class RegWatch:
+    """The UE's subscription to its own registration at one registrar."""
+
+    dialog: Dialog
+    first: asyncio.Future[RegState]
+    latest: RegState | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -115,7 +162,7 @@ class McClient(SipNode):
 
     def __init__(self, name: str, host: str, transport: str, *, tap: Tap | None = None,
                  client_ssl: ssl.SSLContext | None = None,
-                 impairments: tuple[Impaired, ...] = ()) -> None:
+                 impairments: tuple[Impaired, ...] = (), instance: str | None = None) -> None:
         # Nobody connects to the UE (requests reach it over the flow it opened), but its
         # Contact must name a real listening port: a self-signed certificate does for TLS.
         super().__init__(name, host, (Listener(transport, host, 0),), tap=tap,
@@ -129,6 +176,12 @@ class McClient(SipNode):
         """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
         self._registrations: dict[Address, tuple[str, int]] = {}
         """Per registrar: the Call-ID and the last CSeq of our REGISTERs (§10.2.4)."""
+        self.instance = instance or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+        """RFC 5626 §4.1: the device's stable instance ID (one per UE, whichever address)."""
+        self.contact_user = uuid.UUID(self.instance.removeprefix("urn:uuid:")).hex[:12]
+        """The Contact's user part: an opaque token, not the node's name (nor the IMPU)."""
+        self.watches: dict[Address, RegWatch] = {}
+        """Per registrar: our reg-event subscription (24.229 §5.1.1.3)."""
 
     async def stop(self) -> None:
         for handle in self._unacked.values():
@@ -136,13 +189,16 @@ class McClient(SipNode):
         self._unacked.clear()
         await super().stop()
 
-    def contact(self, *, features: bool = True) -> NameAddress:
-        uri = self.uri(self.name, transport=self.transport, lr=False)
+    def contact(self, services: tuple[str, ...] = ()) -> NameAddress:
+        """Our Contact; registering ``services``, with their feature tags and every ICSI
+        (24.229 §5.1.1.2.1, RFC 3840) and the instance ID (RFC 5626 §4.2)."""
+        uri = self.uri(self.contact_user, transport=self.transport, lr=False)
         tags: tuple[tuple[str, str | None], ...] = ()
-        if features:
-            icsi = ",".join(i.replace(":", "%3A") for i in (ICSI_MCPTT, ICSI_MCVIDEO))
-            tags = (("+g.3gpp.mcptt", None), ("+g.3gpp.mcdata.sds", None),
-                    ("+g.3gpp.mcvideo", None), ("+g.3gpp.icsi-ref", f'"{icsi}"'))
+        known = [SERVICE_FEATURES[s] for s in services if s in SERVICE_FEATURES]
+        if known:
+            icsi = ",".join(i.replace(":", "%3A") for _, i in known)
+            tags = (*((tag, None) for tag, _ in known), ("+g.3gpp.icsi-ref", f'"{icsi}"'),
+                    ("+sip.instance", f'"<{self.instance}>"'))
         return NameAddress(uri, None, tags)
 
     # -- incoming --------------------------------------------------------------
@@ -153,6 +209,8 @@ class McClient(SipNode):
         if method == "MESSAGE":
             self.messages.append(request)
             self.reply(request, transaction, 200)
+        elif method == "NOTIFY":
+            self.on_notify(request, transaction)
         elif method == "INVITE":
             self.answer(request, transaction)
         elif method == "BYE":
@@ -166,7 +224,64 @@ class McClient(SipNode):
         else:
             self.reply(request, transaction, 405, headers=(("Allow", "INVITE, ACK, BYE, "
                                                                      "CANCEL, MESSAGE, "
-                                                                     "OPTIONS"),))
+                                                                     "NOTIFY, OPTIONS"),))
+
+    def on_notify(self, request: Request, transaction: TransactionKey) -> None:
+        """A reg-event NOTIFY (RFC 3680 §5.2): only for a subscription of ours (RFC 6665
+        §4.1.3: else 481); it may come before the 200 to our SUBSCRIBE."""
+        watch = next((w for w in self.watches.values()
+                      if w.dialog.call_id == request.call_id and
+                      w.dialog.local.tag == request.to.tag), None)
+        if watch is None:
+            self.reply(request, transaction, 481)
+            return
+        try:
+            state = RegState.of(reginfo.parse(request.body))
+        except XmlError as exc:
+            self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
+            return
+        self.reply(request, transaction, 200)
+        watch.latest = state
+        if not watch.first.done():
+            watch.first.set_result(state)
+        if (request.headers.get("Subscription-State") or "").lower().startswith("terminated"):
+            watch.ended.set()
+            for registrar, known in list(self.watches.items()):
+                if known is watch:
+                    del self.watches[registrar]
+
+    async def subscribe_reg(self, registration: Registration) -> RegState:
+        """SUBSCRIBE to our own registration (24.229 §5.1.1.3), and wait for the first
+        NOTIFY (at most a transaction timeout: it is a protocol timer, not a pause)."""
+        subscribe = self.new_request("SUBSCRIBE", URI.parse(registration.impu),
+                                     route=registration.service_route,
+                                     identity=registration.impu)
+        subscribe.headers.add("Event", reginfo.EVENT)
+        subscribe.headers.add("Accept", reginfo.MIME_TYPE)
+        subscribe.headers.add("Expires", REG_EVENT_EXPIRES)
+        subscribe.headers.add("Contact", self.contact())
+        subscribe.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
+        watch = RegWatch(Dialog(subscribe.call_id, subscribe.from_, subscribe.to,
+                                subscribe.uri, registration.service_route, 1, 1),
+                         asyncio.get_running_loop().create_future())
+        self.watches[registration.core] = watch
+        response = await self.endpoint.request(subscribe, registration.core)
+        if response.status >= 300:
+            self.watches.pop(registration.core, None)
+            return RegState("unknown", (), response.status, response.reason,
+                            tuple(response.headers.get_all("Warning")))
+        timers = self.endpoint.layer.timers
+        return await asyncio.wait_for(asyncio.shield(watch.first), 64 * timers.t1)
+
+    async def registration_ended(self, registrar: Address) -> RegState | None:
+        """Wait for the NOTIFY that ends our subscription at ``registrar`` (after a
+        de-REGISTER), at most a transaction timeout; None without a subscription."""
+        watch = self.watches.get(registrar)
+        if watch is None:
+            return None
+        timers = self.endpoint.layer.timers
+        await asyncio.wait_for(watch.ended.wait(), 64 * timers.t1)
+        return watch.latest
 
     def on_cancel(self, request: Request, source: Address, transaction: TransactionKey) -> None:
         """§9.2: 200 when the INVITE is known (already answered here: no 487), else 481."""
@@ -196,7 +311,7 @@ class McClient(SipNode):
         response = invite.make_response(200, to_tag=tag)
         for value in invite.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
-        response.headers.add("Contact", self.contact(features=False))
+        response.headers.add("Contact", self.contact())
         response.set_body(sdp(self.host, 40000), "application/sdp")
         self.endpoint.send_response(response, transaction)
         if self.transport == "udp":
@@ -244,7 +359,8 @@ class McClient(SipNode):
                            call_id=new_call_id(self.host), routes=route)
 
     def register_request(self, registrar: Address, impu: str, *, domain: str | None = None,
-                         expires: int = 3600, features: bool = True,
+                         expires: int = 3600,
+                         services: tuple[str, ...] = ("mcptt", "mcdata", "mcvideo"),
                          headers: tuple[tuple[str, str], ...] = (),
                          parts: tuple[BodyPart, ...] = ()) -> Request:
         """A REGISTER of ``impu`` at ``registrar`` (§10.2): To and From are the IMPU, the
@@ -257,7 +373,7 @@ class McClient(SipNode):
             "REGISTER", URI("sip", host=domain or identity.uri.host),
             via=self.endpoint.make_via(registrar.transport), from_=identity, to=identity,
             call_id=call_id, cseq=cseq + 1)
-        request.headers.add("Contact", Contact(self.contact(features=features)))
+        request.headers.add("Contact", Contact(self.contact(services)))
         request.headers.add("Expires", expires)
         request.headers.add("Supported", "path")
         for name, value in headers:
@@ -285,7 +401,7 @@ class McClient(SipNode):
         record = CallRecord(callee)
         invite = self.new_request("INVITE", URI.parse(callee), route=registration.service_route,
                                   identity=registration.impu)
-        invite.headers.add("Contact", self.contact(features=False))
+        invite.headers.add("Contact", self.contact())
         invite.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
         invite.headers.add("P-Preferred-Service", ICSI_MCPTT)
         invite.headers.add("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
@@ -372,6 +488,8 @@ class UserEquipment:
         self.client_uuid = f"urn:uuid:{secrets.token_hex(4)}-0000-1000-8000-{secrets.token_hex(6)}"
         self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl,
                             impairments=plan.impairments)
+        self.instance = self.sip.instance
+        """RFC 5626 instance ID: the same device from home and from the local PLMN."""
         self.visited_sip: McClient | None = None
         self._impaired: dict[str, tuple[list[str], Impairment | None]] = {}
         """Links changed at run time, for a client made later (the visited one)."""
@@ -382,6 +500,8 @@ class UserEquipment:
         self.security_token: str | None = None
         self.partner_token: dict[str, object] | None = None
         self.visited_address: str | None = None
+        self.visited_plmn: str | None = None
+        """The local PLMN's id (MCC-MNC) from the attach answer."""
 
     def __repr__(self) -> str:
         return f"<UserEquipment {self.name} {self.username}>"
@@ -442,6 +562,7 @@ class UserEquipment:
                     error = body if isinstance(body, dict) else {}
                     raise Refusal(str(error.get("error", "attach_refused")),
                                   str(error.get("error_description", body)), response.status)
+        self.visited_plmn = str(body.get("plmn_id") or "") or None
         return await self.camp(str(body["ue_address"]), transport)
 
     async def camp(self, address: str, transport: str | None = None) -> str:
@@ -450,25 +571,27 @@ class UserEquipment:
         self.visited_address = address
         self.visited_sip = McClient(self.name, address, transport or self.transport,
                                     tap=self._tap, client_ssl=self.ssl,
-                                    impairments=self.plan.impairments)
+                                    impairments=self.plan.impairments, instance=self.instance)
         for peer, (hosts, impairment) in self._impaired.items():
             self.visited_sip.impair(peer, hosts, impairment)
         await self.visited_sip.start()
         return address
 
     async def request_partner_token(self, token_endpoint: str, *,
-                                    security_token: str | None = None) -> dict[str, object]:
+                                    security_token: str | None = None,
+                                    scope: str | None = None) -> dict[str, object]:
         local = self.visited_address or self.home_host
         async with self._http(local) as client:
             self.partner_token = await client.partner_access_token(
-                token_endpoint, security_token or self.security_token or "")
+                token_endpoint, security_token or self.security_token or "", scope=scope)
         return self.partner_token
 
     # -- SIP -----------------------------------------------------------------
     # The MC service client's procedures take and give plain data, so a UE in another
     # process (or namespace) is driven the same way through its control link.
     REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
-                              "camp", "request_partner_token", "register", "private_call",
+                              "camp", "request_partner_token", "register",
+                              "publish_service_authorisation", "private_call",
                               "send_short_data", "received", "impair"})
 
     def impair(self, peer: str, hosts: list[str], impairment: Impairment | None) -> None:
@@ -484,31 +607,83 @@ class UserEquipment:
             raise Refusal("not_attached", "the UE has not attached to a local PLMN", 0)
         return self.visited_sip if visited and self.visited_sip else self.sip
 
+    def access_network_info(self, visited: bool) -> str:
+        """P-Access-Network-Info for the access actually used (RFC 7315 §5.4): the local
+        PLMN's E-UTRAN cell after an attach; at home, the LAN the UE sits on (the emulator
+        models no home radio access)."""
+        if visited and self.visited_plmn:
+            plmn = self.visited_plmn.replace("-", "")
+            return f"3GPP-E-UTRAN-FDD; utran-cell-id-3gpp={plmn}ABCD0000001"
+        return "IEEE-802.3"
+
     async def register(self, core: Address, domain: str, impu: str, impi: str, token: str,
                        ids: dict[str, str], *, visited: bool = False, expires: int = 3600,
-                       via_p_cscf: bool = False) -> SipOutcome:
-        """REGISTER with one info body per MC service (24.379 §7.2.1, 24.229 §5.1.1.2), at
-        home or (``visited``) from the local PLMN address."""
+                       via_p_cscf: bool = False, publish: bool = False,
+                       subscribe: bool = True) -> SipOutcome:
+        """REGISTER (24.229 §5.1.1.2) at home or (``visited``) from the local PLMN address,
+        then, on a first registration there, SUBSCRIBE to its reg event (§5.1.1.3).
+
+        Service authorisation (24.379 §7.2.1): one info body per MC service with the
+        token in the REGISTER, or (``publish``) none there and a PUBLISH afterwards
+        (:meth:`publish_service_authorisation`).  ``expires=0`` de-registers and waits
+        for the NOTIFY that ends the subscription.
+        """
         headers = [
             ("Authorization", f'Digest username="{impi}", realm="{domain}", '
                               f'uri="sip:{domain}", nonce="", response=""'),
-            ("P-Access-Network-Info", "3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=00102ABCD0000001")]
+            ("P-Access-Network-Info", self.access_network_info(visited))]
         if via_p_cscf:
             # Offered to the P-CSCF, which strips it (no IPsec in the emulator).
             headers += [("Security-Client", "ipsec-3gpp; alg=hmac-sha-1-96; spi-c=1111; "
                                             "spi-s=2222; port-c=5062; port-s=5064"),
                         ("Require", "sec-agree"), ("Proxy-Require", "sec-agree")]
+        services = tuple(fmt.service for fmt in (mcx_info.MCPTT, mcx_info.MCDATA,
+                                                 mcx_info.MCVIDEO)
+                         if ids.get(f"{fmt.service}_id") is not None)
+        parts = () if publish or expires == 0 else self._info_parts(token, ids)
+        client = self._client(visited)
+        registration = await client.register(
+            core, impu, domain=domain, expires=expires, services=services,
+            headers=tuple(headers), parts=parts)
+        state: RegState | None = None
+        if registration.response.status < 300:
+            if expires == 0:
+                self._registrations.pop(visited, None)
+                state = await client.registration_ended(core)
+            else:
+                self._registrations[visited] = registration
+                if subscribe and core not in client.watches:
+                    state = await client.subscribe_reg(registration)
+        return SipOutcome.of(registration.response, state)
+
+    async def publish_service_authorisation(self, psi: str, token: str, ids: dict[str, str],
+                                            *, visited: bool = False,
+                                            expires: int = 3600) -> SipOutcome:
+        """24.379 §7.2.2 / §7.3.3: PUBLISH ``Event: poc-settings`` to the MC server's PSI
+        on the registration, with poc-settings and the info bodies (tokens inside)."""
+        registration = self._registration(visited)
+        client = self._client(visited)
+        publish = client.new_request("PUBLISH", URI.parse(psi), route=registration.service_route,
+                                     identity=registration.impu)
+        publish.headers.add("Event", poc_settings.EVENT)
+        publish.headers.add("Expires", expires)
+        publish.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
+        publish.headers.add("P-Preferred-Service", ICSI_MCPTT)
+        publish.headers.add("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
+        settings = poc_settings.render(poc_settings.PocSettings(self.client_uuid, "automatic"))
+        body = MultipartBody.build([BodyPart(poc_settings.MIME_TYPE, settings),
+                                    *self._info_parts(token, ids)])
+        publish.set_body(body.to_bytes(), body.content_type)
+        return SipOutcome.of(await client.endpoint.request(publish, registration.core))
+
+    def _info_parts(self, token: str, ids: dict[str, str]) -> tuple[BodyPart, ...]:
         parts = []
         for fmt in (mcx_info.MCPTT, mcx_info.MCDATA, mcx_info.MCVIDEO):
             service_id = ids.get(f"{fmt.service}_id")
             if service_id is not None:
                 parts.append(BodyPart(fmt.mime_type, mcx_info.render(
                     mcx_info.ServiceInfo(fmt, token, service_id, self.client_uuid))))
-        registration = await self._client(visited).register(
-            core, impu, domain=domain, expires=expires, headers=tuple(headers),
-            parts=tuple(parts))
-        self._registrations[visited] = registration
-        return SipOutcome.of(registration.response)
+        return tuple(parts)
 
     def _registration(self, visited: bool) -> Registration:
         registration = self._registrations.get(visited)

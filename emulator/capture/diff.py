@@ -1,10 +1,21 @@
-"""Golden-trace comparison: do two runs exchange the same messages in the same order?
+"""Golden-trace comparison: does every node send the same messages, in the same order?
 
 Each message is reduced to ``source -> destination: label``, with node
 names instead of addresses and labels made of methods, statuses, paths and
 grant types only.  Tags, branches, Call-IDs, timestamps, token contents
 (jti, iat, exp) and transport-assigned ports never reach a label, so they
 cannot make two runs differ.
+
+The messages one node sends to another for one method (a request, or a
+response to it) must match one for one, in order.  Nodes run at once, so
+messages of different exchanges may interleave differently from run to run
+(a UE's SUBSCRIBE and the MC server's 200 reach the SIP core in either order
+in another placement, and its answers follow that order); and a relayed
+answer may be sent just after the driver began its next step, so the step a
+message is labelled with is reported, not compared.
+The order *across* exchanges is what protocol verdicts judge from the
+capture (e.g. "the SIP core answers 200 before its third-party REGISTER",
+``driver.registration_verdict``), not the golden trace.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ def signature(message: LadderMessage) -> str:
 @dataclass(frozen=True)
 class Difference:
     index: int
-    """Position of the first differing message (0-based)."""
+    """Position, in its own run, of the first differing message (0-based)."""
     expected: str | None
     actual: str | None
     step: str
@@ -33,12 +44,42 @@ class Difference:
                 f"  B: {self.actual or '(no more messages)'}")
 
 
+def _method(label: str) -> str:
+    """The method a label belongs to: a request's own, a response's in parentheses
+    (``200 (REGISTER)``), or the protocol's word for an HTTP response."""
+    if "(" in label and label[0].isdigit():
+        return label[label.index("(") + 1:].split(")")[0]
+    return label.split(" ", 1)[0]
+
+
+Thread = tuple[str, str, str]
+
+
+def _threads(messages: Sequence[LadderMessage]) -> dict[Thread, list[int]]:
+    """(sender, receiver, method) -> positions of those messages, in order."""
+    threads: dict[Thread, list[int]] = {}
+    for index, m in enumerate(messages):
+        threads.setdefault((m.source, m.destination, _method(m.label)), []).append(index)
+    return threads
+
+
 def first_difference(a: Sequence[LadderMessage],
                      b: Sequence[LadderMessage]) -> Difference | None:
-    for index in range(max(len(a), len(b))):
-        left = signature(a[index]) if index < len(a) else None
-        right = signature(b[index]) if index < len(b) else None
-        if left != right:
-            step = (a[index] if index < len(a) else b[index]).step
-            return Difference(index, left, right, step)
-    return None
+    """The earliest message (by its position in ``a``, else in ``b``) where some thread
+    (sender, receiver, method) differs; None when all are the same."""
+    left, right = _threads(a), _threads(b)
+    found: list[Difference] = []
+    for key in [*left, *(k for k in right if k not in left)]:
+        mine, theirs = left.get(key, []), right.get(key, [])
+        for n in range(max(len(mine), len(theirs))):
+            expected = signature(a[mine[n]]) if n < len(mine) else None
+            actual = signature(b[theirs[n]]) if n < len(theirs) else None
+            if expected != actual:
+                index = mine[n] if n < len(mine) else theirs[n]
+                step = (a[index] if n < len(mine) else b[index]).step
+                found.append(Difference(index, expected, actual, step))
+                break
+    if not found:
+        return None
+    # The first in a's order; a thread only b has counts from where it appears in b.
+    return min(found, key=lambda d: (d.expected is None, d.index))

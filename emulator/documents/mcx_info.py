@@ -7,9 +7,19 @@ MCData and MCVideo have the same shape under their own names
 (``mcdatainfo``/``urn:3gpp:ns:mcdataInfo:1.0``, ``mcvideoinfo``/
 ``urn:3gpp:ns:mcvideoInfo:1.0``; spec digest §4.5 [S]).
 
-Elements are written in the order of the XSD sequence (``mcptt-access-token``,
-``mcptt-request-uri``, ``mcptt-client-id``: F.1 is an ``xs:sequence``), each
-a ``contentType`` with ``type="Normal"``.
+Elements are written in the order of the XSD sequence (F.1 is an
+``xs:sequence``; spec digest §4.5 [V]): ``mcptt-access-token``,
+``session-type``, ``mcptt-request-uri``, ``mcptt-calling-user-id``,
+``mcptt-called-party-id``, ``mcptt-calling-group-id``, ..., ``mcptt-client-id``.
+Each is a ``contentType`` with ``type="Normal"`` holding ``<mcpttURI>`` or
+``<mcpttString>``, except ``session-type``: F.1 types it as a plain string
+and names it without the service prefix.
+
+MCData and MCVideo: the ``<svc>-calling-user-id`` etc. names follow the same
+pattern, and ``session-type`` keeps its unprefixed name for them too (an
+MCVideo parser in the wild reads ``session-type`` next to
+``mcvideo-request-uri``, ``mcvideo-calling-group-id`` [S]).  MCData's own
+``request-type`` (``one-to-one-sds``, ``group-sds``; 24.282) is not modelled.
 """
 
 from __future__ import annotations
@@ -55,6 +65,25 @@ class ServiceInfo:
     access_token: str | None
     request_uri: str | None
     client_id: str | None
+    # Appended with defaults so that the four-argument form stays valid.
+    session_type: str | None = None
+    """``private``, ``prearranged``, ``chat``, ... (F.1 ``session-type``, a plain string)."""
+    called_party_id: str | None = None
+    calling_group_id: str | None = None
+    calling_user_id: str | None = None
+
+
+# (element name without the service prefix, content kind, ServiceInfo field), in the
+# order of the F.1 xs:sequence.  Kind None: a plain string element, unprefixed.
+_PARAMS: tuple[tuple[str, str | None, str], ...] = (
+    ("access-token", "String", "access_token"),
+    ("session-type", None, "session_type"),
+    ("request-uri", "URI", "request_uri"),
+    ("calling-user-id", "URI", "calling_user_id"),
+    ("called-party-id", "URI", "called_party_id"),
+    ("calling-group-id", "URI", "calling_group_id"),
+    ("client-id", "String", "client_id"),
+)
 
 
 def render(info: ServiceInfo) -> bytes:
@@ -65,10 +94,12 @@ def render(info: ServiceInfo) -> bytes:
     # otherwise invent ns0: prefixes.
     root = ET.Element(fmt.root, {"xmlns": ns})
     params = ET.SubElement(root, f"{fmt.prefix}-Params")
-    for name, kind, value in (("access-token", "String", info.access_token),
-                              ("request-uri", "URI", info.request_uri),
-                              ("client-id", "String", info.client_id)):
+    for name, kind, field_name in _PARAMS:
+        value = getattr(info, field_name)
         if value is None:
+            continue
+        if kind is None:
+            ET.SubElement(params, name).text = value
             continue
         element = ET.SubElement(params, f"{fmt.prefix}-{name}", {"type": "Normal"})
         ET.SubElement(element, f"{fmt.prefix}{kind}").text = value
@@ -86,7 +117,10 @@ def parse(data: bytes, fmt: ServiceInfoFormat) -> ServiceInfo:
     if params is None:
         return ServiceInfo(fmt, None, None, None)
 
-    def value(name: str, kind: str) -> str | None:
+    def value(name: str, kind: str | None) -> str | None:
+        if kind is None:
+            text = params.findtext(f"{{{ns}}}{name}")
+            return (text or "").strip() or None
         element = params.find(f"{{{ns}}}{fmt.prefix}-{name}")
         if element is None:
             return None
@@ -97,5 +131,5 @@ def parse(data: bytes, fmt: ServiceInfoFormat) -> ServiceInfo:
         text = (inner.text if inner is not None else element.text) or ""
         return text.strip() or None
 
-    return ServiceInfo(fmt, value("access-token", "String"), value("request-uri", "URI"),
-                       value("client-id", "String"))
+    values = {field_name: value(name, kind) for name, kind, field_name in _PARAMS}
+    return ServiceInfo(fmt, **values)

@@ -7,15 +7,18 @@ Grants of the token endpoint:
 
 * ``authorization_code`` with PKCE S256 (RFC 7636, 33.180 B.4): codes are
   single use, short-lived, bound to client_id, redirect_uri and challenge.
-* ``refresh_token`` (33.180 B.5, RFC 6749 §6).
+* ``refresh_token`` (33.180 B.5, RFC 6749 §6), rotating (RFC 9700 §4.14.2): each
+  refresh token is single use and its refresh brings a new one.  A partner's refresh
+  tokens name the migration profile they were granted under and refresh into partner
+  access tokens; they die with the profile.
 * Token exchange (RFC 8693, 33.180 B.7.2): a local access token becomes a
   *security token* for a partner IdMS named by ``resource``; only users whose
   account authorises migration to that partner get one.
 * JWT bearer (RFC 7523 §2.1) in the partner role: the primary's security
   token, checked against the out-of-band provisioned primary certificate,
-  becomes a *partner access token* for the user's migration profile.  This
-  grant is the **project's reading of 33.180 B.7.4**, whose text the spec
-  digest could not retrieve.
+  becomes a *partner access token* for the user's migration profile, with a
+  refresh token.  This grant is the **project's reading of 33.180 B.7.4**, whose
+  text the spec digest could not retrieve.
 
 Errors are :class:`Refusal` carrying the RFC 6749 §5.2 code and a
 description that says what was wrong.
@@ -114,6 +117,10 @@ class UserAccount:
     scopes: tuple[str, ...] = MC_SCOPES
     migration_targets: tuple[str, ...] = ()
     """Partner IdMS addresses this user is authorised to migrate to (token exchange)."""
+    security_token_lifetime: int = 600
+    """Seconds this user's security tokens live (exp - iat, and the exchange's expires_in).
+    The 600 s default is PROJECT-DEFINED: 33.180 B.7.2/B.8 require an exp but give no value.
+    Below zero makes them born expired (how a test shows that the partner checks exp)."""
 
     @property
     def sub(self) -> str:
@@ -136,6 +143,14 @@ class MigrationProfile:
     partner_username: str
     mc_ids: Mapping[str, str]
     scopes: tuple[str, ...] = MC_SCOPES
+    access_token_lifetime: int | None = None
+    """Seconds this migrant's partner access tokens live, from the jwt-bearer grant and from
+    refresh; None: the IdMS's ``access_token_lifetime``.  Project-defined, like the profile."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(primary_issuer, primary_sub): what the partner finds the profile by."""
+        return self.primary_issuer, self.primary_sub
 
     def __post_init__(self) -> None:
         # Frozen means frozen: profiles travel in plans, which nothing may change.
@@ -158,8 +173,12 @@ class _Code:
 class _Refresh:
     client_id: str
     username: str
+    """The sub of the tokens it refreshes: a local account, or a migrant's partner_username."""
     scope: tuple[str, ...]
     expires_at: float
+    migration_profile: tuple[str, str] | None = None
+    """A migrant's: the key (primary_iss, primary_sub) of the migration profile it was granted
+    under, which refresh reads again (the migrant has no account here).  None: local user."""
 
 
 @dataclass(frozen=True)
@@ -199,10 +218,10 @@ class IdentityProvider:
     code_lifetime: int = 60
     access_token_lifetime: int = 3600
     refresh_token_lifetime: int = 86400
-    security_token_lifetime: int = 600
     record: Callable[[str, str, Any], None] | None = None
     """Told every change of what a real IdMS keeps across a restart, as
-    ``(table, key, value)`` (value None: deleted): ``refresh`` (by token digest) and
+    ``(table, key, value)`` (value None: deleted): ``refresh`` (by token digest: client_id,
+    username, scope, expires_at and migration_profile, [primary_iss, primary_sub] or null) and
     ``replay`` (security token jti -> until when it is remembered).  See :meth:`recover`."""
     _codes: dict[str, _Code] = field(default_factory=dict)
     _refresh: dict[str, _Refresh] = field(default_factory=dict)
@@ -326,13 +345,8 @@ class IdentityProvider:
             sub=user.sub, client_id=client_id, scope=scope, now=now,
             audience=self.resource_audience, lifetime=self.access_token_lifetime,
             mc_ids=user.mc_ids)
-        refresh = secrets.token_urlsafe(32)
-        self._purge(now)
-        kept = _Refresh(client_id, user.username, scope, now + self.refresh_token_lifetime)
-        self._refresh[_digest(refresh)] = kept
-        self._note("refresh", _digest(refresh), {
-            "client_id": kept.client_id, "username": kept.username, "scope": list(kept.scope),
-            "expires_at": kept.expires_at})
+        refresh = self._new_refresh(_Refresh(client_id, user.username, scope,
+                                             now + self.refresh_token_lifetime), now)
         response: dict[str, Any] = {
             "access_token": access, "token_type": "Bearer",
             "expires_in": self.access_token_lifetime, "refresh_token": refresh,
@@ -342,6 +356,40 @@ class IdentityProvider:
                 sub=user.sub, client_id=client_id, now=now, mc_ids=user.mc_ids, nonce=nonce,
                 lifetime=self.access_token_lifetime)
         return response
+
+    def _partner_tokens(self, profile: MigrationProfile, client_id: str,
+                        scope: tuple[str, ...], now: float) -> dict[str, Any]:
+        """A partner access token for a migrant, from its migration profile, and a refresh
+        token bound to that profile (jwt-bearer and refresh alike)."""
+        lifetime = (self.access_token_lifetime if profile.access_token_lifetime is None
+                    else profile.access_token_lifetime)
+        access = self.issuer.access_token(
+            sub=profile.partner_username, client_id=client_id, scope=scope, now=now,
+            audience=self.resource_audience, lifetime=lifetime, mc_ids=profile.mc_ids,
+            # PROJECT-DEFINED claims: who the user is at home, for the partner MC server.
+            extra={"primary_iss": profile.primary_issuer,
+                   "primary_mcptt_id": profile.primary_mcptt_id})
+        # RFC 6749 §5.1 leaves the refresh token optional.  With one, the migrant renews here
+        # without a new security token, so without reaching the primary, which a migration
+        # without interconnection may have put out of its reach.
+        refresh = self._new_refresh(_Refresh(client_id, profile.partner_username, scope,
+                                             now + self.refresh_token_lifetime, profile.key),
+                                    now)
+        return {"access_token": access, "token_type": "Bearer", "expires_in": lifetime,
+                "refresh_token": refresh, "scope": " ".join(scope)}
+
+    def _new_refresh(self, kept: _Refresh, now: float) -> str:
+        """Keep ``kept`` under a fresh refresh token (only its digest, and in the journal)."""
+        refresh = secrets.token_urlsafe(32)
+        self._purge(now)
+        key = _digest(refresh)
+        self._refresh[key] = kept
+        self._note("refresh", key, {
+            "client_id": kept.client_id, "username": kept.username, "scope": list(kept.scope),
+            "expires_at": kept.expires_at,
+            "migration_profile": None if kept.migration_profile is None
+            else list(kept.migration_profile)})
+        return refresh
 
     def _authorization_code(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
@@ -375,16 +423,44 @@ class IdentityProvider:
         if refresh.client_id != client.client_id:
             # Not consumed: another client presenting it must not revoke it for its owner.
             raise Refusal("invalid_grant", "refresh token was issued to another client")
+        # Checked before the token is consumed: a request refused for its scope leaves the
+        # owner's grant as it was.
+        scope = self._narrowed(refresh.scope, form.get("scope"))
+        migration = refresh.migration_profile
+        profile = None if migration is None else self.migration_profiles.get(migration)
+        if profile is not None:
+            # The partner's profile is the authority on what a migrant may have here, now.
+            scope = tuple(s for s in scope if s in profile.scopes)
+            if not scope:
+                raise Refusal("invalid_scope", "the migration profile no longer allows any of "
+                                               "the granted scope")
+        # Refresh tokens rotate (RFC 9700 §4.14.2): the old one is gone, whatever follows, so a
+        # second use of it (a stolen copy, or the owner after the thief) is refused.
         del self._refresh[key]
         self._note("refresh", key, None)
-        scope = refresh.scope
-        if "scope" in form:
-            wanted = tuple(form["scope"].split())
-            if not set(wanted) <= set(scope):
-                raise Refusal("invalid_scope", "requested scope exceeds the original grant")
-            scope = wanted
-        # Refresh tokens rotate (RFC 9700 §4.14.2): the old one is gone.
-        return self._tokens_for(self.users[refresh.username], client.client_id, scope, now)
+        if migration is not None:
+            if profile is None:
+                raise Refusal("invalid_grant", f"no migration profile for {migration[1]} of "
+                                               f"{migration[0]} any more")
+            return self._partner_tokens(profile, client.client_id, scope, now)
+        user = self.users.get(refresh.username)
+        if user is None:
+            raise Refusal("invalid_grant", f"no account {refresh.username} any more")
+        return self._tokens_for(user, client.client_id, scope, now)
+
+    @staticmethod
+    def _narrowed(granted: tuple[str, ...], requested: str | None) -> tuple[str, ...]:
+        """RFC 6749 §6: a refresh gets the original grant's scope, or the part of it that
+        ``scope`` asks for, never more; in the grant's order."""
+        if requested is None:
+            return granted
+        wanted = set(requested.split())
+        if not wanted:
+            # An empty scope would make a token good for nothing; say so rather than issue it.
+            raise Refusal("invalid_scope", "scope is empty")
+        if not wanted <= set(granted):
+            raise Refusal("invalid_scope", "requested scope exceeds the original grant")
+        return tuple(s for s in granted if s in wanted)
 
     def _own_validator(self) -> TokenValidator:
         from .trust import VerificationKey
@@ -422,10 +498,10 @@ class IdentityProvider:
         authorised = sorted(scopes_of(claims) & set(MC_SCOPES))
         security = self.issuer.security_token(
             sub=user.sub, client_id=client.client_id, target_idms=resource, now=now,
-            lifetime=self.security_token_lifetime,
+            lifetime=user.security_token_lifetime,
             extra={"scope": " ".join(authorised), CLAIM_MIGRATION_PARTNER: resource})
         return {"access_token": security, "issued_token_type": TOKEN_TYPE_JWT,
-                "token_type": "N_A", "expires_in": self.security_token_lifetime}
+                "token_type": "N_A", "expires_in": user.security_token_lifetime}
 
     def _jwt_bearer(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         assert self.trusted_primaries is not None
@@ -453,19 +529,11 @@ class IdentityProvider:
         if profile is None:
             raise Refusal("invalid_grant", f"no migration profile for {claims['sub']} of "
                                               f"{claims['iss']}")
-        primary_id = profile.primary_mcptt_id
         if claims.get(CLAIM_MIGRATION_PARTNER) != self.address:
             raise Refusal("invalid_grant", "the primary did not authorise migration to this "
                                            "partner")
         scope = self._partner_scope(claims, profile, form.get("scope"))
-        access = self.issuer.access_token(
-            sub=profile.partner_username, client_id=client.client_id,
-            scope=scope, now=now, audience=self.resource_audience,
-            lifetime=self.access_token_lifetime, mc_ids=profile.mc_ids,
-            # PROJECT-DEFINED claims: who the user is at home, for the partner MC server.
-            extra={"primary_iss": claims["iss"], "primary_mcptt_id": primary_id})
-        return {"access_token": access, "token_type": "Bearer",
-                "expires_in": self.access_token_lifetime, "scope": " ".join(scope),
+        return {**self._partner_tokens(profile, client.client_id, scope, now),
                 "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN}
 
     @staticmethod
@@ -500,14 +568,22 @@ class IdentityProvider:
 
     def recover(self, tables: Mapping[str, Mapping[str, Any]], *, now: float) -> int:
         """Take back the refresh tokens and replay cache an earlier life kept (what
-        ``record`` was told); returns how many entries are live again."""
+        ``record`` was told); returns how many entries are live again.
+
+        A refresh row without ``migration_profile`` (written before partner refresh tokens
+        existed) is a local user's.  A token whose account or migration profile is gone is
+        not taken back: refreshing it would be refused anyway."""
         for key, row in tables.get("refresh", {}).items():
             try:
+                migration = row.get("migration_profile")
                 kept = _Refresh(str(row["client_id"]), str(row["username"]),
-                                tuple(row["scope"]), float(row["expires_at"]))
-            except (KeyError, TypeError, ValueError):
+                                tuple(row["scope"]), float(row["expires_at"]),
+                                None if migration is None else _profile_key(migration))
+            except (AttributeError, KeyError, TypeError, ValueError):
                 continue  # damaged: that token is simply unknown now
-            if kept.expires_at >= now and kept.username in self.users:
+            known = (kept.username in self.users if kept.migration_profile is None
+                     else kept.migration_profile in self.migration_profiles)
+            if kept.expires_at >= now and known:
                 self._refresh[key] = kept
         for jti, until in tables.get("replay", {}).items():
             if isinstance(until, (int, float)) and until >= now:
@@ -519,9 +595,17 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _profile_key(value: Any) -> tuple[str, str]:
+    """A journal row's ``migration_profile`` ([primary_iss, primary_sub]) as a profile key."""
+    if not (isinstance(value, list) and len(value) == 2
+            and all(isinstance(part, str) for part in value)):
+        raise ValueError(f"migration_profile {value!r} is not [primary_iss, primary_sub]")
+    return value[0], value[1]
+
+
 def migration_profile_index(profiles: Iterable[MigrationProfile]) -> dict[tuple[str, str],
                                                                             MigrationProfile]:
-    return {(p.primary_issuer, p.primary_sub): p for p in profiles}
+    return {p.key: p for p in profiles}
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from emulator.capture.analysis import crossings
 from emulator.capture.ladder import LadderError
+from emulator.capture.ladder import LadderMessage
 from emulator.capture.ladder import extract
 from emulator.documents import profile as profiles
 from emulator.refusal import Refusal
@@ -24,12 +25,15 @@ from emulator.sip.events import Address
 from nodes import SipOutcome
 from nodes import Tokens
 from nodes import UserEquipment
+from nodes import mcptt_server_psi
 
 from .network import Network
 from .scenarios import Scenario
 from .scenarios import forge
 
 logger = logging.getLogger(__name__)
+
+WARNING_101 = "101 service authorisation failed"  # 24.379 §4.4
 
 
 @dataclass
@@ -55,9 +59,20 @@ StepFunction = Callable[[], Awaitable[str]]
 
 
 def _sip_outcome(outcome: SipOutcome) -> str:
+    """The verdict text of a SIP request; a refusal raises, including a registration the
+    network ended right after its 200 (24.229 §5.4.1.7), as its reg event told the UE."""
     if outcome.status >= 300:
         raise Refusal(",".join(outcome.warnings), outcome.reason, outcome.status)
-    return f"{outcome.status} {outcome.reason}"
+    text = f"{outcome.status} {outcome.reason}"
+    registration = outcome.registration
+    if registration is None:
+        return text
+    if registration.state != "active":
+        events = ", ".join(registration.events) or "no contact"
+        raise Refusal(",".join(registration.warnings),
+                      f"{text}, then NOTIFY: registration {registration.state} ({events}); "
+                      f"{registration.reason}", registration.status or outcome.status)
+    return f"{text}; reg event: registration active"
 
 
 class ScenarioDriver:
@@ -80,6 +95,8 @@ class ScenarioDriver:
         self.partner_tokens: dict[str, object] | None = None
         self.registered_impu: str | None = None
         """The identity the UE registered in the partner system."""
+        self.partner_ids: dict[str, str] = {}
+        """The partner-assigned MC service IDs it registered with."""
         self.peer_token: str | None = None
 
     # -- the steps --------------------------------------------------------------
@@ -113,10 +130,19 @@ class ScenarioDriver:
         if variant == "replay":
             steps.append(("partner-token-replay", "The same security token presented again",
                           "33.180 B.12; RFC 7523 §3 (jti)", self.partner_token))
-        steps.append(("partner-register", "REGISTER through the gateway; the partner MC "
-                                          "system authorises the user",
-                      "TR 23.700-90 7.X.2 steps 1-2; 23.280 §10.1.6.2, §10.6.3; 24.379 §7.3.1",
-                      self.partner_register))
+        if variant == "publish":
+            steps += [
+                ("partner-register", "REGISTER through the gateway, without tokens; reg event",
+                 "TR 23.700-90 7.X.2 step 1; 24.229 §5.1.1.2, §5.1.1.3; 24.379 §7.2.1",
+                 self.partner_register),
+                ("partner-publish", "PUBLISH (Event: poc-settings) with the partner token: "
+                                    "the partner MC server authorises the user",
+                 "TR 23.700-90 7.X.2 step 2; 24.379 §7.2.2, §7.3.3", self.partner_publish)]
+        else:
+            steps.append(("partner-register", "REGISTER through the gateway; the partner MC "
+                                              "system authorises the user (reg event)",
+                          "TR 23.700-90 7.X.2 steps 1-2; 23.280 §10.1.6.2, §10.6.3; "
+                          "24.229 §5.4.1.7; 24.379 §7.3.1", self.partner_register))
         if self.peer is not None:
             steps += [
                 ("private-call", "Private call to a partner-local user (INVITE/200/ACK/BYE)",
@@ -193,8 +219,11 @@ class ScenarioDriver:
         return f"UE address in {self.net.topology.local_plmn.name}: {address}"
 
     async def partner_token(self) -> str:
+        # The refused variant asks for configuration management only (RFC 6749 §3.3).
+        scope = "3gpp:mc:ptt_config_management_service" \
+            if self.scenario.variant == "refused" else None
         self.partner_tokens = await self.ue.request_partner_token(
-            self._partner_info().idms_token_endpoint)
+            self._partner_info().idms_token_endpoint, scope=scope)
         return f"partner access token, scope {self.partner_tokens.get('scope')}"
 
     async def partner_register(self) -> str:
@@ -228,9 +257,17 @@ class ScenarioDriver:
                 visited = True
         outcome = await self.ue.register(
             gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, token, ids,
-            visited=visited, via_p_cscf=True)
+            visited=visited, via_p_cscf=True, publish=variant == "publish")
         self.registered_impu = partner.partner_impu
+        self.partner_ids = ids
         return f"{_sip_outcome(outcome)}; Service-Route {', '.join(outcome.service_route)}"
+
+    async def partner_publish(self) -> str:
+        assert self.partner_tokens is not None
+        outcome = await self.ue.publish_service_authorisation(
+            mcptt_server_psi(self.partner.domain), str(self.partner_tokens["access_token"]),
+            self.partner_ids, visited=True)
+        return f"{_sip_outcome(outcome)} to PUBLISH for {', '.join(sorted(self.partner_ids))}"
 
     async def private_call(self) -> str:
         assert self.registered_impu is not None and self.peer is not None
@@ -329,9 +366,64 @@ class ScenarioDriver:
         """What the capture alone shows: no interconnection, and for a restart, what the
         UE did after it."""
         verdicts = [self.capture_verdict()]
-        if self.scenario.variant == "restart" and self.net.capture_file is not None:
-            verdicts.append(self.restart_verdict(self.net.capture_file))
+        capture = self.net.capture_file
+        if capture is None:
+            return verdicts
+        if self.scenario.variant == "restart":
+            verdicts.append(self.restart_verdict(capture))
+        if any(v.step == "partner-register" and v.passed for v in self.result.verdicts) and \
+                (self._refused_by_mc_server() or self.scenario.expect is None or
+                 self.scenario.expect.step != "partner-register"):
+            verdicts.append(self.registration_verdict(capture))
         return verdicts
+
+    def _refused_by_mc_server(self) -> bool:
+        """A scenario whose partner registration the MC server refuses (Warning 101)."""
+        expect = self.scenario.expect
+        return expect is not None and expect.step == "partner-register" and \
+            WARNING_101 in expect.error
+
+    def registration_verdict(self, capture: Path) -> Verdict:
+        """The partner registration, in 24.229 order, from the capture: the SIP core's 200
+        to the gateway before its third-party REGISTER to the MC server (§5.4.1.7); the UE
+        and the gateway subscribe to the reg event and are notified (§5.1.1.3, §5.2.3);
+        for a refusal, the NOTIFY that ends the registration follows the MC server's 403."""
+        title = "Partner registration in 24.229 order, from the capture"
+        clause = "24.229 §5.4.1.7, §5.1.1.3, §5.2.3; RFC 3680"
+        try:
+            during = [m for m in extract(capture) if m.step.startswith("partner-register")]
+        except LadderError as exc:
+            return Verdict("registration-capture", title, clause, False, str(exc))
+        core = self.partner.node("sip-core").qualified_name
+        mc = self.partner.node("mc-server").qualified_name
+        gateway = self.net.topology.local_plmn.gateway.qualified_name
+        ue = self.ue.plan.name
+
+        def first(predicate: Callable[[LadderMessage], bool]) -> int | None:
+            return next((i for i, m in enumerate(during) if predicate(m)), None)
+
+        # The 200 leaves the SIP core towards the gateway (or the edge proxy before it).
+        ok_to_gateway = first(lambda m: m.source == core and m.destination != mc and
+                              m.label.startswith("200 (REGISTER)"))
+        third_party = first(lambda m: m.source == core and m.destination == mc and
+                            m.label.startswith("REGISTER"))
+        subscribers = {m.source for m in during if m.label.startswith("SUBSCRIBE")}
+        notified = {m.destination for m in during if m.label.startswith("NOTIFY")}
+        ordered = ok_to_gateway is not None and third_party is not None and \
+            ok_to_gateway < third_party
+        watched = {ue, gateway} <= subscribers and {ue, gateway} <= notified
+        detail = (f"200 (REGISTER) from {core} at #{ok_to_gateway}, third-party REGISTER to "
+                  f"{mc} at #{third_party}; SUBSCRIBE (reg) from {sorted(subscribers)}, "
+                  f"NOTIFY to {sorted(notified)}")
+        ok = ordered and watched
+        if self._refused_by_mc_server():
+            refused = first(lambda m: m.source == mc and m.label.startswith("403 (REGISTER)"))
+            ended = next((i for i, m in enumerate(during) if m.label.startswith("NOTIFY")
+                          and m.destination == ue and refused is not None and i > refused),
+                         None)
+            ok = ok and refused is not None and ended is not None
+            detail += f"; MC server 403 at #{refused}, NOTIFY to {ue} after it at #{ended}"
+        return Verdict("registration-capture", title, clause, ok, detail)
 
     def restart_verdict(self, capture: Path) -> Verdict:
         """After the restart, from the capture: the MESSAGE was answered 200, the UE never

@@ -45,8 +45,6 @@ from nodes.plan import SipCoreOptions
 from nodes.plan import UeOptions
 
 PARTNER_MODES = ("normal", "direct", "interconnection")
-EXPIRED_SECURITY_TOKEN_LIFETIME = -120
-"""Seconds: beyond the 30 s leeway of 33.180 B.2.1, so the partner must refuse."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,15 @@ class Faults:
     """normal, direct (non-normative: the MC servers check security tokens themselves) or
     interconnection (23.280 §10.6.3 baseline: the partner MC server asks the primary's)."""
     drop_migration_profiles: bool = False
-    """The partner MC server lacks the migration profile of the migrating user."""
+    """The partner MC system (its IdMS, CMS and MC server) has no migration profile for
+    the migrating user."""
+    drop_mc_server_profiles: bool = False
+    """Only the partner MC server lacks them (its own check, defence in depth)."""
     deny_migration: bool = False
     """The primary profile does not authorise migration."""
-    expired_security_tokens: bool = False
-    """The primary IdMS issues security tokens that are already expired."""
+    partner_clock_offset: float = 0.0
+    """Seconds the partner system's clocks (IdMS, MC server) are ahead: simulated time, as
+    if the security token had spent that long on its way."""
     amnesia: bool = False
     """No node keeps anything across a restart (no ``state/`` journal)."""
 
@@ -163,6 +165,8 @@ class _Planner:
 
     def migration_profiles(self, system: McSystem) -> tuple[MigrationProfile, ...]:
         """The partner's provisioned profiles: the partner-assigned IDs (23.280 §10.16.5.1)."""
+        if self.faults.drop_migration_profiles:
+            return ()
         out = []
         for p in system.migration_profiles:
             primary = self.topology.system(p.primary)
@@ -226,16 +230,16 @@ class _Planner:
         accounts = tuple(Account(
             u.name, u.password, u.mc_ids,
             migration_targets=() if self.faults.deny_migration else
-            tuple(self.topology.system(t).issuer for t in u.migrate_to)) for u in system.users)
-        lifetime = EXPIRED_SECURITY_TOKEN_LIFETIME if self.faults.expired_security_tokens \
-            else IdmsOptions.security_token_lifetime
+            tuple(self.topology.system(t).issuer for t in u.migrate_to),
+            security_token_lifetime=u.security_token_lifetime) for u in system.users)
+        serves_migrants = bool(system.migration_profiles)
         options = IdmsOptions(
             issuer=system.issuer, title=f"{system.name} IdMS",
             resource_audience=f"sip:{system.domain}",
             clients=(OidcClient(self.topology.oidc_client_id,
                                 (self.topology.oidc_redirect_uri,)),),
             accounts=accounts, migration_profiles=self.migration_profiles(system),
-            security_token_lifetime=lifetime)
+            clock_offset=self.faults.partner_clock_offset if serves_migrants else 0.0)
         return NodePlan(node.qualified_name, "idms", system.name, node.host,
                         self.listeners(node), options,
                         self.credentials(system.name, node.name, signing=True,
@@ -245,15 +249,17 @@ class _Planner:
         node = system.node("cms")
         user_profiles = [self.user_profile(system, u) for u in system.users]
         user_profiles += [profiles.UserProfile(
-            p.partner_identity, 1, f"{p.user} (migrated)", p.partner_identity,
-            self.topology.system(p.primary).organization, migration_for=m.primary_mcptt_id)
-            for p, m in zip(system.migration_profiles, self.migration_profiles(system),
-                            strict=True)]
+            m.mc_ids["mcptt_id"], 1, f"{m.partner_username} (migrated)", m.mc_ids["mcptt_id"],
+            self.organization_of(m.primary_issuer), migration_for=m.primary_mcptt_id)
+            for m in self.migration_profiles(system)]
         options = CmsOptions(system.issuer, f"sip:{system.domain}", tuple(user_profiles))
         return NodePlan(node.qualified_name, "cms", system.name, node.host,
                         self.listeners(node), options,
                         self.credentials(system.name, node.name, signing=True),
                         after=(system.node("idms").qualified_name,))
+
+    def organization_of(self, issuer: str) -> str:
+        return next(s.organization for s in self.topology.systems if s.issuer == issuer)
 
     def user_profile(self, system: McSystem, user: UserSpec) -> profiles.UserProfile:
         """The user's profile (24.484), naming each partner it may migrate to."""
@@ -301,9 +307,11 @@ class _Planner:
         options = McServerOptions(
             issuer=system.issuer, audience=f"sip:{system.domain}", mode=mode,
             migration_profiles=self.migration_profiles(system),
-            migrant_identities=() if self.faults.drop_migration_profiles else tuple(
-                p.partner_identity for p in system.migration_profiles),
-            allowed_partners={u.mcptt_id: u.migrate_to for u in system.users})
+            migrant_identities=() if self.faults.drop_mc_server_profiles else tuple(
+                m.mc_ids["mcptt_id"] for m in self.migration_profiles(system)),
+            allowed_partners={u.mcptt_id: u.migrate_to for u in system.users},
+            clock_offset=self.faults.partner_clock_offset if system.migration_profiles
+            else 0.0)
         return NodePlan(node.qualified_name, "mc-server", system.name, node.host,
                         self.listeners(node), options,
                         self.credentials(system.name, node.name, signing=True,

@@ -34,9 +34,10 @@ class Scenario:
     faults: Faults = field(default_factory=Faults)
     expect: Expectation | None = None
     variant: str = "normal"
-    """normal, direct, interconnection, forged, replay, unattached or restart: what the UE
-    does (restart: the partner's MC server and SIP core are killed and revived after
-    migration, and the user goes on)."""
+    """normal, direct, interconnection, forged, replay, unattached, restart, refused or
+    publish: what the UE does (restart: the partner's MC server and SIP core are killed
+    and revived after migration, and the user goes on; refused: as normal, with the capture
+    judged for a refusal after the 200; publish: it authorises by PUBLISH, 24.379 §7.3.3)."""
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -47,16 +48,30 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("corrupt-oob-provisioning", "The certificate was damaged on its out-of-band way",
              Faults(provision_mode="corrupt"),
              Expectation("partner-token", 400, "invalid_grant", "no such key was provisioned")),
-    Scenario("partner-profile-missing", "The partner MC system has no migration profile",
+    Scenario("partner-profile-missing", "The partner MC system has no migration profile "
+             "for the user: its IdMS refuses the security token",
              Faults(drop_migration_profiles=True),
+             Expectation("partner-token", 400, "invalid_grant", "no migration profile")),
+    Scenario("mc-server-profile-missing", "Only the partner MC server lacks the profile: "
+             "its own check (defence in depth) refuses after the 200 to REGISTER",
+             Faults(drop_mc_server_profiles=True),
              Expectation("partner-register", 403, "101 service authorisation failed",
                          "no migration profile")),
     Scenario("migration-not-authorised", "The primary profile does not authorise migration",
              Faults(deny_migration=True),
              Expectation("security-token", 400, "invalid_target", "not authorised to migrate")),
-    Scenario("expired-token", "The security token expired before it reached the partner",
-             Faults(expired_security_tokens=True),
+    Scenario("expired-token", "The security token (well formed, 600 s) reaches the partner "
+             "IdMS after its exp: the partner's clocks are 700 s on",
+             Faults(partner_clock_offset=700.0),
              Expectation("partner-token", 400, "invalid_grant", "token expired")),
+    Scenario("refused-after-registration", "The UE asked the partner for configuration "
+             "management only, so its token authorises no MC service: 200 to REGISTER, then "
+             "the MC server refuses the third-party REGISTER and the network de-registers "
+             "the user (NOTIFY)",
+             expect=Expectation("partner-register", 403, "101 service authorisation failed",
+                                "scope lacks"), variant="refused"),
+    Scenario("publish-authorisation", "Service authorisation by PUBLISH (Event: "
+             "poc-settings) after a REGISTER without tokens", variant="publish"),
     Scenario("forged-token", "The UE presents a partner access token it forged",
              expect=Expectation("partner-register", 403, "101 service authorisation failed",
                                 "signature check failed"), variant="forged"),

@@ -154,6 +154,12 @@ class Message:
             raise ValueError(f"bad Expires {value!r}")
         return min(int(value), 2**32 - 1)
 
+    @property
+    def event_package(self) -> str:
+        """The package of the Event header (RFC 6665 §8.2.1, parameters dropped),
+        lower-cased; empty when absent."""
+        return (self.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+
     def option_tags(self, name: str) -> set[str]:
         """The option tags of Require / Supported / Proxy-Require / Unsupported, lower-cased."""
         return {v.lower() for v in self.headers.values(name)}

@@ -253,7 +253,12 @@ def _user(reader: _Reader, name: str) -> UserSpec:
     user = UserSpec(
         name=name, password=reader.string("password"), mcptt_id=reader.string("mcptt_id"),
         mcdata_id=reader.string("mcdata_id", None), mcvideo_id=reader.string("mcvideo_id", None),
-        migrate_to=tuple(reader.get("migrate_to", list, [])))
+        migrate_to=tuple(reader.get("migrate_to", list, [])),
+        security_token_lifetime=reader.get("security_token_lifetime", int, 600))
+    if not 1 <= user.security_token_lifetime <= 86400 or \
+            isinstance(user.security_token_lifetime, bool):
+        raise reader.doc.error(reader._child("security_token_lifetime"),
+                               "must be whole seconds from 1 to 86400")
     for key in ("mcptt_id", "mcdata_id", "mcvideo_id"):
         value = getattr(user, key)
         if value is not None and not value.startswith(("sip:", "tel:")):

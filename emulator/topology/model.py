@@ -91,6 +91,9 @@ class UserSpec:
     mcvideo_id: str | None = None
     migrate_to: tuple[str, ...] = ()
     """Partner systems the user's profile authorises migration to."""
+    security_token_lifetime: int = 600
+    """Seconds the security tokens of this user live (a setting of the primary's profile;
+    the 600 s default is PROJECT-DEFINED: 33.180 gives none)."""
 
     @property
     def mc_ids(self) -> dict[str, str]:

@@ -15,18 +15,26 @@ from emulator.identity import CLAIM_MIGRATION_PARTNER
 from emulator.identity import GRANT_JWT_BEARER
 from emulator.identity import TokenValidator
 from emulator.identity import verification_key
+from emulator.orchestration import create_system
 from emulator.refusal import Refusal
 from emulator.transport.tls import client_context
+from nodes import Account
+from nodes import IdmsOptions
 from nodes.idm_client import IdmClient
+from nodes.idms import identity_provider
 from tests.support.identity import ALICE_MCPTT_ID
 from tests.support.identity import ALICE_PARTNER_ID
 from tests.support.identity import ALICE_PASSWORD
 from tests.support.identity import CLIENT_ID
 from tests.support.identity import PARTNER_ISSUER
+from tests.support.identity import PRIMARY_IDMS
 from tests.support.identity import PRIMARY_ISSUER
 from tests.support.identity import REDIRECT_URI
 from tests.support.identity import Systems
+from tests.support.identity import idms_plan
 from tests.support.identity import two_systems
+
+NARROWED = "3gpp:mc:ptt_service 3gpp:mc:ptt_config_management_service"  # no data, no video
 
 
 def _client(systems: Systems) -> IdmClient:
@@ -133,6 +141,46 @@ async def test_partner_refuses_without_valid_out_of_band_provisioning(
     assert refused.value.status == 400
     assert refused.value.error == "invalid_grant"
     assert "no such key was provisioned" in refused.value.description
+
+
+async def test_the_migrant_refreshes_its_partner_token_at_the_partner(tmp_path: Path) -> None:
+    """RFC 6749 §6 at the partner IdMS: a new partner access token, the refresh token rotated
+    (RFC 9700 §4.14.2), and neither the primary nor a new security token needed."""
+    async with two_systems(tmp_path) as systems, _client(systems) as client:
+        _, security = await _security_token(client)
+        answer = await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        await systems.primary.idms.stop()
+        refreshed = await client.refresh(f"{PARTNER_ISSUER}/token", answer["refresh_token"],
+                                         scope=NARROWED)
+        profile = await client.fetch_profile(systems.partner.cms.server.url, ALICE_PARTNER_ID,
+                                             refreshed.access_token)
+        with pytest.raises(Refusal) as reused:
+            await client.refresh(f"{PARTNER_ISSUER}/token", answer["refresh_token"])
+        again = await client.refresh(f"{PARTNER_ISSUER}/token", str(refreshed.refresh_token))
+    assert refreshed.refresh_token and refreshed.refresh_token != answer["refresh_token"]
+    assert refreshed.scope == NARROWED and refreshed.id_token is None
+    assert refreshed.expires_in == systems.partner.provider.access_token_lifetime
+    body = json.loads(jws.extract_compact(refreshed.access_token.encode()).payload)
+    assert (body["iss"], body["mcptt_id"], body["primary_mcptt_id"]) == (
+        PARTNER_ISSUER, ALICE_PARTNER_ID, ALICE_MCPTT_ID)
+    assert profile.migration_for == ALICE_MCPTT_ID
+    assert (reused.value.status, reused.value.error) == (400, "invalid_grant")
+    assert "refresh token unknown, used or expired" in reused.value.description
+    assert again.scope == NARROWED  # the narrowed grant is what rotates on
+
+
+def test_the_plan_sets_each_users_security_token_lifetime(tmp_path: Path) -> None:
+    """nodes.idms: the account's own setting (from the topology's user), else 600 s."""
+    create_system(tmp_path, "primary", {"idms": [PRIMARY_IDMS[0]]},
+                  now=dt.datetime.now(dt.UTC))
+    accounts = (Account("alice", ALICE_PASSWORD, {"mcptt_id": ALICE_MCPTT_ID},
+                        security_token_lifetime=60),
+                Account("bob", "bob-secret", {"mcptt_id": "sip:bob@mcx.primary.example"}))
+    plan = idms_plan(tmp_path, "primary", PRIMARY_IDMS, accounts)
+    assert isinstance(plan.options, IdmsOptions)
+    provider, _ = identity_provider(plan, plan.options)
+    assert provider.users["alice"].security_token_lifetime == 60
+    assert provider.users["bob"].security_token_lifetime == 600
 
 
 async def test_partner_validates_with_the_primary_idms_stopped(tmp_path: Path) -> None:

@@ -85,12 +85,18 @@ def test_peers_follow_the_links(topology: Topology) -> None:
 def test_faults_are_data_in_the_plans(topology: Topology) -> None:
     seed = by_name(plan_network(topology, Faults(), RUN))
     dropped = by_name(plan_network(topology, Faults(drop_migration_profiles=True), RUN))
-    options = dropped["partner.mc-server"].options
+    for name in ("partner.mc-server", "partner.idms"):  # the whole partner system lacks it
+        options = dropped[name].options
+        assert isinstance(options, (McServerOptions, IdmsOptions))
+        assert options.migration_profiles == () and seed[name].options != options
+    only_mc = by_name(plan_network(topology, Faults(drop_mc_server_profiles=True), RUN))
+    options = only_mc["partner.mc-server"].options
     assert isinstance(options, McServerOptions) and options.migrant_identities == ()
-    assert seed["partner.mc-server"].options != options
-    expired = by_name(plan_network(topology, Faults(expired_security_tokens=True), RUN))
-    idms = expired["primary.idms"].options
-    assert isinstance(idms, IdmsOptions) and idms.security_token_lifetime < -30
+    assert only_mc["partner.idms"] == seed["partner.idms"]
+    later = by_name(plan_network(topology, Faults(partner_clock_offset=700.0), RUN))
+    idms = later["partner.idms"].options
+    assert isinstance(idms, IdmsOptions) and idms.clock_offset == 700.0
+    assert later["primary.idms"] == seed["primary.idms"]
     denied = by_name(plan_network(topology, Faults(deny_migration=True), RUN))
     idms = denied["primary.idms"].options
     assert isinstance(idms, IdmsOptions)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,20 +90,30 @@ async def test_negative_scenario_is_refused_for_the_expected_reason(
 
 
 @pytest.mark.skipif(not ROOT_CAPTURE, reason="needs root and tcpdump for a kernel capture")
-@pytest.mark.parametrize("name,status", [("partner-profile-missing", b"SIP/2.0 403"),
-                                         ("forged-token", b"SIP/2.0 403")])
-async def test_sip_refusal_is_visible_in_the_capture(mcx_topology: Topology, tmp_path: Path,
-                                                     name: str, status: bytes) -> None:
+@pytest.mark.parametrize("name", ["mc-server-profile-missing", "forged-token",
+                                  "refused-after-registration"])
+async def test_a_refusal_after_registration_is_on_the_wire_in_2429_order(
+        mcx_topology: Topology, tmp_path: Path, name: str) -> None:
+    """24.229 §5.4.1.7: the UE's REGISTER is answered 200, the MC server then refuses the
+    third-party REGISTER (403, Warning 101), and the network's NOTIFY that ends the
+    registration carries that refusal to the UE."""
     from scapy.layers.inet import UDP
     from scapy.utils import rdpcap
 
     report = await _run(mcx_topology, name, tmp_path)
     assert report.capture is not None
     payloads = [bytes(p[UDP].payload) for p in rdpcap(str(report.capture)) if p.haslayer(UDP)]
-    refusals = [p for p in payloads if p.startswith(status)]
-    assert refusals, "the 403 is not on the wire"
-    assert any(b'Warning: 399 127.0.20.3 "101 service authorisation failed"' in p
-               for p in refusals)
+
+    def first(predicate: Callable[[bytes], bool]) -> int:
+        return next(i for i, p in enumerate(payloads) if predicate(p))
+
+    warning = b'399 127.0.20.3 "101 service authorisation failed"'
+    ok = first(lambda p: p.startswith(b"SIP/2.0 200") and b" REGISTER\r\n" in p and
+               b"alice.visitor@" in p)
+    refused = first(lambda p: p.startswith(b"SIP/2.0 403") and b"Warning: " + warning in p)
+    ended = first(lambda p: p.startswith(b"NOTIFY ") and b'state="terminated"' in p and
+                  b'event="rejected"' in p and warning in p)
+    assert ok < refused < ended
 
 
 @pytest.mark.skipif(not ROOT_CAPTURE or shutil.which("tshark") is None,
