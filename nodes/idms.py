@@ -193,7 +193,8 @@ def identity_provider(plan: NodePlan, options: IdmsOptions
         trusted = TokenValidator(keys)
     accounts = {a.username: UserAccount(
         a.username, hash_password(a.password), a.mc_ids, migration_targets=a.migration_targets,
-        security_token_lifetime=a.security_token_lifetime) for a in options.accounts}
+        security_token_lifetime=a.security_token_lifetime,
+        scopes=a.scopes) for a in options.accounts}
     return IdentityProvider(
         issuer=TokenIssuer(options.issuer, SigningKey.from_credential(signing)),
         clients={c.client_id: c for c in options.clients}, users=accounts,

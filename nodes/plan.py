@@ -27,6 +27,7 @@ from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
 
 from emulator.documents.profile import UserProfile
+from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
@@ -122,6 +123,8 @@ class Account:
     security_token_lifetime: int = 600
     """Seconds the user's security tokens live: a setting of the primary's profile
     (PROJECT-DEFINED default; 33.180 gives none)."""
+    scopes: tuple[str, ...] = MC_SCOPES
+    """The MC scopes the user's profile grants (33.180 B.4)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mc_ids", frozen(self.mc_ids))
@@ -172,6 +175,8 @@ class McServerOptions:
 @dataclass(frozen=True)
 class SipCoreOptions:
     domain: str
+    min_expires: int = 60
+    """The registrar's shortest registration (RFC 3261 §10.3 step 7: 423 below it)."""
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ class SipCore(SipNode):
         self.domain = plan.options.domain
         mc_server = plan.peer("mc-server")
         self.mc_server: Address | None = mc_server.address if mc_server else None
-        self.location = LocationService(policy or RegistrarPolicy())
+        self.location = LocationService(policy or RegistrarPolicy(
+            min_expires=plan.options.min_expires))
         self.trusted_hosts = frozenset(p.host for p in plan.peers
                                        if p.role in ("mc-server", "gateway", "edge-proxy"))
         """The trust domain (RFC 3325 §2.3): hosts whose P-Asserted-Identity is believed,

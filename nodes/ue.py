@@ -150,6 +150,8 @@ class CallRecord:
     invite_status: int = 0
     bye_status: int = 0
     events: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """The Warning values of a refused INVITE (24.379 §4.4)."""
 
 
 class McClient(SipNode):
@@ -396,23 +398,27 @@ class McClient(SipNode):
         return await self.register(registrar, impu, expires=0, **kwargs)
 
     async def private_call(self, callee: str, registration: Registration, *,
-                           hold: float = 0.05) -> CallRecord:
-        """INVITE with SDP, 200, ACK, then BYE (24.379 private call, simplified)."""
+                           hold: float = 0.05, service: str = "mcptt") -> CallRecord:
+        """INVITE with SDP, 200, ACK, then BYE (24.379 private call, simplified); with
+        ``service="mcvideo"``, an MCVideo one (24.281: its ICSI and mcvideo-info)."""
+        fmt, icsi = (mcx_info.MCVIDEO, ICSI_MCVIDEO) if service == "mcvideo" else \
+            (mcx_info.MCPTT, ICSI_MCPTT)
         record = CallRecord(callee)
         invite = self.new_request("INVITE", URI.parse(callee), route=registration.service_route,
                                   identity=registration.impu)
         invite.headers.add("Contact", self.contact())
         invite.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
-        invite.headers.add("P-Preferred-Service", ICSI_MCPTT)
-        invite.headers.add("Accept-Contact", "*;+g.3gpp.mcptt;require;explicit")
-        info = mcx_info.render(mcx_info.ServiceInfo(mcx_info.MCPTT, None, callee, None))
+        invite.headers.add("P-Preferred-Service", icsi)
+        invite.headers.add("Accept-Contact", f"*;+g.3gpp.{fmt.service};require;explicit")
+        info = mcx_info.render(mcx_info.ServiceInfo(fmt, None, callee, None))
         body = MultipartBody.build([BodyPart("application/sdp", sdp(self.host, 40002)),
-                                    BodyPart(mcx_info.MCPTT.mime_type, info)])
+                                    BodyPart(fmt.mime_type, info)])
         invite.set_body(body.to_bytes(), body.content_type)
         response = await self.endpoint.request(
             invite, registration.core, on_provisional=lambda r: record.events.append(str(r.status)))
         record.invite_status = response.status
         if response.status >= 300:
+            record.warnings = tuple(response.headers.get_all("Warning"))
             return record
         dialog = Dialog.as_uac(invite, response)
         self._dialogs[invite.call_id] = dialog
@@ -565,6 +571,44 @@ class UserEquipment:
         self.visited_plmn = str(body.get("plmn_id") or "") or None
         return await self.camp(str(body["ue_address"]), transport)
 
+    async def detach(self, attach_url: str) -> str:
+        """Leave the local PLMN (``DELETE /attach/<address>``, project-defined): the gateway
+        frees the address and the UE's SIP client there stops."""
+        address = self.visited_address
+        if address is None:
+            raise Refusal("not_attached", "the UE has not attached to a local PLMN", 0)
+        async with self._http(address) as client:
+            async with client.session.delete(f"{attach_url}/{address}") as response:
+                body = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(body, dict):
+                    error = body if isinstance(body, dict) else {}
+                    raise Refusal(str(error.get("error", "detach_refused")),
+                                  str(error.get("error_description", body)), response.status)
+        self._registrations.pop(True, None)
+        visited, self.visited_sip = self.visited_sip, None
+        self.visited_address = self.visited_plmn = None
+        if visited is not None:
+            await visited.stop()
+        return address
+
+    async def refresh_tokens(self, token_endpoint: str) -> Tokens:
+        """Refresh the home tokens (33.180 B.5, RFC 6749 §6): a returning UE needs no new
+        login while its refresh token lives."""
+        assert self.tokens is not None and self.tokens.refresh_token is not None
+        async with self._http(self.home_host) as client:
+            self.tokens = await client.refresh(token_endpoint, self.tokens.refresh_token)
+        return self.tokens
+
+    async def refresh_partner_token(self, token_endpoint: str) -> dict[str, object]:
+        """Refresh the partner access token at the partner IdMS, from the local PLMN (its
+        refresh token rotates): for a long stay, before the token and registration end."""
+        assert self.partner_token is not None
+        refresh = str(self.partner_token.get("refresh_token", ""))
+        async with self._http(self.visited_address or self.home_host) as client:
+            tokens = await client.refresh(token_endpoint, refresh)
+        self.partner_token = dict(tokens.raw)
+        return self.partner_token
+
     async def camp(self, address: str, transport: str | None = None) -> str:
         """Use ``address`` on the local PLMN for SIP, as an attach does; alone, it is a UE on
         the access network that never attached (the gateway must refuse its SIP)."""
@@ -590,7 +634,8 @@ class UserEquipment:
     # The MC service client's procedures take and give plain data, so a UE in another
     # process (or namespace) is driven the same way through its control link.
     REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
-                              "camp", "request_partner_token", "register",
+                              "camp", "detach", "refresh_tokens", "refresh_partner_token",
+                              "request_partner_token", "register",
                               "publish_service_authorisation", "private_call",
                               "send_short_data", "received", "impair"})
 
@@ -691,9 +736,11 @@ class UserEquipment:
             raise Refusal("not_registered", "the UE has not registered there", 0)
         return registration
 
-    async def private_call(self, callee: str, *, visited: bool = False) -> CallRecord:
+    async def private_call(self, callee: str, *, visited: bool = False,
+                           service: str = "mcptt") -> CallRecord:
         """A private call on the registration at home or (``visited``) in the partner."""
-        return await self._client(visited).private_call(callee, self._registration(visited))
+        return await self._client(visited).private_call(callee, self._registration(visited),
+                                                        service=service)
 
     async def send_short_data(self, target: str, text: str, *,
                               visited: bool = False) -> SipOutcome:

@@ -8,6 +8,7 @@ step, for the expected reason, and the refusal is visible on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from emulator.capture.ladder import extract
 from emulator.documents import profile as profiles
 from emulator.refusal import Refusal
 from emulator.sip.events import Address
+from emulator.topology.model import McSystem
 from nodes import SipOutcome
 from nodes import Tokens
 from nodes import UserEquipment
@@ -33,6 +35,7 @@ from .scenarios import forge
 
 logger = logging.getLogger(__name__)
 
+ESCALATION_SCOPES = ("3gpp:mc:ptt_service", "3gpp:mc:data_service", "3gpp:mc:video_service")
 WARNING_101 = "101 service authorisation failed"  # 24.379 §4.4
 
 
@@ -75,16 +78,31 @@ def _sip_outcome(outcome: SipOutcome) -> str:
     return f"{text}; reg event: registration active"
 
 
+def _deregistered(outcome: SipOutcome) -> str:
+    """The verdict of a de-REGISTER: 200, and the NOTIFY that ended the subscription."""
+    if outcome.status >= 300:
+        raise Refusal(",".join(outcome.warnings), outcome.reason, outcome.status)
+    state = outcome.registration
+    if state is None:
+        return f"{outcome.status} {outcome.reason} (no reg-event subscription)"
+    if state.state != "terminated":
+        raise Refusal("", f"the reg event still says {state.state}", 0)
+    return f"{outcome.status} {outcome.reason}; NOTIFY: registration terminated " \
+           f"({', '.join(state.events) or 'no contact'})"
+
+
 class ScenarioDriver:
     """Drives the UEs of a running network through one scenario."""
 
     def __init__(self, network: Network, scenario: Scenario, *, ue: str = "ue-alice",
-                 peer: str = "ue-carol") -> None:
+                 peer: str = "ue-carol", home_peer: str = "ue-bob") -> None:
         self.net = network
         self.scenario = scenario
         self.result = ScenarioResult(scenario)
         self.ue: UserEquipment = network.ues[ue]
         self.peer: UserEquipment | None = network.ues.get(peer)
+        self.home_peer: UserEquipment | None = network.ues.get(home_peer)
+        """A user of the primary at home, whom the returning UE calls."""
         topology = network.topology
         self.home = topology.system(topology.ue(ue).home)
         self.partner = topology.system(topology.local_plmn.serves)
@@ -118,6 +136,10 @@ class ScenarioDriver:
             steps.append(("security-token", "Token exchange: a security token for the partner "
                                             "IdMS", "33.180 B.7.2, B.8, C.2 steps 5-6; RFC 8693",
                           self.security_token))
+        steps.append(("leave-primary", "De-REGISTER at the primary before leaving "
+                                       "(Expires: 0): the primary MC server drops the user",
+                      "24.229 §5.1.1.6, §5.4.1.7; 24.379 §7.3.1 (project choice: "
+                      "de-register, not lapse)", self.leave_primary))
         if variant != "unattached":
             steps.append(("attach", "Attach to the local PLMN (gateway acts as P-CSCF)",
                           "TR 23.700-90 7.X.2 step 1; 23.280 §10.1.6.2",
@@ -149,6 +171,40 @@ class ScenarioDriver:
                  "23.379 §10.7 private call; 24.379 (simplified)", self.private_call),
                 ("short-data", "MCData short data service (SIP MESSAGE)",
                  "23.282 §7.4 SDS; 24.282 (simplified)", self.short_data),
+            ]
+        if variant == "escalation" and self.peer is not None:
+            steps.append(("video-call", "An MCVideo call, a service the primary did not "
+                                        "authorise: refused by the partner MC server",
+                          "23.281; 24.281 (simplified); 24.379 §4.4 (Warning 101)",
+                          self.video_call_refused))
+        if variant == "long-stay" and self.peer is not None:
+            steps.append(("long-stay", "The stay goes on: refresh the partner token, "
+                                       "re-REGISTER with it, send an SDS; again and again",
+                          "33.180 B.5; RFC 6749 §6; 24.229 §5.1.1.4 (re-registration); "
+                          "23.282 §7.4", self.long_stay))
+        if variant in ("deregister", "return-home") and self.peer is not None:
+            steps += [
+                ("deregister", "De-REGISTER through the gateway (Expires: 0): third-party "
+                               "de-REGISTER, NOTIFY ends the registration",
+                 "24.229 §5.1.1.6, §5.4.1.7; RFC 3680", self.deregister),
+                ("detach", "Detach from the local PLMN (DELETE /attach/<address>)",
+                 "TR 23.700-90 7.X (project-defined attach API)", self.detach),
+                ("call-after-deregister", "A partner-local user calls the migrated "
+                                          "identity: refused",
+                 "RFC 3261 §10.3; 24.229 §5.4.3.3 (not registered: 480)",
+                 self.call_after_deregister),
+            ]
+        if variant == "return-home":
+            steps += [
+                ("home-peer-register", "A primary-local user logs in and registers at home",
+                 "33.180 §5.1.3 steps A-C", self.home_peer_register),
+                ("refresh-primary", "Back home: the UE refreshes its primary tokens "
+                                    "(no new login)",
+                 "33.180 B.5; RFC 6749 §6", self.refresh_primary),
+                ("register-home", "REGISTER at the primary SIP core with the refreshed token",
+                 "24.229 §5.1.1.2; 24.379 §7.2.1, §7.3.1", self.register_home),
+                ("private-call-home", "Private call to a primary-local user, at home",
+                 "23.379 §10.7 private call; 24.379 (simplified)", self.private_call_home),
             ]
         if variant == "restart" and self.peer is not None:
             steps += [
@@ -207,24 +263,43 @@ class ScenarioDriver:
                 f"{partner.attach_url}, identity {partner.partner_impu}")
 
     async def security_token(self) -> str:
-        partner = self._partner_info()
+        audience = self._partner_info().idms_audience
+        if self.scenario.variant == "wrong-partner":
+            audience = self._other_partner().issuer  # the UE shows it to the wrong one
         self.security = await self.ue.request_security_token(f"{self.home.issuer}/token",
-                                                             partner.idms_audience)
-        return f"security token for {partner.idms_audience}"
+                                                             audience)
+        return f"security token for {audience}"
+
+    def _other_partner(self) -> McSystem:
+        """A partner the user may also migrate to, other than the one the local PLMN
+        serves (the two-partners topology has one)."""
+        user = self.net.topology.ue(self.ue.plan.name).user
+        other = next((s for s in self.net.topology.systems
+                      if s.name not in (self.home.name, self.partner.name) and
+                      any(p.user == user for p in s.migration_profiles)), None)
+        if other is None:
+            raise Refusal("topology", "this scenario needs a second partner the user may "
+                                      "migrate to (topology two-partners)", 0)
+        return other
 
     async def attach(self) -> str:
         partner = self._partner_info()
         via = await self.net.radio_attach(self.ue.plan.name)
         address = await self.ue.attach(partner.attach_url, partner.sip_transport, via=via)
+        self.net.name_address(address, self.ue.plan.name)
         return f"UE address in {self.net.topology.local_plmn.name}: {address}"
 
     async def partner_token(self) -> str:
-        # The refused variant asks for configuration management only (RFC 6749 §3.3).
-        scope = "3gpp:mc:ptt_config_management_service" \
-            if self.scenario.variant == "refused" else None
+        # The refused variant asks for configuration management only (RFC 6749 §3.3); the
+        # escalation variant for every MC service, some the primary never authorised.
+        scope = {"refused": "3gpp:mc:ptt_config_management_service",
+                 "escalation": " ".join(ESCALATION_SCOPES)}.get(self.scenario.variant)
         self.partner_tokens = await self.ue.request_partner_token(
             self._partner_info().idms_token_endpoint, scope=scope)
-        return f"partner access token, scope {self.partner_tokens.get('scope')}"
+        granted = str(self.partner_tokens.get("scope"))
+        if scope is not None:
+            return f"asked for {scope}; partner access token, scope {granted}"
+        return f"partner access token, scope {granted}"
 
     async def partner_register(self) -> str:
         partner = self._partner_info()
@@ -257,7 +332,8 @@ class ScenarioDriver:
                 visited = True
         outcome = await self.ue.register(
             gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, token, ids,
-            visited=visited, via_p_cscf=True, publish=variant == "publish")
+            visited=visited, via_p_cscf=True, publish=variant == "publish",
+            expires=self.scenario.faults.partner_registration_expires or 3600)
         self.registered_impu = partner.partner_impu
         self.partner_ids = ids
         return f"{_sip_outcome(outcome)}; Service-Route {', '.join(outcome.service_route)}"
@@ -292,6 +368,109 @@ class ScenarioDriver:
         if not received or text not in received[-1]:
             raise Refusal("", "the message did not reach the callee", 0)
         return f"{outcome}; delivered to {target.mcptt_id}"
+
+    async def video_call_refused(self) -> str:
+        assert self.peer is not None
+        callee = self.partner.user(self.net.topology.ue(self.peer.plan.name).user).mcptt_id
+        record = await self.ue.private_call(callee, visited=True, service="mcvideo")
+        warned = any(WARNING_101 in w for w in record.warnings)
+        if record.invite_status != 403 or not warned:
+            raise Refusal("", f"the MCVideo INVITE got {record.invite_status} "
+                              f"{list(record.warnings)}, expected 403 with Warning 101",
+                          record.invite_status or 0)
+        return f"403 with {record.warnings[0]}, as it must; the other services go on"
+
+    async def long_stay(self) -> str:
+        """Cycles of refresh grant, re-REGISTER with the new token and an SDS, each before
+        the shorter of the token's and the registration's lifetimes runs out, for the
+        scenario's ``stay``; at least two."""
+        faults = self.scenario.faults
+        token_life = faults.partner_token_lifetime or 3600
+        registration = faults.partner_registration_expires or 3600
+        period = 0.6 * min(token_life, registration)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + faults.stay
+        partner = self._partner_info()
+        gateway = Address(partner.sip_transport, partner.sip_core_host, partner.sip_core_port)
+        cycles = 0
+        while loop.time() + period <= end:
+            await asyncio.sleep(period)  # the user's stay: real time on the wire
+            self.partner_tokens = await self.ue.refresh_partner_token(
+                partner.idms_token_endpoint)
+            outcome = await self.ue.register(
+                gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi,
+                str(self.partner_tokens["access_token"]), self.partner_ids, visited=True,
+                via_p_cscf=True, expires=registration)
+            _sip_outcome(outcome)
+            await self.short_data()
+            cycles += 1
+        if cycles < 2:
+            raise Refusal("", f"only {cycles} refresh cycles in {faults.stay:.0f} s", 0)
+        return (f"{cycles} cycles over {faults.stay:.0f} s (partner token {token_life} s, "
+                f"registration {registration} s): refresh grant, re-REGISTER with the new "
+                "token, SDS delivered")
+
+    async def leave_primary(self) -> str:
+        user = self.home.user(self.net.topology.ue(self.ue.plan.name).user)
+        outcome = await self.ue.register(
+            self._core_address(self.home.name, self.ue.plan.name), self.home.domain,
+            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), "", user.mc_ids, expires=0)
+        return _deregistered(outcome)
+
+    async def deregister(self) -> str:
+        partner = self._partner_info()
+        gateway = Address(partner.sip_transport, partner.sip_core_host, partner.sip_core_port)
+        outcome = await self.ue.register(
+            gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, "",
+            self.partner_ids, visited=True, via_p_cscf=True, expires=0)
+        return _deregistered(outcome)
+
+    async def detach(self) -> str:
+        address = await self.ue.detach(self._partner_info().attach_url)
+        await self.net.radio_detach(self.ue.plan.name)
+        return f"{address} given back to {self.net.topology.local_plmn.name}"
+
+    async def call_after_deregister(self) -> str:
+        assert self.peer is not None and self.registered_impu is not None
+        record = await self.peer.private_call(self.registered_impu)
+        if record.invite_status not in (404, 480):
+            raise Refusal("", f"INVITE to {self.registered_impu} got {record.invite_status}, "
+                              "expected 404 or 480", record.invite_status or 0)
+        return f"INVITE to {self.registered_impu}: {record.invite_status}, as expected"
+
+    async def home_peer_register(self) -> str:
+        if self.home_peer is None:
+            raise Refusal("topology", "return-home needs a UE of the primary to call at home "
+                                      "(ue-bob in the default topology)", 0)
+        spec = self.net.topology.ue(self.home_peer.plan.name)
+        system = self.net.topology.system(spec.home)
+        token = (await self.home_peer.login(system.issuer)).access_token
+        user = system.user(spec.user)
+        outcome = await self.home_peer.register(
+            self._core_address(spec.home, self.home_peer.plan.name), system.domain,
+            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), token, user.mc_ids)
+        return _sip_outcome(outcome)
+
+    async def refresh_primary(self) -> str:
+        self.tokens = await self.ue.refresh_tokens(f"{self.home.issuer}/token")
+        return f"new access and refresh tokens; scope {self.tokens.scope}"
+
+    async def register_home(self) -> str:
+        return await self.register_primary()
+
+    async def private_call_home(self) -> str:
+        assert self.home_peer is not None
+        spec = self.net.topology.ue(self.home_peer.plan.name)
+        callee = self.home.user(spec.user).mcptt_id
+        record = await self.ue.private_call(callee)
+        if record.invite_status != 200 or record.bye_status != 200:
+            raise Refusal("", f"INVITE {record.invite_status}, BYE {record.bye_status}",
+                          record.invite_status or 0)
+        caller = self.home.user(self.net.topology.ue(self.ue.plan.name).user).mcptt_id
+        answered = (await self.home_peer.received()).calls_answered
+        if not answered or answered[-1] != caller:
+            raise Refusal("", f"callee saw {list(answered)}", 0)
+        return f"INVITE 200, ACK, BYE 200 at home; callee saw caller {caller}"
 
     async def restart_partner(self) -> str:
         names = [self.partner.node(role).qualified_name for role in ("mc-server", "sip-core")]

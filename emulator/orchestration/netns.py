@@ -230,6 +230,16 @@ class NetnsNetwork:
         batch += [f"route replace {host}/32 dev radio0" for host in self.layout.served]
         await _ip("-n", namespace, "-batch", "-", batch=batch)
 
+    async def move_home(self, ue: str) -> None:
+        """The UE comes home: its radio interface goes (the veth pair with it) and its home
+        interface comes back up, with its routes."""
+        namespace = self.layout.namespaces[ue]
+        home = namespace.interfaces[0]
+        batch = ["link del radio0", f"link set {home.name} up"]
+        batch += [f"route replace {host}/32 dev {home.name}"
+                  for host in home.routes if host != home.address]
+        await _ip("-n", namespace.name, "-batch", "-", batch=batch)
+
     async def delete(self) -> None:
         """Remove every namespace of the run: their interfaces and bridges go with them."""
         while self._created:

@@ -224,6 +224,11 @@ class Network:
             await cleanup
             raise
 
+    def name_address(self, address: str, node: str) -> None:
+        """Show ``address`` as ``node`` in the capture (a UE's address in the local PLMN,
+        named when it got it: it may have detached before the run ends)."""
+        self.names[address] = node
+
     async def _stop(self) -> None:
         # Attached UEs appear in the capture under their own names, not the pool's.
         for name, state in self.runner.state().items():
@@ -274,6 +279,12 @@ class Network:
             address = self.topology.local_plmn.ue_pool[-1]
         await self.netns.move_to_access(ue, address)
         return address
+
+    async def radio_detach(self, ue: str) -> None:
+        """In netns placement, the UE's radio leaves the local PLMN and its home access comes
+        back (the reverse of :meth:`radio_attach`); nothing to do in other placements."""
+        if self.netns is not None:
+            await self.netns.move_home(ue)
 
     async def impair(self, sender: str, peer: str, impairment: Impairment | None) -> None:
         """Change what the link from ``sender`` to ``peer`` does to what ``sender`` sends, from

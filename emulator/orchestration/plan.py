@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from emulator.documents import profile as profiles
+from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.keystore import SystemFiles
@@ -68,6 +69,14 @@ class Faults:
     if the security token had spent that long on its way."""
     amnesia: bool = False
     """No node keeps anything across a restart (no ``state/`` journal)."""
+    primary_withholds: tuple[str, ...] = ()
+    """MC scopes the primary's profile does not grant its migrating users."""
+    partner_token_lifetime: int | None = None
+    """Seconds the partner's access tokens for migrants live (None: the IdMS default)."""
+    partner_registration_expires: int | None = None
+    """The Expires the migrated UE registers with (and the partner registrar's minimum)."""
+    stay: float = 0.0
+    """Seconds the long-stay step keeps the user in the partner system."""
 
 
 def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
@@ -175,7 +184,8 @@ class _Planner:
                                      ("mcvideo_id", p.partner_mcvideo_id)) if v}
             # The primary IdMS's sub is the username (nodes.idms).
             out.append(MigrationProfile(primary.issuer, p.user, primary.user(p.user).mcptt_id,
-                                        f"{p.user}.visitor", ids))
+                                        f"{p.user}.visitor", ids,
+                                        access_token_lifetime=self.faults.partner_token_lifetime))
         return tuple(out)
 
     # -- an MC system ----------------------------------------------------------------
@@ -231,7 +241,10 @@ class _Planner:
             u.name, u.password, u.mc_ids,
             migration_targets=() if self.faults.deny_migration else
             tuple(self.topology.system(t).issuer for t in u.migrate_to),
-            security_token_lifetime=u.security_token_lifetime) for u in system.users)
+            security_token_lifetime=u.security_token_lifetime,
+            scopes=tuple(s for s in MC_SCOPES if not (u.migrate_to and
+                                                     s in self.faults.primary_withholds)))
+            for u in system.users)
         serves_migrants = bool(system.migration_profiles)
         options = IdmsOptions(
             issuer=system.issuer, title=f"{system.name} IdMS",
@@ -328,7 +341,9 @@ class _Planner:
         if edge is not None:  # and so is the system's own edge proxy, which relays it
             peers.append(self.sip_peer(edge, "edge-proxy", node.qualified_name))
         return NodePlan(node.qualified_name, "sip-core", system.name, node.host,
-                        self.listeners(node), SipCoreOptions(system.domain),
+                        self.listeners(node), SipCoreOptions(
+                            system.domain, min(60, self.faults.partner_registration_expires or 60)
+                            if system.migration_profiles else 60),
                         self.credentials(system.name, node.name, tls_client=True),
                         tuple(peers), after=(mc.qualified_name,))
 

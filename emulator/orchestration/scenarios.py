@@ -33,6 +33,8 @@ class Scenario:
     description: str
     faults: Faults = field(default_factory=Faults)
     expect: Expectation | None = None
+    topology: str | None = None
+    """The shipped topology the scenario needs, used instead of the default one."""
     variant: str = "normal"
     """normal, direct, interconnection, forged, replay, unattached, restart, refused or
     publish: what the UE does (restart: the partner's MC server and SIP core are killed
@@ -88,6 +90,21 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              variant="restart"),
     Scenario("partner-restart-amnesia", "As partner-restart, but the partner keeps nothing: "
              "the UEs re-register (no new login)", Faults(amnesia=True), variant="restart"),
+    Scenario("scope-escalation", "The primary never authorised MCVideo; the UE asks the "
+             "partner for it anyway", Faults(primary_withholds=("3gpp:mc:video_service",)),
+             variant="escalation"),
+    Scenario("wrong-partner", "A security token the primary addressed to partner-b is shown "
+             "to partner", expect=Expectation("partner-token", 400, "invalid_grant", "aud"),
+             variant="wrong-partner", topology="two-partners"),
+    Scenario("long-stay", "Short lifetimes (partner token 20 s, registration 30 s) and a "
+             "75 s stay: the UE refreshes and re-registers before each runs out",
+             Faults(partner_token_lifetime=20, partner_registration_expires=30, stay=75.0),
+             variant="long-stay"),
+    Scenario("deregister", "After its services, the migrated user de-registers through the "
+             "gateway and detaches; a call to it is then refused", variant="deregister"),
+    Scenario("return-home", "Migrate, stay, de-register, detach, go home: the UE refreshes "
+             "its primary tokens, registers at home and calls a primary-local user",
+             variant="return-home"),
     Scenario("with-interconnection", "Baseline 23.280 §10.6.3: the partner asks the primary",
              Faults(partner_mode="interconnection"), variant="interconnection"),
 )}

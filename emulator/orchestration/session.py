@@ -22,6 +22,9 @@ from emulator.capture.ladder import LadderError
 from emulator.capture.ladder import extract
 from emulator.capture.ladder import render_text
 from emulator.capture.tshark import tshark_command
+from emulator.topology.bundled import DEFAULT_TOPOLOGY
+from emulator.topology.bundled import topology_path
+from emulator.topology.loader import load_topology
 from emulator.topology.model import Topology
 
 from .control import control_socket
@@ -117,6 +120,9 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
                        seed: int = 0) -> Report:
     """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture."""
     started = time.monotonic()
+    if scenario.topology is not None and topology.source == str(DEFAULT_TOPOLOGY):
+        # A scenario that needs more than the default topology brings its own.
+        topology = load_topology(topology_path(scenario.topology))
     run_dir = pcap_root / run_id(scenario.name)
     network = Network(topology, scenario.faults, run_dir=run_dir, transport=transport,
                       placement=placement, seed=seed)

@@ -24,6 +24,7 @@ from emulator.orchestration import network as network_module
 from emulator.orchestration import run_scenario
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
+from tests.support.wire import request_tokens
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
@@ -183,33 +184,13 @@ def test_interrupted_run_leaves_valid_captures(tmp_path: Path) -> None:
     assert count, "the partial run captured nothing"
 
 
-def _register_tokens(capture: Path, source: str, destination: str) -> list[dict[str, object]]:
-    """The claims of the access tokens in the mcptt-info bodies of the REGISTERs ``source``
-    sent ``destination``, as tshark decodes them from the capture."""
-    import base64
-    import json
-    import re
-
-    done = tshark("-r", str(capture), "-Y", f'sip.Method == "REGISTER" && ip.src == {source} '
-                  f'&& ip.dst == {destination}', "-T", "fields", "-e", "xml.cdata")
-    assert done.returncode == 0, done.stderr
-    jwt = re.compile(r"^[\w-]+\.([\w-]+)\.[\w-]+$")
-    claims = []
-    for value in done.stdout.replace("\n", ",").split(","):
-        match = jwt.match(value.strip())
-        if match:
-            payload = match.group(1) + "=" * (-len(match.group(1)) % 4)
-            claims.append(json.loads(base64.urlsafe_b64decode(payload)))
-    return claims
-
-
 @needs_kernel
 def test_the_partner_grants_no_service_the_primary_did_not(default_run: Report) -> None:
     """Seed step 2, read from the wire: the MC service scopes of the partner access token
     in the visited REGISTER are among those of the primary access token in the home one."""
     assert default_run.capture is not None
-    home = _register_tokens(default_run.capture, "127.0.40.1", "127.0.10.2")
-    visited = _register_tokens(default_run.capture, "127.0.31.1", "127.0.30.1")
+    home = request_tokens(default_run.capture, "REGISTER", "127.0.40.1", "127.0.10.2")
+    visited = request_tokens(default_run.capture, "REGISTER", "127.0.31.1", "127.0.30.1")
     assert home and visited
 
     def services(claims: dict[str, object]) -> set[str]:

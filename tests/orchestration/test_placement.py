@@ -33,6 +33,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from nodes import Tokens
+from tests.support.scenarios import PLACEMENT_SENSITIVE
 from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -65,7 +66,7 @@ def topology() -> Topology:
     return load_topology(DEFAULT_TOPOLOGY)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", PLACEMENT_SENSITIVE)
 async def test_every_scenario_passes_in_proc_placement(topology: Topology, tmp_path: Path,
                                                        name: str) -> None:
     report = await run_scenario(topology, SCENARIOS[name], pcap_root=tmp_path,
@@ -80,7 +81,7 @@ async def test_each_node_is_its_own_process_and_none_outlives_the_run(
     async with network:
         pids = {name: node.pid for name, node in network.runner.nodes.items()
                 if isinstance(node, ProcessNode)}
-        assert len(pids) == 11 and len(set(pids.values())) == 11  # the UEs too
+        assert len(pids) == 12 and len(set(pids.values())) == 12  # the UEs too
         assert os.getpid() not in pids.values()
         assert all(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
         state = network.state()

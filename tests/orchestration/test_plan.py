@@ -35,7 +35,7 @@ def test_one_plan_per_node_in_start_order(topology: Topology) -> None:
     names = [plan.name for plan in plan_network(topology, Faults(), RUN)]
     assert names == ["primary.idms", "primary.cms", "primary.mc-server", "primary.sip-core",
                      "partner.idms", "partner.cms", "partner.mc-server", "partner.sip-core",
-                     "visited-plmn.gateway", "ue-alice", "ue-carol"]
+                     "visited-plmn.gateway", "ue-alice", "ue-carol", "ue-bob"]
 
 
 def test_planning_is_pure(topology: Topology, tmp_path: Path) -> None:

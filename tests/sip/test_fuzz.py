@@ -125,7 +125,7 @@ def test_parser_on_random_bytes(data: bytes) -> None:
     _parse_and_check(data)
 
 
-@settings(FUZZ, max_examples=6000)
+@settings(FUZZ, max_examples=3000)
 @given(mutations())
 def test_parser_on_mutated_messages(data: bytes) -> None:
     """Near-valid messages reach deep into the header grammar, as datagram and as stream."""
@@ -144,7 +144,7 @@ def chunked_streams(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return stream, cuts
 
 
-@settings(FUZZ, max_examples=10000)
+@settings(FUZZ, max_examples=4000)
 @given(chunked_streams())
 def test_framer_with_arbitrary_chunking(case: tuple[bytes, list[int]]) -> None:
     """Any split of any stream: frames or a fatal RemoteProtocolError, nothing else."""

@@ -1,0 +1,23 @@
+"""Which scenarios the bulk tests run.
+
+* :data:`QUICK`: all but those that take real minutes (long-stay, run by
+  tests/scenario/test_stay.py with a shorter stay).
+* :data:`IN_PROCESS`: QUICK but those tests/scenario/test_stay.py runs and judges from
+  the capture anyway.
+* :data:`PLACEMENT_SENSITIVE`: those whose outcome goes through SIP across nodes, which
+  the proc and netns bulk tests run.  The others are refused inside one IdMS (the
+  out-of-band certificate, the security token's lifetime, replay, target or audience),
+  which is the same code in every placement; in-process they all run.
+"""
+
+from __future__ import annotations
+
+from emulator.orchestration import SCENARIOS
+
+QUICK = [name for name, scenario in SCENARIOS.items() if not scenario.faults.stay]
+IDMS_ONLY = {name for name, scenario in SCENARIOS.items()
+             if scenario.expect is not None and scenario.expect.step in (
+                 "security-token", "partner-token", "partner-token-replay")}
+PLACEMENT_SENSITIVE = [name for name in QUICK if name not in IDMS_ONLY]
+JUDGED_IN_TEST_STAY = {"deregister", "return-home", "scope-escalation", "wrong-partner"}
+IN_PROCESS = [name for name in QUICK if name not in JUDGED_IN_TEST_STAY]
