@@ -13,6 +13,7 @@ from emulator.transport.base import Tap
 from .base import Node
 from .cms import CmsNode
 from .gateway import Gateway
+from .gms import GmsNode
 from .idm_client import IdmClient
 from .idm_client import Tokens
 from .idms import IdmsNode
@@ -22,6 +23,7 @@ from .plan import CmsOptions
 from .plan import Credentials
 from .plan import ExecOptions
 from .plan import GatewayOptions
+from .plan import GmsOptions
 from .plan import IdmsOptions
 from .plan import Impaired
 from .plan import Listener
@@ -30,6 +32,7 @@ from .plan import NodePlan
 from .plan import Peer
 from .plan import SipCoreOptions
 from .plan import UeOptions
+from .plan import mc_service_psi
 from .plan import mcptt_server_psi
 from .sip_core import SipCore
 from .ue import CallRecord
@@ -41,11 +44,11 @@ from .ue import UserEquipment
 
 __all__ = [
     "Account", "CallRecord", "CmsNode", "CmsOptions", "Credentials", "ExecOptions", "Gateway",
-    "GatewayOptions",
+    "GatewayOptions", "GmsNode", "GmsOptions",
     "IdmClient", "IdmsNode", "IdmsOptions", "Impaired", "Listener", "McClient", "McServer",
     "McServerOptions", "Node", "NodePlan", "Peer", "Received", "Registration", "SipCore",
     "SipCoreOptions", "SipOutcome", "Tokens", "UeOptions", "UserEquipment", "build",
-    "mcptt_server_psi",
+    "mc_service_psi", "mcptt_server_psi",
 ]
 
 
@@ -59,6 +62,8 @@ def build(plan: NodePlan, *, tap: Tap | None = None) -> Node:
         return IdmsNode(plan)
     if plan.role == "cms":
         return CmsNode(plan)
+    if plan.role == "gms":
+        return GmsNode(plan)
     if plan.role == "mc-server":
         return McServer(plan, tap=tap)
     if plan.role == "sip-core":

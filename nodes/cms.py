@@ -56,18 +56,18 @@ class CmsNode(HttpsRole):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _bearer_error(401, "invalid_request", "a Bearer access token is required")
+            return bearer_error(401, "invalid_request", "a Bearer access token is required")
         try:
             claims = self.validator.validate(token.strip(), now=time.time(),
                                              typ=ACCESS_TOKEN_TYP, issuer=self.issuer,
                                              audience=self.audience)
         except TokenError as exc:
-            return _bearer_error(401, "invalid_token", exc.description)
+            return bearer_error(401, "invalid_token", exc.description)
         if CONFIG_SCOPE not in str(claims.get("scope", "")).split():
-            return _bearer_error(403, "insufficient_scope", f"scope lacks {CONFIG_SCOPE}")
+            return bearer_error(403, "insufficient_scope", f"scope lacks {CONFIG_SCOPE}")
         xui = request.match_info["xui"]
         if claims.get("mcptt_id") != xui:
-            return _bearer_error(403, "insufficient_scope",
+            return bearer_error(403, "insufficient_scope",
                                  "a user may only read their own profile")
         profile = self.profiles.get(xui)
         if profile is None or str(profile.index) != request.match_info["index"]:
@@ -77,7 +77,7 @@ class CmsNode(HttpsRole):
                             headers={"Cache-Control": "no-store"})
 
 
-def _bearer_error(status: int, error: str, description: str) -> web.Response:
+def bearer_error(status: int, error: str, description: str) -> web.Response:
     quoted = description.replace('"', "'")
     return json_response({"error": error, "error_description": description}, status,
                          **{"WWW-Authenticate": f'Bearer error="{error}", '

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from emulator.documents import groups
 from emulator.documents import profile as profiles
 from emulator.identity.oidc import GRANT_JWT_BEARER
 from emulator.identity.oidc import GRANT_REFRESH_TOKEN
@@ -83,7 +84,8 @@ class IdmClient:
 
     async def login(self, issuer: str, username: str, password: str, *,
                     scope: str = "openid 3gpp:mc:ptt_service 3gpp:mc:data_service "
-                                 "3gpp:mc:video_service 3gpp:mc:ptt_config_management_service"
+                                 "3gpp:mc:video_service 3gpp:mc:ptt_config_management_service "
+                                 "3gpp:mc:ptt_group_management_service"
                     ) -> Tokens:
         """Authorization code + PKCE S256 with the password ACR (33.180 B.4)."""
         metadata = await self.discover(issuer)
@@ -160,6 +162,16 @@ class IdmClient:
                 body = await r.json(content_type=None)
                 raise Refusal(body.get("error", "?"), body.get("error_description", ""), r.status)
             return profiles.parse(await r.read())
+
+    async def fetch_group(self, gms_url: str, group: str,
+                          access_token: str) -> groups.GroupDocument:
+        """GET a group document from the GMS with a bearer token (24.481, RFC 6750 §2.1)."""
+        async with self.session.get(f"{gms_url}{groups.xcap_path(group)}",
+                                    headers={"Authorization": f"Bearer {access_token}"}) as r:
+            if r.status != 200:
+                body = await r.json(content_type=None)
+                raise Refusal(body.get("error", "?"), body.get("error_description", ""), r.status)
+            return groups.parse(await r.read())
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 
+from emulator.documents import affiliation
 from emulator.documents import mcx_info
 from emulator.documents import poc_settings
 from emulator.documents.xmlsafe import XmlError
@@ -66,6 +67,7 @@ from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.message import parse_message
+from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
 from emulator.sip.multipart import MultipartError
 from emulator.sip.uri import URI
@@ -75,9 +77,11 @@ from .base import describe
 from .base import own_token_validator
 from .base import tls_client
 from .base import tls_server
+from .group_call import GroupCalls
 from .journal import Tables
 from .plan import McServerOptions
 from .plan import NodePlan
+from .plan import mc_service_psi
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -239,10 +243,19 @@ class McServer(SipNode):
         """Hosts allowed to send third-party REGISTERs; empty trusts any (tests, tools)."""
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
         """The latest refusals (AOR, reason), for inspection; bounded under load."""
+        self.psis = {mc_service_psi(s, options.domain): s for s in ("mcptt", "mcdata")} \
+            if options.domain else {}
+        """Our public service identities -> the MC service each serves."""
+        self.groups = {g.group_id: g for g in options.groups}
+        self.affiliations: dict[str, set[str]] = {}
+        """Group ID -> the MCPTT IDs affiliated to it (23.280 §10.8.3)."""
+        self.group_calls = GroupCalls(self, self._term_route)
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()), "mode": self.mode,
                 "authorised_users": len(self.users), "refusals": len(self.refusals),
+                "affiliations": {g: sorted(m) for g, m in self.affiliations.items()},
+                "group_calls": len(self.group_calls),
                 "restored": self.journal.restored}
 
     # -- what survives a restart (the MC service authorisations) ------------------------
@@ -268,6 +281,8 @@ class McServer(SipNode):
     def forget(self, impu: str) -> None:
         self.users.pop(impu, None)
         self.journal.delete("users", impu)
+        for members in self.affiliations.values():  # de-registered: affiliated no more
+            members.discard(impu)
 
     def now(self) -> float:
         return self.endpoint.wall_clock() + self.clock_offset
@@ -295,6 +310,11 @@ class McServer(SipNode):
             self.on_third_party_register(request, source, transaction)
         elif request.method == "PUBLISH" and request.event_package == poc_settings.EVENT:
             self.on_publish_authorisation(request, transaction)
+        elif request.method == "PUBLISH" and request.event_package == affiliation.EVENT:
+            self.on_affiliation(request, transaction)
+        elif request.method == "BYE" and (self.group_calls.on_bye(request, transaction) or
+                                          self.group_calls.on_member_bye(request, transaction)):
+            return
         elif request.method == "MESSAGE" and request.content_type is not None and \
                 request.content_type.mime_type == MIGRATION_AUTH_TYPE:
             self.on_migration_authorisation_request(request, transaction)
@@ -383,6 +403,122 @@ class McServer(SipNode):
             ("SIP-ETag", hashlib.sha256(f"{impu}{self.now()}".encode()).hexdigest()[:16]),
             ("Expires", str(expires))))
 
+    def on_ack(self, request: Request, source: Address) -> None:
+        if not self.group_calls.on_ack(request):  # ours (a group call's caller) ends here
+            super().on_ack(request, source)
+
+    def _term_route(self) -> tuple[NameAddress, Address]:
+        core = self.plan.peer("sip-core")
+        assert core is not None, "an MC server reaches its users through its SIP core"
+        params: tuple[tuple[str, str | None], ...] = (("lr", None),)
+        if core.transport != "udp":
+            params = (("transport", core.transport), *params)
+        uri = URI("sip", user="term", host=core.host, port=core.port, params=params)
+        return NameAddress(uri), core.address
+
+    # -- affiliation (23.280 §10.8.3; 24.379 §9.2.2) ---------------------------------
+    def on_affiliation(self, request: Request, transaction: TransactionKey) -> None:
+        """A user affiliates itself to groups by PUBLISH (PIDF with the affiliation
+        extension): it must be authorised for MCPTT and a member of each group."""
+        asserted = request.headers.get("P-Asserted-Identity")
+        try:
+            impu = NameAddress.parse(asserted).uri.aor if asserted else ""
+            document = affiliation.parse(request.body)
+            expires = 3600 if request.expires is None else request.expires
+        except (ValueError, XmlError) as exc:
+            self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
+            return
+        user = self.users.get(impu)
+        if user is None or "mcptt" not in user.services or user.expires_at < self.now():
+            self.refuse(request, transaction, f"{impu} is not authorised for MCPTT")
+            return
+        if document.entity != user.services["mcptt"]:
+            self.reply(request, transaction, 403, "Forbidden (a user affiliates only itself)")
+            return
+        for entry in document.affiliations:
+            group = self.groups.get(entry.group)
+            if group is None or impu not in group.members:
+                self.reply(request, transaction, 403,
+                           f"Forbidden (not a member of {entry.group})"[:200])
+                return
+        for entry in document.affiliations:
+            self.affiliations.setdefault(entry.group, set()).add(impu)
+        logger.info("%s: %s affiliated to %s", self.name, impu,
+                    ", ".join(a.group for a in document.affiliations))
+        self.reply(request, transaction, 200, headers=(
+            ("SIP-ETag", hashlib.sha256(f"{impu}{self.now()}".encode()).hexdigest()[:16]),
+            ("Expires", str(expires))))
+
+    # -- sessions addressed to our PSI ----------------------------------------------------
+    def _info(self, request: Request, fmt: mcx_info.ServiceInfoFormat
+              ) -> mcx_info.ServiceInfo | None:
+        content_type = request.content_type
+        if content_type is None:
+            return None
+        try:
+            if content_type.mime_type == "multipart/mixed":
+                body = MultipartBody.parse(request.body, content_type.param("boundary") or "")
+                parts = [(p.mime_type, p.content) for p in body.parts]
+            else:
+                parts = [(content_type.mime_type, request.body)]
+            return next((mcx_info.parse(c, fmt) for m, c in parts if m == fmt.mime_type), None)
+        except (MultipartError, XmlError):
+            return None
+
+    def _replace_info(self, request: Request, info: mcx_info.ServiceInfo) -> None:
+        content_type = request.content_type
+        assert content_type is not None
+        body = MultipartBody.parse(request.body, content_type.param("boundary") or "")
+        parts = [BodyPart(info.format.mime_type, mcx_info.render(info))
+                 if p.mime_type == info.format.mime_type else BodyPart(p.content_type, p.content)
+                 for p in body.parts]
+        rebuilt = MultipartBody.build(parts)
+        request.set_body(rebuilt.to_bytes(), rebuilt.content_type)
+
+    def on_psi_request(self, request: Request, transaction: TransactionKey, service: str,
+                       caller: str) -> None:
+        """A session for our PSI: its mcptt-info (mcdata-info) says what and to whom."""
+        fmt = mcx_info.MCDATA if service == "mcdata" else mcx_info.MCPTT
+        info = self._info(request, fmt)
+        if info is None or not info.request_uri:
+            self.reply(request, transaction, 400, f"Bad Request (no {fmt.service}-info "
+                                                  f"{fmt.service}-request-uri)")
+            return
+        self.pop_own_route(request)
+        if request.method == "INVITE" and info.session_type == "prearranged":
+            group = self.groups.get(info.request_uri)
+            if group is None:
+                self.reply(request, transaction, 404, "Not Found (no such group)")
+                return
+            affiliated = self.affiliations.get(group.group_id, set())
+            if caller not in affiliated:
+                self.reply(request, transaction, 403, "Forbidden (not affiliated to the group)",
+                           headers=(("Warning", self.warning()),))
+                return
+            members = [m for m in group.members if m in affiliated and m != caller]
+            self.group_calls.start(request, transaction, caller, group.group_id, members)
+            return
+        target = info.request_uri
+        if service == "mcdata":
+            # The target's MCData ID names an authorised user: reach it by its IMPU.
+            target = next((u.impu for u in self.users.values()
+                           if u.services.get("mcdata") == info.request_uri), "")
+            if not target:
+                self.reply(request, transaction, 404, "Not Found (no such MCData user)")
+                return
+        else:  # a private call (24.379 §11.1.1): the called party is the Request-URI now
+            self._replace_info(request, mcx_info.ServiceInfo(
+                fmt, None, info.request_uri, None, session_type=info.session_type or "private",
+                calling_user_id=caller, called_party_id=info.request_uri))
+        request.uri = URI.parse(target)
+        if request.method == "INVITE":
+            self.record_route(request)
+        destination = self.next_hop(request)
+        if destination is None:
+            self.reply(request, transaction, 404)
+            return
+        self.forward(request, transaction, destination)
+
     def on_service_request(self, request: Request, transaction: TransactionKey) -> None:
         """AS role for a private call (INVITE) or short data (MESSAGE): the caller must be
         authorised for that MC service."""
@@ -398,6 +534,10 @@ class McServer(SipNode):
             self.reply(request, transaction, 403,
                        f"Forbidden ({caller} is not authorised for {service.upper()})",
                        headers=(("Warning", self.warning()),))
+            return
+        psi = self.psis.get(request.uri.aor)
+        if psi is not None:
+            self.on_psi_request(request, transaction, psi, caller)
             return
         self.pop_own_route(request)
         self.record_route(request)

@@ -26,6 +26,7 @@ import cattrs
 from cattrs.strategies import configure_tagged_union
 from cattrs.v import format_exception
 
+from emulator.documents.groups import GroupDocument
 from emulator.documents.profile import UserProfile
 from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
@@ -33,14 +34,19 @@ from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
 from emulator.topology.model import Impairment
 
-ROLES = ("idms", "cms", "mc-server", "sip-core", "gateway", "ue")
+ROLES = ("idms", "cms", "gms", "mc-server", "sip-core", "gateway", "ue")
+
+
+def mc_service_psi(service: str, domain: str) -> str:
+    """The public service identity of an MC system's ``service`` ("mcptt", "mcdata")
+    server: where its clients send private and group calls, SDS and PUBLISH (24.379
+    §7.2.2, §11.1.1.2; 24.282 §9.2.2).  The user part is PROJECT-DEFINED: the specs leave
+    PSIs to the operator, and the emulator's UEs derive them from the domain."""
+    return f"sip:{service}-server@{domain}"
 
 
 def mcptt_server_psi(domain: str) -> str:
-    """The public service identity of an MC system's MCPTT server (24.379 §7.2.2, §11.1.1.2:
-    the originating participating function).  The user part is PROJECT-DEFINED: 24.379
-    leaves PSIs to the operator, and the emulator's UEs derive it from the domain."""
-    return f"sip:mcptt-server@{domain}"
+    return mc_service_psi("mcptt", domain)
 
 
 def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -154,6 +160,14 @@ class CmsOptions:
 
 
 @dataclass(frozen=True)
+class GmsOptions:
+    issuer: str
+    """The own IdMS, whose access tokens the GMS accepts (RFC 6750)."""
+    audience: str
+    groups: tuple[GroupDocument, ...]
+
+
+@dataclass(frozen=True)
 class McServerOptions:
     issuer: str
     audience: str
@@ -167,6 +181,11 @@ class McServerOptions:
     """Primary role (interconnection baseline): MCPTT ID -> systems it may migrate to."""
     clock_offset: float = 0.0
     """Seconds added to this MC server's clock (simulated time, a skewed server)."""
+    domain: str = ""
+    """Its system's domain, which names its PSIs (:func:`mc_service_psi`)."""
+    groups: tuple[GroupDocument, ...] = ()
+    """The system's groups, as its GMS serves them (provisioned: PROJECT choice, the MC
+    server does not fetch them from the GMS)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_partners", frozen(self.allowed_partners))
@@ -206,10 +225,10 @@ class ExecOptions:
     probe_port: int
 
 
-RoleOptions = (IdmsOptions | CmsOptions | McServerOptions | SipCoreOptions | GatewayOptions
-               | UeOptions | ExecOptions)
+RoleOptions = (IdmsOptions | CmsOptions | GmsOptions | McServerOptions | SipCoreOptions
+               | GatewayOptions | UeOptions | ExecOptions)
 ROLE_OPTIONS: Mapping[str, type] = {
-    "idms": IdmsOptions, "cms": CmsOptions, "mc-server": McServerOptions,
+    "idms": IdmsOptions, "cms": CmsOptions, "gms": GmsOptions, "mc-server": McServerOptions,
     "sip-core": SipCoreOptions, "gateway": GatewayOptions, "ue": UeOptions,
     "edge-proxy": ExecOptions, "exec": ExecOptions}
 

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from emulator.documents import affiliation
+from emulator.documents import groups as group_documents
+from emulator.documents import mcdata
 from emulator.documents import mcx_info
 from emulator.documents import poc_settings
 from emulator.documents import profile as profiles
@@ -43,12 +46,14 @@ from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
+from emulator.sip.multipart import MultipartError
 from emulator.sip.uri import URI
 from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
 
 from .base import describe
 from .base import tls_client
+from .group_call import floor_control_sdp
 from .idm_client import IdmClient
 from .idm_client import Tokens
 from .plan import Impaired
@@ -67,7 +72,7 @@ SERVICE_FEATURES = {"mcptt": ("+g.3gpp.mcptt", ICSI_MCPTT),
                     "mcvideo": ("+g.3gpp.mcvideo", ICSI_MCVIDEO)}
 """Per MC service: the media feature tag and ICSI a registering UE's Contact carries."""
 REG_EVENT_EXPIRES = 600000  # 24.229 §5.1.1.3
-MCDATA_PAYLOAD = "application/vnd.3gpp.mcdata-payload"  # 24.282 (payload encoding simplified)
+MCDATA_PAYLOAD = mcdata.PAYLOAD_MIME_TYPE
 
 
 @dataclass
@@ -314,7 +319,10 @@ class McClient(SipNode):
         for value in invite.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
         response.headers.add("Contact", self.contact())
-        response.set_body(sdp(self.host, 40000), "application/sdp")
+        # An MCPTT offer has the floor-control line (24.379 §6.2); the answer keeps it.
+        answer = floor_control_sdp(self.host, 40000) if b" MCPTT\r\n" in invite.body else \
+            sdp(self.host, 40000)
+        response.set_body(answer, "application/sdp")
         self.endpoint.send_response(response, transaction)
         if self.transport == "udp":
             self._retransmit(invite.call_id, response, transaction,
@@ -398,20 +406,27 @@ class McClient(SipNode):
         return await self.register(registrar, impu, expires=0, **kwargs)
 
     async def private_call(self, callee: str, registration: Registration, *,
-                           hold: float = 0.05, service: str = "mcptt") -> CallRecord:
+                           hold: float = 0.05, service: str = "mcptt",
+                           psi: str | None = None, session_type: str = "private"
+                           ) -> CallRecord:
         """INVITE with SDP, 200, ACK, then BYE (24.379 private call, simplified); with
         ``service="mcvideo"``, an MCVideo one (24.281: its ICSI and mcvideo-info)."""
         fmt, icsi = (mcx_info.MCVIDEO, ICSI_MCVIDEO) if service == "mcvideo" else \
             (mcx_info.MCPTT, ICSI_MCPTT)
         record = CallRecord(callee)
-        invite = self.new_request("INVITE", URI.parse(callee), route=registration.service_route,
-                                  identity=registration.impu)
+        # 24.379 §11.1.1.2: to the MC server's PSI, the called party (or, for a group call,
+        # the group) in mcptt-info; without a PSI, straight to the callee (the old way).
+        invite = self.new_request("INVITE", URI.parse(psi or callee),
+                                  route=registration.service_route, identity=registration.impu)
         invite.headers.add("Contact", self.contact())
         invite.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
         invite.headers.add("P-Preferred-Service", icsi)
         invite.headers.add("Accept-Contact", f"*;+g.3gpp.{fmt.service};require;explicit")
-        info = mcx_info.render(mcx_info.ServiceInfo(fmt, None, callee, None))
-        body = MultipartBody.build([BodyPart("application/sdp", sdp(self.host, 40002)),
+        info = mcx_info.render(mcx_info.ServiceInfo(
+            fmt, None, callee, None, session_type=session_type if psi else None))
+        offer = floor_control_sdp(self.host, 40002) if fmt is mcx_info.MCPTT else \
+            sdp(self.host, 40002)
+        body = MultipartBody.build([BodyPart("application/sdp", offer),
                                     BodyPart(fmt.mime_type, info)])
         invite.set_body(body.to_bytes(), body.content_type)
         response = await self.endpoint.request(
@@ -432,15 +447,22 @@ class McClient(SipNode):
         return record
 
     async def send_short_data(self, target: str, text: str, registration: Registration,
-                              *, mcdata_id: str | None) -> Response:
-        """An MCData short data service message as SIP MESSAGE (24.282 SDS, simplified)."""
-        message = self.new_request("MESSAGE", URI.parse(target),
+                              *, mcdata_id: str | None, psi: str | None = None) -> Response:
+        """A standalone SDS (24.282 §9.2.2, signalling control plane): a MESSAGE to the
+        MCData server's PSI with mcdata-info (the target's MCData ID, ours as calling user),
+        the SDS signalling payload and the data payload (24.282 §15.1.2, §15.1.4)."""
+        message = self.new_request("MESSAGE", URI.parse(psi or target),
                                    route=registration.service_route, identity=registration.impu)
         message.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
-        info = mcx_info.render(mcx_info.ServiceInfo(mcx_info.MCDATA, None, target, None))
-        body = MultipartBody.build([BodyPart(mcx_info.MCDATA.mime_type, info),
-                                    BodyPart(f"{MCDATA_PAYLOAD}; charset=utf-8",
-                                             text.encode())])
+        message.headers.add("P-Preferred-Service", ICSI_MCDATA_SDS)
+        info = mcx_info.render(mcx_info.ServiceInfo(mcx_info.MCDATA, None, target, None,
+                                                    calling_user_id=mcdata_id))
+        signalling = mcdata.SdsSignalling(int(self.endpoint.wall_clock()), uuid.uuid4(),
+                                          uuid.uuid4())
+        body = MultipartBody.build([
+            BodyPart(mcx_info.MCDATA.mime_type, info),
+            BodyPart(mcdata.SIGNALLING_MIME_TYPE, signalling.encode()),
+            BodyPart(mcdata.PAYLOAD_MIME_TYPE, mcdata.text_payload(text).encode())])
         message.set_body(body.to_bytes(), body.content_type)
         return await self.endpoint.request(message, registration.core)
 
@@ -636,7 +658,8 @@ class UserEquipment:
     REMOTE_CALLS = frozenset({"login", "download_profile", "request_security_token", "attach",
                               "camp", "detach", "refresh_tokens", "refresh_partner_token",
                               "request_partner_token", "register",
-                              "publish_service_authorisation", "private_call",
+                              "publish_service_authorisation", "private_call", "affiliate",
+                              "group_call", "download_partner_profile", "download_group",
                               "send_short_data", "received", "impair"})
 
     def impair(self, peer: str, hosts: list[str], impairment: Impairment | None) -> None:
@@ -737,19 +760,74 @@ class UserEquipment:
         return registration
 
     async def private_call(self, callee: str, *, visited: bool = False,
-                           service: str = "mcptt") -> CallRecord:
-        """A private call on the registration at home or (``visited``) in the partner."""
+                           service: str = "mcptt", psi: str | None = None) -> CallRecord:
+        """A private call on the registration at home or (``visited``) in the partner; to
+        the MC server's ``psi`` when given (24.379 §11.1.1)."""
         return await self._client(visited).private_call(callee, self._registration(visited),
-                                                        service=service)
+                                                        service=service, psi=psi)
 
-    async def send_short_data(self, target: str, text: str, *,
-                              visited: bool = False) -> SipOutcome:
+    async def send_short_data(self, target: str, text: str, *, visited: bool = False,
+                              psi: str | None = None,
+                              mcdata_id: str | None = None) -> SipOutcome:
         response = await self._client(visited).send_short_data(
-            target, text, self._registration(visited), mcdata_id=None)
+            target, text, self._registration(visited), mcdata_id=mcdata_id, psi=psi)
         return SipOutcome.of(response)
+
+    async def affiliate(self, groups: list[str], psi: str, mcptt_id: str, *,
+                        visited: bool = False) -> SipOutcome:
+        """Affiliate to ``groups`` (23.280 §10.8.3): PUBLISH ``Event: presence`` to the
+        MCPTT server's PSI with our affiliation document (24.379 §9.2.2)."""
+        registration = self._registration(visited)
+        client = self._client(visited)
+        publish = client.new_request("PUBLISH", URI.parse(psi), route=registration.service_route,
+                                     identity=registration.impu)
+        publish.headers.add("Event", affiliation.EVENT)
+        publish.headers.add("Expires", 3600)
+        publish.headers.add("P-Preferred-Identity", NameAddress.build(registration.impu))
+        publish.headers.add("P-Preferred-Service", ICSI_MCPTT)
+        document = affiliation.AffiliationDocument(
+            mcptt_id, self.client_uuid, tuple(affiliation.Affiliation(g) for g in groups))
+        publish.set_body(affiliation.render(document), affiliation.MIME_TYPE)
+        return SipOutcome.of(await client.endpoint.request(publish, registration.core))
+
+    async def group_call(self, group: str, psi: str, *, visited: bool = False) -> CallRecord:
+        """A prearranged group call (24.379 §10.1.1.2): INVITE to the PSI, the group in
+        mcptt-info, floor control offered; then ACK and BYE."""
+        return await self._client(visited).private_call(
+            group, self._registration(visited), psi=psi, session_type="prearranged")
+
+    async def download_partner_profile(self, cms_url: str, xui: str) -> profiles.UserProfile:
+        """The partner's user profile for us, with the partner token (23.280 §10.16.2
+        steps 2-3), from the local PLMN."""
+        assert self.partner_token is not None
+        async with self._http(self.visited_address or self.home_host) as client:
+            return await client.fetch_profile(cms_url, xui,
+                                              str(self.partner_token["access_token"]))
+
+    async def download_group(self, gms_url: str, group: str) -> group_documents.GroupDocument:
+        """A partner group's document from the partner GMS (24.481), with the partner token."""
+        assert self.partner_token is not None
+        async with self._http(self.visited_address or self.home_host) as client:
+            return await client.fetch_group(gms_url, group,
+                                            str(self.partner_token["access_token"]))
 
     async def received(self) -> Received:
         clients = [c for c in (self.sip, self.visited_sip) if c is not None]
         return Received(
             tuple(caller for c in clients for caller in c.calls_answered),
-            tuple(m.body.decode("utf-8", "replace") for c in clients for m in c.messages))
+            tuple(_text_of(m) for c in clients for m in c.messages))
+
+
+def _text_of(message: Request) -> str:
+    """What an SDS says: its data payload's text (24.282 §15.1.4), else the body as text."""
+    content_type = message.content_type
+    if content_type is not None and content_type.mime_type == "multipart/mixed":
+        try:
+            body = MultipartBody.parse(message.body, content_type.param("boundary") or "")
+            payload = next((p for p in body.parts if p.mime_type == mcdata.PAYLOAD_MIME_TYPE),
+                           None)
+            if payload is not None:
+                return mcdata.DataPayload.decode(payload.content).text()
+        except (MultipartError, mcdata.McdataError):
+            pass
+    return message.body.decode("utf-8", "replace")

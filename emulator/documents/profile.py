@@ -30,6 +30,8 @@ MIGRATION_NS = "urn:mcx-emulator:xml:ns:migration:1.0"  # project-defined
 MIME_TYPE = "application/vnd.3gpp.mcptt-user-profile+xml"
 AUID = "org.3gpp.mcptt.user-profile"  # 24.484 XCAP application usage [S]
 
+MAX_GROUPS = 256  # PROJECT-DEFINED bound
+
 _P = f"{{{PROFILE_NS}}}"
 _M = f"{{{MIGRATION_NS}}}"
 
@@ -54,6 +56,10 @@ class PartnerSystem:
     idms_token_endpoint: str
     idms_audience: str
     """The ``resource`` of the token exchange and ``aud`` of the security token."""
+    cms_url: str = ""
+    """The partner's CMS (its user profile for the migrated user, 23.280 §10.16.2)."""
+    gms_url: str = ""
+    """The partner's GMS (its groups), empty when it has none."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class UserProfile:
     partners: tuple[PartnerSystem, ...] = ()
     migration_for: str | None = None
     """Set in a partner's migration profile: the primary MCPTT ID it is for."""
+    groups: tuple[str, ...] = ()
+    """The MC service groups the user may use (``<MCPTTGroupInfo>`` entries, 24.484 [S])."""
 
     def partner(self, system_id: str) -> PartnerSystem | None:
         return next((p for p in self.partners if p.system_id == system_id), None)
@@ -110,6 +118,14 @@ def render(profile: UserProfile) -> bytes:
             ET.SubElement(system, "mig:PartnerIdMS", {
                 "token-endpoint": partner.idms_token_endpoint,
                 "audience": partner.idms_audience})
+            if partner.cms_url or partner.gms_url:
+                ET.SubElement(system, "mig:PartnerConfiguration",
+                              {"cms": partner.cms_url, "gms": partner.gms_url})
+    if profile.groups:
+        group_info = ET.SubElement(on_network, "MCPTTGroupInfo")
+        for group in profile.groups:
+            entry = ET.SubElement(group_info, "entry")
+            ET.SubElement(entry, "uri-entry").text = group
     if profile.migration_for:
         ET.SubElement(on_network, "mig:MigrationProfile",
                       {"primary-mcptt-id": profile.migration_for})
@@ -150,6 +166,7 @@ def parse(data: bytes) -> UserProfile:
             port = int(attribute(core, "port"))
         except ValueError:
             raise XmlError("SIPCore port is not a number") from None
+        configuration = system.find(f"{_M}PartnerConfiguration")
         partners.append(PartnerSystem(
             attribute(system, "id"),
             (system.findtext(f"{_M}AuthorisedToMigrate") or "").strip() == "true",
@@ -157,7 +174,13 @@ def parse(data: bytes) -> UserProfile:
             attribute(core, "host"), port, attribute(core, "transport"),
             attribute(core, "domain"), attribute(identity, "impu"),
             attribute(identity, "impi"), attribute(idms, "token-endpoint"),
-            attribute(idms, "audience")))
+            attribute(idms, "audience"),
+            configuration.get("cms", "") if configuration is not None else "",
+            configuration.get("gms", "") if configuration is not None else ""))
+    groups = tuple((e.text or "").strip() for e in root.iterfind(
+        f"{_P}OnNetwork/{_P}MCPTTGroupInfo/{_P}entry/{_P}uri-entry"))
+    if len(groups) > MAX_GROUPS:
+        raise XmlError(f"{len(groups)} groups exceed {MAX_GROUPS}")
     migration = root.find(f"{_P}OnNetwork/{_M}MigrationProfile")
     return UserProfile(
         xui_uri=attribute(root, "XUI-URI"), index=index,
@@ -165,4 +188,5 @@ def parse(data: bytes) -> UserProfile:
         mcptt_id=(user_id.text or "").strip(),
         organization=(common.findtext(f"{_P}MissionCriticalOrganization") or "").strip(),
         partners=tuple(partners),
-        migration_for=migration.get("primary-mcptt-id") if migration is not None else None)
+        migration_for=migration.get("primary-mcptt-id") if migration is not None else None,
+        groups=groups)

@@ -27,6 +27,7 @@ from emulator.topology.model import McSystem
 from nodes import SipOutcome
 from nodes import Tokens
 from nodes import UserEquipment
+from nodes import mc_service_psi
 from nodes import mcptt_server_psi
 
 from .network import Network
@@ -35,7 +36,9 @@ from .scenarios import forge
 
 logger = logging.getLogger(__name__)
 
-ESCALATION_SCOPES = ("3gpp:mc:ptt_service", "3gpp:mc:data_service", "3gpp:mc:video_service")
+ESCALATION_SCOPES = ("3gpp:mc:ptt_service", "3gpp:mc:data_service", "3gpp:mc:video_service",
+                     "3gpp:mc:ptt_config_management_service",
+                     "3gpp:mc:ptt_group_management_service")
 WARNING_101 = "101 service authorisation failed"  # 24.379 §4.4
 
 
@@ -101,6 +104,12 @@ class ScenarioDriver:
         self.result = ScenarioResult(scenario)
         self.ue: UserEquipment = network.ues[ue]
         self.peer: UserEquipment | None = network.ues.get(peer)
+        topology = network.topology
+        partner_name = topology.local_plmn.serves
+        self.locals: list[UserEquipment] = [
+            u for name, u in network.ues.items()
+            if topology.ue(name).home == partner_name and name != ue]
+        """The partner-local users (the peer first): they register and affiliate."""
         self.home_peer: UserEquipment | None = network.ues.get(home_peer)
         """A user of the primary at home, whom the returning UE calls."""
         topology = network.topology
@@ -115,15 +124,19 @@ class ScenarioDriver:
         """The identity the UE registered in the partner system."""
         self.partner_ids: dict[str, str] = {}
         """The partner-assigned MC service IDs it registered with."""
-        self.peer_token: str | None = None
+        self.peer_tokens: dict[str, str] = {}
+        """The partner-local UEs' access tokens (a re-registration needs no new login)."""
+        self.partner_groups: list[str] = []
+        """The partner groups the migrated user may join (its partner profile)."""
 
     # -- the steps --------------------------------------------------------------
     def steps(self) -> list[tuple[str, str, str, StepFunction]]:
         variant = self.scenario.variant
         steps: list[tuple[str, str, str, StepFunction]] = []
         if self.peer is not None:
-            steps.append(("peer-register", "A partner-local user logs in and registers",
-                          "33.180 §5.1.3 steps A-C", self.peer_register))
+            steps.append(("peer-register", "The partner-local users log in, register and "
+                                           "affiliate to their groups",
+                          "33.180 §5.1.3 steps A-C; 23.280 §10.8.3", self.peer_register))
         steps += [
             ("login-primary", "UE logs in at the primary IdMS (auth code + PKCE S256)",
              "33.180 B.4; 24.482 §4.1", self.login_primary),
@@ -166,11 +179,25 @@ class ScenarioDriver:
                           "TR 23.700-90 7.X.2 steps 1-2; 23.280 §10.1.6.2, §10.6.3; "
                           "24.229 §5.4.1.7; 24.379 §7.3.1", self.partner_register))
         if self.peer is not None:
+            if variant not in ("direct", "interconnection", "unattached"):
+                steps.append(("partner-profile", "Download the partner's user profile (CMS) "
+                                                 "and its groups (GMS) with the partner token",
+                              "23.280 §10.16.2 steps 2-3; 24.484; 24.481",
+                              self.partner_profile))
+            if self.partner.groups:  # a partner without groups has none to join
+                steps += [
+                    ("affiliation", "Affiliate to the partner group (PUBLISH to the MCPTT "
+                                    "server's PSI)", "23.280 §10.8.3; 24.379 §9.2.2",
+                     self.affiliation),
+                    ("group-call", "Prearranged group call: the MC server invites the "
+                                   "affiliated members", "23.379 §10.6.2.3.1.1; 24.379 "
+                                   "§10.1.1 (simplified)", self.group_call)]
             steps += [
-                ("private-call", "Private call to a partner-local user (INVITE/200/ACK/BYE)",
-                 "23.379 §10.7 private call; 24.379 (simplified)", self.private_call),
-                ("short-data", "MCData short data service (SIP MESSAGE)",
-                 "23.282 §7.4 SDS; 24.282 (simplified)", self.short_data),
+                ("private-call", "Private call to a partner-local user, via the MCPTT "
+                                 "server's PSI (INVITE/200/ACK/BYE)",
+                 "23.379 §10.7; 24.379 §11.1.1 (simplified)", self.private_call),
+                ("short-data", "MCData standalone SDS (MESSAGE with signalling and payload)",
+                 "23.282 §7.4; 24.282 §9.2.2, §15.1", self.short_data),
             ]
         if variant == "escalation" and self.peer is not None:
             steps.append(("video-call", "An MCVideo call, a service the primary did not "
@@ -220,16 +247,27 @@ class ScenarioDriver:
         return steps
 
     async def peer_register(self) -> str:
-        assert self.peer is not None
-        spec = self.net.topology.ue(self.peer.plan.name)
-        system = self.net.topology.system(spec.home)
-        if self.peer_token is None:
-            self.peer_token = (await self.peer.login(system.issuer)).access_token
-        user = system.user(spec.user)
-        outcome = await self.peer.register(
-            self._core_address(spec.home, self.peer.plan.name), system.domain, user.mcptt_id,
-            user.mcptt_id.removeprefix("sip:"), self.peer_token, user.mc_ids)
-        return _sip_outcome(outcome)
+        """Every partner-local UE logs in (once), registers and affiliates to its groups."""
+        done = []
+        for peer in self.locals:
+            spec = self.net.topology.ue(peer.plan.name)
+            system = self.net.topology.system(spec.home)
+            token = self.peer_tokens.get(peer.plan.name)
+            if token is None:
+                token = (await peer.login(system.issuer)).access_token
+                self.peer_tokens[peer.plan.name] = token
+            user = system.user(spec.user)
+            outcome = await peer.register(
+                self._core_address(spec.home, peer.plan.name), system.domain, user.mcptt_id,
+                user.mcptt_id.removeprefix("sip:"), token, user.mc_ids)
+            text = _sip_outcome(outcome)
+            groups = [g.group_id for g in system.groups if user.name in g.members]
+            if groups:
+                _sip_outcome(await peer.affiliate(groups, mcptt_server_psi(system.domain),
+                                                  user.mcptt_id))
+                text += f", affiliated to {', '.join(groups)}"
+            done.append(f"{user.name}: {text}")
+        return "; ".join(done)
 
     async def login_primary(self) -> str:
         self.tokens = await self.ue.login(self.home.issuer)
@@ -345,10 +383,63 @@ class ScenarioDriver:
             self.partner_ids, visited=True)
         return f"{_sip_outcome(outcome)} to PUBLISH for {', '.join(sorted(self.partner_ids))}"
 
+    async def partner_profile(self) -> str:
+        partner = self._partner_info()
+        if not partner.cms_url:
+            raise Refusal("profile", "the profile names no partner CMS", 0)
+        assert self.registered_impu is not None
+        profile = await self.ue.download_partner_profile(partner.cms_url, self.registered_impu)
+        if profile.migration_for is None:
+            raise Refusal("profile", "the partner profile is not a migration profile", 0)
+        self.partner_groups = list(profile.groups)
+        members = []
+        if partner.gms_url:
+            for group in profile.groups:
+                document = await self.ue.download_group(partner.gms_url, group)
+                members.append(f"{document.display_name} ({len(document.members)} members)")
+        return (f"partner profile for {profile.migration_for}: groups "
+                f"{', '.join(profile.groups) or 'none'}; GMS: {', '.join(members) or '-'}")
+
+    def _groups(self) -> list[str]:
+        """The partner groups the user may join: from its partner profile, else (variants
+        with no partner token) from the partner's provisioning."""
+        if self.partner_groups:
+            return self.partner_groups
+        user = self.net.topology.ue(self.ue.plan.name).user
+        return [g.group_id for g in self.partner.groups if user in g.members]
+
+    async def affiliation(self) -> str:
+        assert self.registered_impu is not None
+        groups = self._groups()
+        if not groups:
+            raise Refusal("", "the partner gives the user no group to affiliate to", 0)
+        outcome = await self.ue.affiliate(groups, mcptt_server_psi(self.partner.domain),
+                                          self.registered_impu, visited=True)
+        return f"{_sip_outcome(outcome)} to PUBLISH (Event: presence): affiliated to " \
+               f"{', '.join(groups)}"
+
+    async def group_call(self) -> str:
+        group = self._groups()[0]
+        record = await self.ue.group_call(group, mcptt_server_psi(self.partner.domain),
+                                          visited=True)
+        if record.invite_status != 200 or record.bye_status != 200:
+            raise Refusal(",".join(record.warnings), f"group INVITE {record.invite_status}, "
+                          f"BYE {record.bye_status}", record.invite_status or 0)
+        reached = []
+        for member in self.locals:
+            answered = (await member.received()).calls_answered
+            if answered and answered[-1] == self.registered_impu:
+                reached.append(member.plan.name)
+        expected = [m.plan.name for m in self.locals]
+        if reached != expected:
+            raise Refusal("", f"the group call reached {reached}, not {expected}", 0)
+        return f"INVITE to {group} 200, ACK, BYE 200; reached {', '.join(reached)}"
+
     async def private_call(self) -> str:
         assert self.registered_impu is not None and self.peer is not None
         callee = self.partner.user(self.net.topology.ue(self.peer.plan.name).user).mcptt_id
-        record = await self.ue.private_call(callee, visited=True)
+        record = await self.ue.private_call(callee, visited=True,
+                                            psi=mcptt_server_psi(self.partner.domain))
         if record.invite_status != 200:
             raise Refusal("", "INVITE refused", record.invite_status)
         if record.bye_status != 200:
@@ -362,12 +453,14 @@ class ScenarioDriver:
         assert self.registered_impu is not None and self.peer is not None
         target = self.partner.user(self.net.topology.ue(self.peer.plan.name).user)
         text = "Arrived in the partner area, ready to assist."
-        outcome = _sip_outcome(await self.ue.send_short_data(target.mcptt_id, text,
-                                                             visited=True))
+        to = target.mcdata_id or target.mcptt_id
+        outcome = _sip_outcome(await self.ue.send_short_data(
+            to, text, visited=True, psi=mc_service_psi("mcdata", self.partner.domain),
+            mcdata_id=self.partner_ids.get("mcdata_id")))
         received = (await self.peer.received()).messages
         if not received or text not in received[-1]:
             raise Refusal("", "the message did not reach the callee", 0)
-        return f"{outcome}; delivered to {target.mcptt_id}"
+        return f"{outcome}; delivered to {to} (signalling and payload parts)"
 
     async def video_call_refused(self) -> str:
         assert self.peer is not None
@@ -432,7 +525,8 @@ class ScenarioDriver:
 
     async def call_after_deregister(self) -> str:
         assert self.peer is not None and self.registered_impu is not None
-        record = await self.peer.private_call(self.registered_impu)
+        record = await self.peer.private_call(self.registered_impu,
+                                              psi=mcptt_server_psi(self.partner.domain))
         if record.invite_status not in (404, 480):
             raise Refusal("", f"INVITE to {self.registered_impu} got {record.invite_status}, "
                               "expected 404 or 480", record.invite_status or 0)
@@ -462,7 +556,7 @@ class ScenarioDriver:
         assert self.home_peer is not None
         spec = self.net.topology.ue(self.home_peer.plan.name)
         callee = self.home.user(spec.user).mcptt_id
-        record = await self.ue.private_call(callee)
+        record = await self.ue.private_call(callee, psi=mcptt_server_psi(self.home.domain))
         if record.invite_status != 200 or record.bye_status != 200:
             raise Refusal("", f"INVITE {record.invite_status}, BYE {record.bye_status}",
                           record.invite_status or 0)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from emulator.documents import profile as profiles
+from emulator.documents.groups import GroupDocument
 from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
@@ -36,6 +37,7 @@ from nodes.plan import CmsOptions
 from nodes.plan import Credentials
 from nodes.plan import ExecOptions
 from nodes.plan import GatewayOptions
+from nodes.plan import GmsOptions
 from nodes.plan import IdmsOptions
 from nodes.plan import Impaired
 from nodes.plan import Listener
@@ -190,9 +192,27 @@ class _Planner:
 
     # -- an MC system ----------------------------------------------------------------
     def system(self, system: McSystem) -> list[NodePlan]:
-        return [self.idms(system), self.cms(system), self.mc_server(system),
+        gms = [self.gms(system)] if system.find("gms") is not None else []
+        return [self.idms(system), self.cms(system), *gms, self.mc_server(system),
                 self.sip_core(system), *(self.exec_node(system, node) for node in system.nodes
                                          if node.exec is not None)]
+
+    def group_documents(self, system: McSystem) -> tuple[GroupDocument, ...]:
+        return tuple(GroupDocument(g.group_id, g.display_name, system.member_ids(g))
+                     for g in system.groups)
+
+    def groups_of(self, system: McSystem, mcptt_id: str) -> tuple[str, ...]:
+        return tuple(g.group_id for g in self.group_documents(system)
+                     if mcptt_id in g.members)
+
+    def gms(self, system: McSystem) -> NodePlan:
+        node = system.node("gms")
+        options = GmsOptions(system.issuer, f"sip:{system.domain}",
+                             self.group_documents(system))
+        return NodePlan(node.qualified_name, "gms", system.name, node.host,
+                        self.listeners(node), options,
+                        self.credentials(system.name, node.name, signing=True),
+                        after=(system.node("idms").qualified_name,))
 
     def exec_node(self, system: McSystem, node: Node) -> NodePlan:
         """An outside program: its command with the run's addresses filled in.  An edge
@@ -263,7 +283,8 @@ class _Planner:
         user_profiles = [self.user_profile(system, u) for u in system.users]
         user_profiles += [profiles.UserProfile(
             m.mc_ids["mcptt_id"], 1, f"{m.partner_username} (migrated)", m.mc_ids["mcptt_id"],
-            self.organization_of(m.primary_issuer), migration_for=m.primary_mcptt_id)
+            self.organization_of(m.primary_issuer), migration_for=m.primary_mcptt_id,
+            groups=self.groups_of(system, m.mc_ids["mcptt_id"]))
             for m in self.migration_profiles(system)]
         options = CmsOptions(system.issuer, f"sip:{system.domain}", tuple(user_profiles))
         return NodePlan(node.qualified_name, "cms", system.name, node.host,
@@ -279,7 +300,8 @@ class _Planner:
         partners = tuple(p for p in (self.partner_access(system, user, target)
                                      for target in user.migrate_to) if p is not None)
         return profiles.UserProfile(user.mcptt_id, 1, user.name.capitalize(), user.mcptt_id,
-                                    system.organization, partners)
+                                    system.organization, partners,
+                                    groups=self.groups_of(system, user.mcptt_id))
 
     def partner_access(self, system: McSystem, user: UserSpec, target: str
                        ) -> profiles.PartnerSystem | None:
@@ -303,7 +325,9 @@ class _Planner:
             sip_transport=ue_transport, sip_domain=partner.domain,
             partner_impu=migration.partner_identity,
             partner_impi=migration.partner_identity.removeprefix("sip:"),
-            idms_token_endpoint=f"{partner.issuer}/token", idms_audience=partner.issuer)
+            idms_token_endpoint=f"{partner.issuer}/token", idms_audience=partner.issuer,
+            cms_url=partner.node("cms").https_url or "",
+            gms_url=(gms.https_url or "") if (gms := partner.find("gms")) else "")
 
     def mc_server(self, system: McSystem) -> NodePlan:
         node, core = system.node("mc-server"), system.node("sip-core")
@@ -324,7 +348,7 @@ class _Planner:
                 m.mc_ids["mcptt_id"] for m in self.migration_profiles(system)),
             allowed_partners={u.mcptt_id: u.migrate_to for u in system.users},
             clock_offset=self.faults.partner_clock_offset if system.migration_profiles
-            else 0.0)
+            else 0.0, domain=system.domain, groups=self.group_documents(system))
         return NodePlan(node.qualified_name, "mc-server", system.name, node.host,
                         self.listeners(node), options,
                         self.credentials(system.name, node.name, signing=True,

@@ -22,11 +22,13 @@ import yaml
 
 from .model import EXEC_ROLES
 from .model import NODE_PLACEHOLDERS
+from .model import OPTIONAL_ROLES
 from .model import OWN_PLACEHOLDERS
 from .model import PLACEHOLDER
 from .model import ROLES
 from .model import TRANSPORTS
 from .model import ExecSpec
+from .model import GroupSpec
 from .model import Impairment
 from .model import Link
 from .model import LocalPlmn
@@ -188,14 +190,14 @@ def _node(reader: _Reader, name: str, system: str, role: str | None = None) -> N
     if kind == "exec":
         return _exec_node(reader, name, system)
     role = role or reader.string("role")
-    reader.check(role, "role", lambda r: r in ROLES,
-                 f"role {role!r} is not one of {', '.join(ROLES)}")
+    reader.check(role, "role", lambda r: r in ROLES + OPTIONAL_ROLES,
+                 f"role {role!r} is not one of {', '.join(ROLES + OPTIONAL_ROLES)}")
     host = _loopback(reader, "host")
     sip = _sip(reader.sub("sip")) if reader.has("sip") else None
     https = _port(reader, "https") if reader.has("https") else None
     if role in ("sip-core", "mc-server") and sip is None:
         raise reader.doc.error(reader.path, f"a {role} needs a 'sip' interface")
-    if role in ("idms", "cms") and https is None:
+    if role in ("idms", "cms", "gms") and https is None:
         raise reader.doc.error(reader.path, f"a {role} needs an 'https' port")
     reader.done()
     return Node(name, role, system, host, sip, https)
@@ -278,8 +280,9 @@ def _system(reader: _Reader, name: str) -> McSystem:
             raise reader.doc.error(f"{reader.path}.nodes",
                                    f"needs exactly one node with role {role!r}, has "
                                    f"{roles.count(role)}")
-    if roles.count("edge-proxy") > 1:
-        raise reader.doc.error(f"{reader.path}.nodes", "has more than one edge-proxy")
+    for optional in ("edge-proxy", *OPTIONAL_ROLES):
+        if roles.count(optional) > 1:
+            raise reader.doc.error(f"{reader.path}.nodes", f"has more than one {optional}")
     users = tuple(_user(u, n) for n, u in reader.items("users")) if reader.has("users") else ()
     profiles = []
     if reader.has("migration_profiles"):
@@ -290,8 +293,25 @@ def _system(reader: _Reader, name: str) -> McSystem:
                 partner_mcdata_id=profile.string("partner_mcdata_id", None),
                 partner_mcvideo_id=profile.string("partner_mcvideo_id", None)))
             profile.done()
+    known = {u.name for u in users} | {p.user for p in profiles}
+    group_specs = []
+    if reader.has("groups"):
+        for group_name, group in reader.items("groups"):
+            members = tuple(group.get("members", list, []))
+            for i, member in enumerate(members):
+                if member not in known:
+                    raise reader.doc.error(f"{group.path}.members[{i}]",
+                                           f"{member!r} is neither a user nor a migration "
+                                           f"profile of {name}")
+            group_id = group.string("id")
+            if not group_id.startswith("sip:"):
+                raise reader.doc.error(f"{group.path}.id", f"{group_id!r} is not a SIP URI")
+            group_specs.append(GroupSpec(group_name, group_id,
+                                         group.string("display_name", group_name), members))
+            group.done()
     reader.done()
-    return McSystem(name, domain, organization, nodes, users, tuple(profiles))
+    return McSystem(name, domain, organization, nodes, users, tuple(profiles),
+                    tuple(group_specs))
 
 
 def parse_topology(text: str, source: str = "<string>") -> Topology:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from dataclasses import field
 
 ROLES = ("idms", "cms", "sip-core", "mc-server")
+OPTIONAL_ROLES = ("gms",)
+"""At most one each: a system without a GMS serves no group documents."""
 EXEC_ROLES = ("edge-proxy", "exec")
 """Roles of outside programs placed as nodes (``kind: exec``): ``edge-proxy`` stands between
 the local PLMN's gateway and its system's SIP core; ``exec`` is only run."""
@@ -118,6 +120,18 @@ class MigrationProfileSpec:
 
 
 @dataclass(frozen=True)
+class GroupSpec:
+    """An MC service group of a system (23.280 §10.1.5), as its GMS serves it."""
+
+    name: str
+    group_id: str
+    """The MC service group ID, a SIP URI."""
+    display_name: str
+    members: tuple[str, ...]
+    """Users of the system, or migrating users by the name of their migration profile."""
+
+
+@dataclass(frozen=True)
 class McSystem:
     name: str
     domain: str
@@ -125,6 +139,13 @@ class McSystem:
     nodes: tuple[Node, ...]
     users: tuple[UserSpec, ...] = ()
     migration_profiles: tuple[MigrationProfileSpec, ...] = ()
+    groups: tuple[GroupSpec, ...] = ()
+
+    def member_ids(self, group: GroupSpec) -> tuple[str, ...]:
+        """The members' MCPTT IDs: a user's own, a migrant's partner-assigned one."""
+        local = {u.name: u.mcptt_id for u in self.users}
+        migrants = {p.user: p.partner_identity for p in self.migration_profiles}
+        return tuple(local.get(m) or migrants[m] for m in group.members)
 
     def node(self, role: str) -> Node:
         for node in self.nodes:

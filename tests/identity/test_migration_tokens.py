@@ -68,7 +68,8 @@ async def test_security_token_has_the_b8_claims(tmp_path: Path) -> None:
     assert claims[CLAIM_MIGRATION_PARTNER] == PARTNER_ISSUER
     assert set(claims["scope"].split()) == {
         "3gpp:mc:ptt_service", "3gpp:mc:data_service", "3gpp:mc:video_service",
-        "3gpp:mc:ptt_config_management_service"}  # the login's MC scopes, not openid
+        "3gpp:mc:ptt_config_management_service",
+        "3gpp:mc:ptt_group_management_service"}  # the login's MC scopes, not openid
 
 
 @pytest.mark.parametrize("login_scope,asked,granted", [

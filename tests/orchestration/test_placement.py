@@ -81,7 +81,7 @@ async def test_each_node_is_its_own_process_and_none_outlives_the_run(
     async with network:
         pids = {name: node.pid for name, node in network.runner.nodes.items()
                 if isinstance(node, ProcessNode)}
-        assert len(pids) == 12 and len(set(pids.values())) == 12  # the UEs too
+        assert len(pids) == 14 and len(set(pids.values())) == 14  # the UEs too
         assert os.getpid() not in pids.values()
         assert all(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
         state = network.state()

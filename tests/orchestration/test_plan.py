@@ -34,8 +34,9 @@ def by_name(plans: tuple[NodePlan, ...]) -> dict[str, NodePlan]:
 def test_one_plan_per_node_in_start_order(topology: Topology) -> None:
     names = [plan.name for plan in plan_network(topology, Faults(), RUN)]
     assert names == ["primary.idms", "primary.cms", "primary.mc-server", "primary.sip-core",
-                     "partner.idms", "partner.cms", "partner.mc-server", "partner.sip-core",
-                     "visited-plmn.gateway", "ue-alice", "ue-carol", "ue-bob"]
+                     "partner.idms", "partner.cms", "partner.gms", "partner.mc-server",
+                     "partner.sip-core", "visited-plmn.gateway", "ue-alice", "ue-carol",
+                     "ue-dave", "ue-bob"]
 
 
 def test_planning_is_pure(topology: Topology, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from emulator.topology import load_topology
 from emulator.topology import topology_path
 
 KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
-SEEDS = (2, 3, 4, 11, 16)
+SEEDS = (11, 1, 16)
 """Seeds whose losses include a response, so that the request is seen twice (with a lost
 request only its retransmission reaches the wire, which no capture can flag as one)."""
 

@@ -35,6 +35,31 @@ def test_default_topology_is_the_seed() -> None:
     assert len(hosts) == len(set(hosts))
 
 
+def test_groups_name_their_members_by_mcptt_id() -> None:
+    """A migrant is a member by its migration profile, with its partner-assigned ID."""
+    partner = load_topology(DEFAULT_TOPOLOGY).system("partner")
+    (group,) = partner.groups
+    assert group.group_id == "sip:fire-1@mcx.partner.example"
+    assert partner.member_ids(group) == ("sip:carol@mcx.partner.example",
+                                         "sip:dave@mcx.partner.example",
+                                         "sip:alice.visitor@mcx.partner.example")
+    assert partner.find("gms") is not None
+    assert load_topology(DEFAULT_TOPOLOGY).system("primary").find("gms") is None
+
+
+@pytest.mark.parametrize("value,ok", [("60", True), ("0", False), ("true", False),
+                                      ("86401", False)])
+def test_the_security_token_lifetime_is_a_users_setting(value: str, ok: bool) -> None:
+    text = TEXT.replace("migrate_to: [partner]",
+                        f"migrate_to: [partner]\n        security_token_lifetime: {value}", 1)
+    if ok:
+        alice = parse_topology(text, "t.yaml").system("primary").user("alice")
+        assert alice.security_token_lifetime == int(value)
+        return
+    with pytest.raises(TopologyError, match="security_token_lifetime"):
+        parse_topology(text, "bad.yaml")
+
+
 def test_topology_is_frozen() -> None:
     topology = load_topology(DEFAULT)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -82,6 +107,12 @@ def _line_of(text: str, needle: str) -> int:
      "already used by partner.sip-core"),
     ("ue_pool: 127.0.31.0/26", "ue_pool: 10.0.0.0/24", "local_plmn.ue_pool",
      "not inside 127.0.0.0/8"),
+    ("members: [carol, dave, alice]", "members: [carol, mallory]",
+     "systems.partner.groups.fire-1.members[1]", "neither a user nor a migration profile"),
+    ("id: sip:fire-1@mcx.partner.example", "id: fire-1",
+     "systems.partner.groups.fire-1.id", "not a SIP URI"),
+    ("{role: gms,       host: 127.0.20.6, https: 9445}", "{role: gms,       host: 127.0.20.6}",
+     "systems.partner.nodes.gms", "needs an 'https' port"),
 ])
 def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: str) -> None:
     assert old in TEXT, old
