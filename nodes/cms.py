@@ -12,15 +12,14 @@ error=...``).
 from __future__ import annotations
 
 import logging
-import time
 
 from aiohttp import web
 
 from emulator.documents import profile as profiles
-from emulator.identity.tokens import ACCESS_TOKEN_TYP
-from emulator.identity.tokens import TokenError
 
 from .base import own_token_validator
+from .bearer import BearerGuard
+from .bearer import BearerRefused
 from .httpd import HttpsRole
 from .httpd import json_response
 from .httpd import new_application
@@ -39,10 +38,8 @@ class CmsNode(HttpsRole):
         options = plan.options
         assert isinstance(options, CmsOptions)
         self.profiles = {p.xui_uri: p for p in options.profiles}
-        self.validator = own_token_validator(options.issuer, plan.credentials)
-        self.issuer = options.issuer
-        self.audience = options.audience
-        """The resource-server audience the access tokens must name (RFC 9068 §4)."""
+        self.guard = BearerGuard(own_token_validator(options.issuer, plan.credentials),
+                                 options.issuer, options.audience, CONFIG_SCOPE)
         self.requests = 0
         app = new_application()
         app.router.add_get(profiles.xcap_path("{xui}", "{index}"), self._get)
@@ -53,32 +50,16 @@ class CmsNode(HttpsRole):
 
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return bearer_error(401, "invalid_request", "a Bearer access token is required")
-        try:
-            claims = self.validator.validate(token.strip(), now=time.time(),
-                                             typ=ACCESS_TOKEN_TYP, issuer=self.issuer,
-                                             audience=self.audience)
-        except TokenError as exc:
-            return bearer_error(401, "invalid_token", exc.description)
-        if CONFIG_SCOPE not in str(claims.get("scope", "")).split():
-            return bearer_error(403, "insufficient_scope", f"scope lacks {CONFIG_SCOPE}")
         xui = request.match_info["xui"]
-        if claims.get("mcptt_id") != xui:
-            return bearer_error(403, "insufficient_scope",
-                                 "a user may only read their own profile")
+        try:
+            if self.guard.claims(request).get("mcptt_id") != xui:
+                raise BearerRefused(403, "insufficient_scope",
+                                    "a user may only read their own profile")
+        except BearerRefused as refused:
+            return refused.response()
         profile = self.profiles.get(xui)
         if profile is None or str(profile.index) != request.match_info["index"]:
             return json_response({"error": "not_found",
                                   "error_description": f"no profile for {xui}"}, 404)
         return web.Response(body=profiles.render(profile), content_type=profiles.MIME_TYPE,
                             headers={"Cache-Control": "no-store"})
-
-
-def bearer_error(status: int, error: str, description: str) -> web.Response:
-    quoted = description.replace('"', "'")
-    return json_response({"error": error, "error_description": description}, status,
-                         **{"WWW-Authenticate": f'Bearer error="{error}", '
-                                                f'error_description="{quoted}"'})

@@ -11,16 +11,14 @@ groups it may join.  Refusals follow RFC 6750 §3, as at the CMS.
 from __future__ import annotations
 
 import logging
-import time
 
 from aiohttp import web
 
 from emulator.documents import groups
-from emulator.identity.tokens import ACCESS_TOKEN_TYP
-from emulator.identity.tokens import TokenError
 
 from .base import own_token_validator
-from .cms import bearer_error
+from .bearer import BearerGuard
+from .bearer import BearerRefused
 from .httpd import HttpsRole
 from .httpd import json_response
 from .httpd import new_application
@@ -39,9 +37,8 @@ class GmsNode(HttpsRole):
         options = plan.options
         assert isinstance(options, GmsOptions)
         self.groups = {g.group_id: g for g in options.groups}
-        self.validator = own_token_validator(options.issuer, plan.credentials)
-        self.issuer = options.issuer
-        self.audience = options.audience
+        self.guard = BearerGuard(own_token_validator(options.issuer, plan.credentials),
+                                 options.issuer, options.audience, GROUP_SCOPE)
         self.requests = 0
         app = new_application()
         app.router.add_get(groups.xcap_path("{group}"), self._get)
@@ -52,22 +49,16 @@ class GmsNode(HttpsRole):
 
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return bearer_error(401, "invalid_request", "a Bearer access token is required")
         try:
-            claims = self.validator.validate(token.strip(), now=time.time(),
-                                             typ=ACCESS_TOKEN_TYP, issuer=self.issuer,
-                                             audience=self.audience)
-        except TokenError as exc:
-            return bearer_error(401, "invalid_token", exc.description)
-        if GROUP_SCOPE not in str(claims.get("scope", "")).split():
-            return bearer_error(403, "insufficient_scope", f"scope lacks {GROUP_SCOPE}")
+            claims = self.guard.claims(request)
+        except BearerRefused as refused:
+            return refused.response()
         group = self.groups.get(request.match_info["group"])
         if group is None:
             return json_response({"error": "not_found", "error_description":
                                   f"no group {request.match_info['group']}"}, 404)
         if claims.get("mcptt_id") not in group.members:
-            return bearer_error(403, "insufficient_scope", "not a member of this group")
+            return BearerRefused(403, "insufficient_scope",
+                                 "not a member of this group").response()
         return web.Response(body=groups.render(group), content_type=groups.MIME_TYPE,
                             headers={"Cache-Control": "no-store"})

@@ -70,6 +70,7 @@ from emulator.sip.message import parse_message
 from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
 from emulator.sip.multipart import MultipartError
+from emulator.sip.multipart import body_parts
 from emulator.sip.uri import URI
 from emulator.transport.base import Tap
 
@@ -125,28 +126,21 @@ class ServiceAuthoriser:
     the partner-assigned MC service IDs."""
 
     def info_documents(self, register: Request) -> list[mcx_info.ServiceInfo]:
-        content_type = register.content_type
-        if content_type is None or not register.body:
-            raise AuthorisationRefused("REGISTER carries no MC service info")
-        parts: list[tuple[str, bytes]]
-        if content_type.mime_type == "multipart/mixed":
-            boundary = content_type.param("boundary") or ""
-            try:
-                body = MultipartBody.parse(register.body, boundary)
-            except MultipartError as exc:
-                raise AuthorisationRefused(f"bad multipart body: {exc}") from None
-            parts = [(p.mime_type, p.content) for p in body.parts]
-        else:
-            parts = [(content_type.mime_type, register.body)]
+        try:
+            parts = body_parts(register)
+        except MultipartError as exc:
+            raise AuthorisationRefused(f"bad multipart body: {exc}") from None
+        if not parts:
+            raise AuthorisationRefused(f"{register.method} carries no MC service info")
         documents = []
-        for mime, content in parts:
-            fmt = mcx_info.FORMATS.get(mime)
+        for part in parts:
+            fmt = mcx_info.FORMATS.get(part.mime_type)
             if fmt is None:
                 continue
             try:
-                documents.append(mcx_info.parse(content, fmt))
+                documents.append(mcx_info.parse(part.content, fmt))
             except XmlError as exc:
-                raise AuthorisationRefused(f"bad {mime}: {exc}") from None
+                raise AuthorisationRefused(f"bad {part.mime_type}: {exc}") from None
         if not documents:
             raise AuthorisationRefused("no mcptt/mcdata/mcvideo info document in REGISTER")
         return documents
@@ -239,6 +233,8 @@ class McServer(SipNode):
         self.interconnection = interconnection.address if interconnection else None
         self.allowed_partners = {k: frozenset(v) for k, v in options.allowed_partners.items()}
         self.users: dict[str, AuthorisedUser] = {}
+        self.by_service_id: dict[tuple[str, str], str] = {}
+        """(service, MC service ID) -> the IMPU of the user authorised with it."""
         self.sip_cores = frozenset(p.host for p in plan.peers_of("sip-core"))
         """Hosts allowed to send third-party REGISTERs; empty trusts any (tests, tools)."""
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
@@ -273,12 +269,22 @@ class McServer(SipNode):
 
     def authorised(self, user: AuthorisedUser) -> None:
         """Hold ``user``'s authorisation, written through before anyone is told."""
+        self._forget_ids(user.impu)
         self.users[user.impu] = user
+        for service, service_id in user.services.items():
+            self.by_service_id[(service, service_id)] = user.impu
         self.journal.put("users", user.impu, {
             "services": dict(user.services), "primary_identity": user.primary_identity,
             "expires_at": user.expires_at})
 
+    def _forget_ids(self, impu: str) -> None:
+        user = self.users.get(impu)
+        for service, service_id in (user.services.items() if user else ()):
+            if self.by_service_id.get((service, service_id)) == impu:
+                del self.by_service_id[(service, service_id)]
+
     def forget(self, impu: str) -> None:
+        self._forget_ids(impu)
         self.users.pop(impu, None)
         self.journal.delete("users", impu)
         for members in self.affiliations.values():  # de-registered: affiliated no more
@@ -452,26 +458,15 @@ class McServer(SipNode):
     # -- sessions addressed to our PSI ----------------------------------------------------
     def _info(self, request: Request, fmt: mcx_info.ServiceInfoFormat
               ) -> mcx_info.ServiceInfo | None:
-        content_type = request.content_type
-        if content_type is None:
-            return None
         try:
-            if content_type.mime_type == "multipart/mixed":
-                body = MultipartBody.parse(request.body, content_type.param("boundary") or "")
-                parts = [(p.mime_type, p.content) for p in body.parts]
-            else:
-                parts = [(content_type.mime_type, request.body)]
-            return next((mcx_info.parse(c, fmt) for m, c in parts if m == fmt.mime_type), None)
-        except (MultipartError, XmlError):
+            return next((mcx_info.parse(p.content, fmt) for p in body_parts(request)
+                         if p.mime_type == fmt.mime_type), None)
+        except ValueError:  # broken multipart, XML or Content-Type: no usable info
             return None
 
     def _replace_info(self, request: Request, info: mcx_info.ServiceInfo) -> None:
-        content_type = request.content_type
-        assert content_type is not None
-        body = MultipartBody.parse(request.body, content_type.param("boundary") or "")
         parts = [BodyPart(info.format.mime_type, mcx_info.render(info))
-                 if p.mime_type == info.format.mime_type else BodyPart(p.content_type, p.content)
-                 for p in body.parts]
+                 if p.mime_type == info.format.mime_type else p for p in body_parts(request)]
         rebuilt = MultipartBody.build(parts)
         request.set_body(rebuilt.to_bytes(), rebuilt.content_type)
 
@@ -501,8 +496,7 @@ class McServer(SipNode):
         target = info.request_uri
         if service == "mcdata":
             # The target's MCData ID names an authorised user: reach it by its IMPU.
-            target = next((u.impu for u in self.users.values()
-                           if u.services.get("mcdata") == info.request_uri), "")
+            target = self.by_service_id.get(("mcdata", info.request_uri), "")
             if not target:
                 self.reply(request, transaction, 404, "Not Found (no such MCData user)")
                 return

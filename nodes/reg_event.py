@@ -89,6 +89,8 @@ class RegEventNotifier:
     now: Callable[[], float]
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     """By Call-ID: a SUBSCRIBE dialog is ours alone (RFC 6665 §4.1.2.4)."""
+    _by_aor: dict[str, dict[str, Subscription]] = field(default_factory=dict)
+    """The same, by AOR then Call-ID: what a registration's change looks up."""
     _settling: dict[str, int] = field(default_factory=dict)
     """AORs with a third-party REGISTER outstanding (how many)."""
     _refused: OrderedDict[str, Refused] = field(default_factory=OrderedDict)
@@ -121,8 +123,11 @@ class RegEventNotifier:
         if not self.bindings(aor) and refused is None and aor not in self._settling:
             node.reply(request, transaction, 403, "Forbidden (not registered)")
             return
+        self._purge(aor)
+        if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+            self._purge()
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS or \
-                sum(1 for s in self.subscriptions.values() if s.aor == aor) >= MAX_PER_AOR:
+                len(self._by_aor.get(aor, {})) >= MAX_PER_AOR:
             node.reply(request, transaction, 503, "Service Unavailable (too many "
                                                   "subscriptions)", headers=(("Retry-After",
                                                                               "60"),))
@@ -140,6 +145,7 @@ class RegEventNotifier:
             return
         subscription = Subscription(aor, dialog, self.now() + expires)
         self.subscriptions[request.call_id] = subscription
+        self._by_aor.setdefault(aor, {})[request.call_id] = subscription
         node.endpoint.send_response(response, transaction)
         if aor not in self._settling:
             self._notify(subscription)
@@ -151,7 +157,7 @@ class RegEventNotifier:
         response.headers.add("Expires", expires)
         self.node.endpoint.send_response(response, transaction)
         if expires == 0:  # unsubscribe: a last NOTIFY (RFC 6665 §4.1.2.3)
-            self.subscriptions.pop(request.call_id, None)
+            self._drop(request.call_id)
             self._notify(subscription, terminated=True)
             return
         subscription.expires_at = self.now() + expires
@@ -194,19 +200,30 @@ class RegEventNotifier:
                 self._refused.popitem(last=False)
         gone = tuple(previous)
         for subscription in self._of(aor):
-            self.subscriptions.pop(subscription.dialog.call_id, None)
+            self._drop(subscription.dialog.call_id)
             self._notify(subscription, terminated=True, gone=gone, event=event,
                          refused=refused)
 
-    def purge(self) -> None:
-        """Forget lapsed subscriptions (RFC 6665 §4.2.2: they simply expire)."""
+    def _purge(self, aor: str | None = None) -> None:
+        """Forget lapsed subscriptions (RFC 6665 §4.2.2: they simply expire): ``aor``'s,
+        or (a full table) all of them."""
         now = self.now()
-        for call_id in [c for c, s in self.subscriptions.items() if s.expires_at <= now]:
-            del self.subscriptions[call_id]
+        pool = self._by_aor.get(aor, {}) if aor is not None else self.subscriptions
+        for call_id in [c for c, s in pool.items() if s.expires_at <= now]:
+            self._drop(call_id)
+
+    def _drop(self, call_id: str) -> None:
+        subscription = self.subscriptions.pop(call_id, None)
+        if subscription is None:
+            return
+        of_aor = self._by_aor.get(subscription.aor, {})
+        of_aor.pop(call_id, None)
+        if not of_aor:
+            self._by_aor.pop(subscription.aor, None)
 
     # -- NOTIFY ------------------------------------------------------------------
     def _of(self, aor: str) -> list[Subscription]:
-        return [s for s in self.subscriptions.values() if s.aor == aor]
+        return list(self._by_aor.get(aor, {}).values())
 
     def _recent_refusal(self, aor: str) -> Refused | None:
         refused = self._refused.get(aor)
@@ -248,7 +265,7 @@ class RegEventNotifier:
         except ValueError as exc:
             logger.warning("%s: subscriber of %s unreachable: %s", node.name,
                            subscription.aor, exc)
-            self.subscriptions.pop(dialog.call_id, None)
+            self._drop(dialog.call_id)
             return
         body = self.document(subscription, gone=gone, event=event, refused=refused)
         subscription.notified = True
@@ -266,7 +283,7 @@ class RegEventNotifier:
         def answered(response: Response) -> None:
             # RFC 6665 §4.2.2: a subscriber that does not take the NOTIFY is gone.
             if response.status >= 300 and response.status not in (401, 407):
-                self.subscriptions.pop(call_id, None)
+                self._drop(call_id)
 
         node.endpoint.send_request(notify, hop, answered)
 

@@ -233,7 +233,6 @@ class SipCore(SipNode):
                          transaction: TransactionKey) -> None:
         """24.229 §5.4.2.1: the registrar is the reg event notifier for its users."""
         self.pop_own_route(request)
-        self.reg_event.purge()
         aor = request.uri.aor
         # 24.229 §5.4.2.1.1: the user (asserted by a P-CSCF, or from its own contact), its
         # P-CSCF or its AS.

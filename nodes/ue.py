@@ -46,7 +46,7 @@ from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
-from emulator.sip.multipart import MultipartError
+from emulator.sip.multipart import body_parts
 from emulator.sip.uri import URI
 from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
@@ -820,14 +820,11 @@ class UserEquipment:
 
 def _text_of(message: Request) -> str:
     """What an SDS says: its data payload's text (24.282 §15.1.4), else the body as text."""
-    content_type = message.content_type
-    if content_type is not None and content_type.mime_type == "multipart/mixed":
-        try:
-            body = MultipartBody.parse(message.body, content_type.param("boundary") or "")
-            payload = next((p for p in body.parts if p.mime_type == mcdata.PAYLOAD_MIME_TYPE),
-                           None)
-            if payload is not None:
-                return mcdata.DataPayload.decode(payload.content).text()
-        except (MultipartError, mcdata.McdataError):
-            pass
+    try:
+        payload = next((p for p in body_parts(message)
+                        if p.mime_type == mcdata.PAYLOAD_MIME_TYPE), None)
+        if payload is not None:
+            return mcdata.DataPayload.decode(payload.content).text()
+    except ValueError:  # a broken multipart body, payload or Content-Type: show the bytes
+        pass
     return message.body.decode("utf-8", "replace")

@@ -14,6 +14,7 @@ from dataclasses import field
 
 from .grammar import header_key
 from .grammar import is_token
+from .message import Message
 
 _MAX_PARTS = 32
 
@@ -134,3 +135,15 @@ def _parse_part(raw: bytes) -> BodyPart:
                         "text/plain")  # RFC 2046 §5.1: the default for a part
     return BodyPart(content_type, content,
                     tuple((n, v) for n, v in headers if header_key(n) != "content-type"))
+
+
+def body_parts(message: Message) -> list[BodyPart]:
+    """A message's bodies: the parts of a ``multipart/mixed`` body, else the one body
+    (24.379 §6.5 never wraps a single one); none without a body.  Raises
+    :class:`MultipartError` on a broken multipart body."""
+    content_type = message.content_type
+    if content_type is None or not message.body:
+        return []
+    if content_type.mime_type == "multipart/mixed":
+        return list(MultipartBody.parse(message.body, content_type.param("boundary") or "").parts)
+    return [BodyPart(str(content_type), message.body)]

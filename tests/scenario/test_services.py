@@ -95,7 +95,9 @@ def test_the_private_call_goes_through_the_psi(default_report: Report) -> None:
     # Towards carol the Request-URI is hers, and mcptt-info names caller and called.
     towards = sip_fields(capture, 'sip.Method == "INVITE" && ip.dst == 127.0.41.1 && '
                          '!(sip.r-uri contains "mcptt-server")', "xml.cdata")
-    assert any("sip:alice.visitor@mcx.partner.example" in r[0] for r in towards)
+    private = [r[0] for r in towards if "private" in r[0]]
+    assert private and all("sip:alice.visitor@mcx.partner.example" in r and
+                           "sip:carol@mcx.partner.example" in r for r in private)
 
 
 @needs_kernel
