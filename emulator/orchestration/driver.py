@@ -165,7 +165,7 @@ class ScenarioDriver:
         if variant == "replay":
             steps.append(("partner-token-replay", "The same security token presented again",
                           "33.180 B.12; RFC 7523 §3 (jti)", self.partner_token))
-        if variant == "publish":
+        if self.by_publish:
             steps += [
                 ("partner-register", "REGISTER through the gateway, without tokens; reg event",
                  "TR 23.700-90 7.X.2 step 1; 24.229 §5.1.1.2, §5.1.1.3; 24.379 §7.2.1",
@@ -257,10 +257,8 @@ class ScenarioDriver:
                 token = (await peer.login(system.issuer)).access_token
                 self.peer_tokens[peer.plan.name] = token
             user = system.user(spec.user)
-            outcome = await peer.register(
-                self._core_address(spec.home, peer.plan.name), system.domain, user.mcptt_id,
-                user.mcptt_id.removeprefix("sip:"), token, user.mc_ids)
-            text = _sip_outcome(outcome)
+            text = await self._register(peer, self._core_address(spec.home, peer.plan.name),
+                                        system.domain, user.mcptt_id, token, user.mc_ids)
             groups = [g.group_id for g in system.groups if user.name in g.members]
             if groups:
                 _sip_outcome(await peer.affiliate(groups, mcptt_server_psi(system.domain),
@@ -279,14 +277,42 @@ class ScenarioDriver:
         transport = self.net.topology.link_transport(ue, node.qualified_name) or "udp"
         return Address(transport, node.host, node.sip.port_for(transport))
 
+    @property
+    def by_publish(self) -> bool:
+        """Whether the migrating UE hands its partner tokens over by PUBLISH (24.379
+        §7.3.3): in the publish-authorisation scenario, or by its ``service_authorisation``
+        key, except in the scenarios judged on the REGISTER itself."""
+        if self.scenario.variant == "publish":
+            return True
+        expect = self.scenario.expect
+        if self.scenario.variant in ("direct", "interconnection", "unattached", "refused") \
+                or (expect is not None and expect.step == "partner-register"):
+            return False
+        return self._publishes(self.ue)
+
+    def _publishes(self, ue: UserEquipment) -> bool:
+        return self.net.topology.ue(ue.plan.name).service_authorisation == "publish"
+
+    async def _register(self, ue: UserEquipment, core: Address, domain: str, impu: str, token: str,
+                        ids: dict[str, str]) -> str:
+        """A REGISTER in ``ue``'s own MC system, then, for a UE that authorises by PUBLISH,
+        the PUBLISH to its MC server (24.379 §7.3.1 or §7.3.3)."""
+        publish = self._publishes(ue)
+        outcome = await ue.register(core, domain, impu, impu.removeprefix("sip:"), token, ids,
+                                    publish=publish)
+        text = _sip_outcome(outcome)
+        if publish:
+            published = await ue.publish_service_authorisation(mcptt_server_psi(domain), token,
+                                                               ids)
+            text += f", {_sip_outcome(published)} to PUBLISH"
+        return text
+
     async def register_primary(self) -> str:
         assert self.tokens is not None
         user = self.home.user(self.net.topology.ue(self.ue.plan.name).user)
-        outcome = await self.ue.register(
-            self._core_address(self.home.name, self.ue.plan.name), self.home.domain,
-            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), self.tokens.access_token,
-            user.mc_ids)
-        return _sip_outcome(outcome)
+        return await self._register(
+            self.ue, self._core_address(self.home.name, self.ue.plan.name), self.home.domain,
+            user.mcptt_id, self.tokens.access_token, user.mc_ids)
 
     async def download_profile(self) -> str:
         user = self.home.user(self.net.topology.ue(self.ue.plan.name).user)
@@ -370,7 +396,7 @@ class ScenarioDriver:
                 visited = True
         outcome = await self.ue.register(
             gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi, token, ids,
-            visited=visited, via_p_cscf=True, publish=variant == "publish",
+            visited=visited, via_p_cscf=True, publish=self.by_publish,
             expires=self.scenario.faults.partner_registration_expires or 3600)
         self.registered_impu = partner.partner_impu
         self.partner_ids = ids
@@ -490,11 +516,16 @@ class ScenarioDriver:
             await asyncio.sleep(period)  # the user's stay: real time on the wire
             self.partner_tokens = await self.ue.refresh_partner_token(
                 partner.idms_token_endpoint)
+            token = str(self.partner_tokens["access_token"])
             outcome = await self.ue.register(
                 gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi,
-                str(self.partner_tokens["access_token"]), self.partner_ids, visited=True,
-                via_p_cscf=True, expires=registration)
+                token, self.partner_ids, visited=True, via_p_cscf=True, expires=registration,
+                publish=self.by_publish)
             _sip_outcome(outcome)
+            if self.by_publish:
+                _sip_outcome(await self.ue.publish_service_authorisation(
+                    mcptt_server_psi(self.partner.domain), token, self.partner_ids,
+                    visited=True, expires=registration))
             await self.short_data()
             cycles += 1
         if cycles < 2:
@@ -540,10 +571,9 @@ class ScenarioDriver:
         system = self.net.topology.system(spec.home)
         token = (await self.home_peer.login(system.issuer)).access_token
         user = system.user(spec.user)
-        outcome = await self.home_peer.register(
-            self._core_address(spec.home, self.home_peer.plan.name), system.domain,
-            user.mcptt_id, user.mcptt_id.removeprefix("sip:"), token, user.mc_ids)
-        return _sip_outcome(outcome)
+        return await self._register(
+            self.home_peer, self._core_address(spec.home, self.home_peer.plan.name),
+            system.domain, user.mcptt_id, token, user.mc_ids)
 
     async def refresh_primary(self) -> str:
         self.tokens = await self.ue.refresh_tokens(f"{self.home.issuer}/token")

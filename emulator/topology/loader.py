@@ -26,6 +26,7 @@ from .model import OPTIONAL_ROLES
 from .model import OWN_PLACEHOLDERS
 from .model import PLACEHOLDER
 from .model import ROLES
+from .model import SERVICE_AUTHORISATION
 from .model import TRANSPORTS
 from .model import ExecSpec
 from .model import GroupSpec
@@ -370,7 +371,10 @@ def _ues(top: _Reader, by_name: dict[str, McSystem]) -> list[UeSpec]:
         user = ue_reader.string("user")
         users = {x.name for x in by_name[home].users}
         ue_reader.check(user, "user", users.__contains__, f"system {home!r} has no user {user!r}")
-        ues.append(UeSpec(ue_name, user, home, _loopback(ue_reader, "host")))
+        mode = ue_reader.get("service_authorisation", str, "register")
+        ue_reader.check(mode, "service_authorisation", SERVICE_AUTHORISATION.__contains__,
+                        f"{mode!r} is not one of {', '.join(SERVICE_AUTHORISATION)}")
+        ues.append(UeSpec(ue_name, user, home, _loopback(ue_reader, "host"), mode))
         ue_reader.done()
     return ues
 

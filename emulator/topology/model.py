@@ -20,6 +20,8 @@ OPTIONAL_ROLES = ("gms",)
 EXEC_ROLES = ("edge-proxy", "exec")
 """Roles of outside programs placed as nodes (``kind: exec``): ``edge-proxy`` stands between
 the local PLMN's gateway and its system's SIP core; ``exec`` is only run."""
+SERVICE_AUTHORISATION = ("register", "publish")
+"""A UE's ways to hand its tokens to the MC server (24.379 §7.2.1)."""
 TRANSPORTS = ("udp", "tcp", "tls")
 
 
@@ -195,6 +197,10 @@ class UeSpec:
     home: str
     host: str
     """The UE's address in its home network (before migration)."""
+    service_authorisation: str = "register"
+    """How the UE hands its tokens to the MC server (24.379 §7.2.1): ``register`` (info
+    bodies in the REGISTER, §7.3.1) or ``publish`` (a REGISTER without them, then PUBLISH
+    ``Event: poc-settings``, §7.3.3)."""
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,27 @@ async def test_a_long_stay_refreshes_and_re_registers(mcx_topology: Topology,
     issued = [c["iat"] for c in tokens]
     assert issued == sorted(issued)  # never an older token again
     assert len({c["jti"] for c in tokens}) >= len(refreshes) + 1
+
+
+@needs_kernel
+async def test_ues_that_authorise_by_publish(mcx_topology: Topology, tmp_path: Path) -> None:
+    """``service_authorisation: publish`` on every UE: the default run's REGISTERs carry
+    no tokens, and each UE's PUBLISH (Event: poc-settings, 24.379 §7.3.3) with them gets
+    its MC server's 200, at home and in the partner; the MC services then work."""
+    topology = dataclasses.replace(mcx_topology, ues=tuple(
+        dataclasses.replace(ue, service_authorisation="publish") for ue in mcx_topology.ues))
+    report = await _run(topology, "default", tmp_path)
+    capture = report.capture
+    assert capture is not None
+    for ue, first_hop in (("127.0.40.1", "127.0.10.2"), ("127.0.31.1", "127.0.30.1")):
+        assert request_tokens(capture, "REGISTER", ue, first_hop) == []
+        assert request_tokens(capture, "PUBLISH", ue, first_hop)
+    published = sip_fields(capture, 'sip.Method == "PUBLISH" && ip.dst == 127.0.20.3',
+                           "sip.Event")
+    # carol's, dave's and alice's; the others are affiliations (Event: presence).
+    assert [r[0] for r in published].count("poc-settings") == 3
+    for mc_server in ("127.0.10.3", "127.0.20.3"):
+        answered = sip_fields(capture, f'sip.CSeq.method == "PUBLISH" && ip.src == {mc_server}'
+                              ' && sip.Status-Code == 200', "sip.Status-Code")
+        assert answered
+    assert _verdict(report, "partner-publish").startswith("200")

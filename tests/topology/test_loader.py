@@ -60,6 +60,20 @@ def test_the_security_token_lifetime_is_a_users_setting(value: str, ok: bool) ->
         parse_topology(text, "bad.yaml")
 
 
+@pytest.mark.parametrize("value,ok", [("publish", True), ("register", True),
+                                      ("sip-digest", False), ("1", False)])
+def test_a_ue_chooses_how_it_hands_over_its_tokens(value: str, ok: bool) -> None:
+    """24.379 §7.2.1: by REGISTER (the default) or by PUBLISH, per UE."""
+    assert parse_topology(TEXT, "t.yaml").ue("ue-alice").service_authorisation == "register"
+    text = TEXT.replace("host: 127.0.40.1}", f"host: 127.0.40.1, service_authorisation: {value}}}",
+                        1)
+    if ok:
+        assert parse_topology(text, "t.yaml").ue("ue-alice").service_authorisation == value
+        return
+    with pytest.raises(TopologyError, match=r"ues\.ue-alice\.service_authorisation"):
+        parse_topology(text, "bad.yaml")
+
+
 def test_topology_is_frozen() -> None:
     topology = load_topology(DEFAULT)
     with pytest.raises(dataclasses.FrozenInstanceError):
