@@ -56,9 +56,12 @@ from emulator.orchestration.provisioning import PROVISION_MODES
 from emulator.orchestration.provisioning import create_system
 from emulator.orchestration.provisioning import provision
 from emulator.orchestration.scenarios import SCENARIOS
+from emulator.orchestration.scenarios import not_applicable
 from emulator.orchestration.serve import run_node
 from emulator.orchestration.session import run_scenario
 from emulator.orchestration.session import serve
+from emulator.orchestration.session import topology_for
+from emulator.process import run
 from emulator.topology import Topology
 from emulator.topology import TopologyError
 from emulator.topology import load_topology
@@ -189,8 +192,12 @@ def run_scenarios(args: argparse.Namespace) -> int:
         return 2
     ok = True
     for name in names:
+        reason = not_applicable(SCENARIOS[name], topology_for(SCENARIOS[name], topology))
+        if reason is not None and args.scenario == "all":
+            print(f"SKIPPED {name}: {reason}\n")
+            continue
         try:
-            report = asyncio.run(run_scenario(topology, SCENARIOS[name],
+            report = run(run_scenario(topology, SCENARIOS[name],
                                               transport=args.transport,
                                               pcap_root=Path(args.pcaps),
                                               placement=args.placement, seed=args.seed))
@@ -268,7 +275,7 @@ def run_up(args: argparse.Namespace) -> int:
     topology = _topology(args)
     if topology is None:
         return 2
-    return asyncio.run(serve(topology, Path(args.state_file), transport=args.transport,
+    return run(serve(topology, Path(args.state_file), transport=args.transport,
                              pcap_root=Path(args.pcaps), placement=args.placement,
                              seed=args.seed))
 
@@ -417,6 +424,57 @@ def _add_tool_commands(commands: argparse._SubParsersAction) -> None:  # type: i
                      help="withhold or corrupt the certificate (negative scenarios)")
 
 
+def run_load(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeElapsedColumn
+
+    from emulator.orchestration.load import LoadOptions
+    from emulator.orchestration.loadreport import kpi_table
+    from emulator.orchestration.session import load
+    from emulator.topology.population import PopulationError
+
+    topology = _topology(args)
+    if topology is None:
+        return 2
+    if args.ues < 1 or args.rate <= 0 or args.concurrency < 1:
+        print("error: --ues and --concurrency must be at least 1, --rate above 0",
+              file=sys.stderr)
+        return 2
+    console = Console()
+    with Progress(TextColumn("{task.description:9}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks = {stage: bar.add_task(stage, total=args.ues, failed=0)
+                 for stage in ("home", "migration")}
+        failed = dict.fromkeys(tasks, 0)
+
+        def progress(stage: str, record: Any) -> None:
+            failed[stage] += record.failure is not None
+            bar.update(tasks[stage], advance=1, failed=failed[stage])
+
+        try:
+            result, run_dir, files = run(load(
+                topology, LoadOptions(args.ues, args.rate, args.concurrency),
+                transport=args.transport, pcap_root=Path(args.pcaps),
+                placement=args.placement, capture=not args.no_capture, progress=progress))
+        except (PopulationError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"interrupted: captures of the partial run are under {args.pcaps}/",
+                  file=sys.stderr)
+            return 130
+    console.print(kpi_table(result))
+    console.print(f"run directory: {run_dir}")
+    for path in files:
+        console.print(f"  {path.name}")
+    return 0 if result.registered == args.ues else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcx-emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -428,14 +486,29 @@ def _parser() -> argparse.ArgumentParser:
                      commands.add_parser("up", help="start a topology and keep it running"))
     _add_running_commands(commands)
     _add_tool_commands(commands)
+    _add_load_command(commands)
     return parser
+
+
+def _add_load_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    load = commands.add_parser("load", help="many users migrate at a rate: KPIs, plot, JSON")
+    load.add_argument("topology", nargs="?", default="default",
+                      help="a topology file, or a shipped topology's name (default)")
+    load.add_argument("--ues", type=int, required=True, help="how many UEs migrate")
+    load.add_argument("--rate", type=float, default=100.0, help="UEs started per second")
+    load.add_argument("--concurrency", type=int, default=1000, help="most UEs in flight")
+    load.add_argument("--placement", choices=["inproc", "proc"], default="inproc")
+    load.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
+                      help="force every SIP link to this transport")
+    load.add_argument("--no-capture", action="store_true", help="run without any capture")
+    load.add_argument("--pcaps", default=None, help="where run directories go")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_scenarios, "up": run_up, "provision": run_provision, "ladder": run_ladder,
     "diff": run_diff, "plan": run_plan, "demo": run_demo,
     "node": lambda args: run_node(Path(args.plan)), "exec": run_exec, "clean": run_clean,
-    "link": run_link}
+    "link": run_link, "load": run_load}
 
 
 def main(argv: list[str] | None = None) -> int:

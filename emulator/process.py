@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
+from collections.abc import Coroutine
+from typing import Any
+from typing import TypeVar
 
 import setproctitle
 
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
@@ -49,3 +54,18 @@ def enter_netns(name: str) -> None:
             raise OSError(error, f"setns into {name}: {os.strerror(error)}")
     finally:
         os.close(fd)
+
+
+EVENT_LOOP_ENV = "MCX_EVENT_LOOP"
+"""``uvloop`` runs the event loops of this process and of the node processes it starts
+(inherited) on uvloop; anything else, or unset, on asyncio's own loop."""
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on the loop :data:`EVENT_LOOP_ENV` chooses."""
+    if os.environ.get(EVENT_LOOP_ENV) == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -77,6 +78,8 @@ class UeContext:
     requests: int = field(default=0)
     reg_subscription: Dialog | None = None
     """The gateway's own reg-event subscription for this UE (24.229 §5.2.3)."""
+    subscribed_call_id: str | None = None
+    """The Call-ID of the latest such subscription, live or not (the index's key)."""
 
 
 class Gateway(SipNode):
@@ -100,7 +103,13 @@ class Gateway(SipNode):
         self.plmn_id = options.plmn_id
         self.core = core.address
         self.attached: dict[str, UeContext] = {}
-        self._free = list(options.ue_pool)
+        """By address: what each request's source is checked against."""
+        self._by_name: dict[str, UeContext] = {}
+        self._by_subscription: dict[str, UeContext] = {}
+        """By the Call-ID of our reg-event subscription: whose NOTIFY it is."""
+        self._pool = frozenset(options.ue_pool)
+        self._free = deque(options.ue_pool)
+        """Addresses nobody holds, taken from the left and given back on the right."""
         app = new_application()
         app.router.add_post("/attach", self._attach)
         app.router.add_delete("/attach/{address}", self._detach)
@@ -123,8 +132,9 @@ class Gateway(SipNode):
     # -- what survives a restart (the attachments and what each UE registered) ----------
     def recover(self, tables: Tables) -> None:
         for address, row in tables.get("attached", {}).items():
-            if address not in self._free:
-                logger.warning("%s: kept attachment %s is not in the pool", self.name, address)
+            if address not in self._pool or address in self.attached:
+                logger.warning("%s: kept attachment %s is not in the pool (or kept twice)",
+                               self.name, address)
                 continue
             try:
                 context = UeContext(row["name"], address, bool(row["registered"]),
@@ -132,11 +142,12 @@ class Gateway(SipNode):
             except (KeyError, TypeError) as exc:
                 logger.warning("%s: kept attachment %s unusable: %s", self.name, address, exc)
                 continue
-            self._free.remove(address)
             self._hold(context)
+        self._free = deque(a for a in self._free if a not in self.attached)
 
     def _hold(self, context: UeContext) -> None:
         self.attached[context.address] = context
+        self._by_name[context.name] = context
         # The link to this UE, impaired as planned or since, now ends at its new address.
         if self.impaired.get(context.name) is not None:
             self.endpoint.impairer.set(context.address, self.impaired[context.name])
@@ -157,12 +168,13 @@ class Gateway(SipNode):
         return self.attach(ue).address
 
     def attach(self, ue: str) -> UeContext:
-        for context in self.attached.values():
-            if context.name == ue:
-                return context  # re-attach keeps the address
+        context = self._by_name.get(ue)
+        if context is not None:
+            return context  # re-attach keeps the address
         if not self._free:
-            raise LookupError("address pool exhausted")
-        context = UeContext(ue, self._free.pop(0))
+            raise LookupError(f"address pool exhausted: all {len(self._pool)} addresses "
+                              "are attached")
+        context = UeContext(ue, self._free.popleft())
         self._hold(context)
         logger.info("%s: %s attached as %s", self.name, ue, context.address)
         return context
@@ -192,6 +204,9 @@ class Gateway(SipNode):
         if context is None:
             return json_response({"error": "not_found",
                                   "error_description": "no UE attached at that address"}, 404)
+        self._by_name.pop(context.name, None)
+        if context.subscribed_call_id is not None:
+            self._by_subscription.pop(context.subscribed_call_id, None)
         self._free.append(context.address)
         self.journal.delete("attached", context.address)
         self.endpoint.impairer.set(context.address, None)
@@ -267,11 +282,10 @@ class Gateway(SipNode):
 
     # -- reg event (24.229 §5.2.3) ------------------------------------------------
     def _subscriber(self, request: Request) -> UeContext | None:
-        for context in self.attached.values():
-            dialog = context.reg_subscription
-            if dialog is not None and dialog.call_id == request.call_id and \
-                    dialog.local.tag == request.to.tag:
-                return context
+        context = self._by_subscription.get(request.call_id)
+        dialog = context.reg_subscription if context is not None else None
+        if dialog is not None and dialog.local.tag == request.to.tag:
+            return context
         return None
 
     def subscribe_reg(self, context: UeContext) -> None:
@@ -292,6 +306,10 @@ class Gateway(SipNode):
         subscribe.headers.add("P-Asserted-Identity", NameAddress(self.uri("pcscf", lr=False)))
         context.reg_subscription = Dialog(subscribe.call_id, subscribe.from_, subscribe.to,
                                           subscribe.uri, (), 1, 1)
+        if context.subscribed_call_id is not None:
+            self._by_subscription.pop(context.subscribed_call_id, None)
+        context.subscribed_call_id = subscribe.call_id
+        self._by_subscription[subscribe.call_id] = context
 
         def answered(response: Response) -> None:
             if response.status < 200 or context.reg_subscription is None:

@@ -191,10 +191,16 @@ def identity_provider(plan: NodePlan, options: IdmsOptions
         for peer, reason in refused.items():
             logger.warning("%s does not trust %s: %s", plan.name, peer, reason)
         trusted = TokenValidator(keys)
+    # One hash per distinct password: a load run's generated users share their template's
+    # (PROJECT CHOICE: same password, same salt), and 10,000 PBKDF2 runs would take 40 s.
+    hashes: dict[str, str] = {}
+    for account in options.accounts:
+        if account.password not in hashes:
+            hashes[account.password] = hash_password(account.password)
     accounts = {a.username: UserAccount(
-        a.username, hash_password(a.password), a.mc_ids, migration_targets=a.migration_targets,
-        security_token_lifetime=a.security_token_lifetime,
-        scopes=a.scopes) for a in options.accounts}
+        a.username, hashes[a.password], a.mc_ids, migration_targets=a.migration_targets,
+        security_token_lifetime=a.security_token_lifetime, scopes=a.scopes)
+        for a in options.accounts}
     return IdentityProvider(
         issuer=TokenIssuer(options.issuer, SigningKey.from_credential(signing)),
         clients={c.client_id: c for c in options.clients}, users=accounts,

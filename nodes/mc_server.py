@@ -51,6 +51,8 @@ from emulator.documents import mcx_info
 from emulator.documents import poc_settings
 from emulator.documents.xmlsafe import XmlError
 from emulator.documents.xmlsafe import parse_xml
+from emulator.expiry import ExpiringTable
+from emulator.expiry import TableFull
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.tokens import ACCESS_TOKEN_TYP
 from emulator.identity.tokens import SECURITY_TOKEN_TYP
@@ -91,6 +93,9 @@ WARNING_SERVICE_AUTHORISATION_FAILED = "101 service authorisation failed"
 MIGRATION_AUTH_TYPE = "application/vnd.mcx-emulator.migration-authorisation+xml"  # project
 MIGRATION_AUTH_NS = "urn:mcx-emulator:xml:ns:migration-authorisation:1.0"  # project-defined
 SERVICE_FOR_METHOD = {"INVITE": "mcptt", "MESSAGE": "mcdata"}
+MAX_USERS = 200_000
+"""Most MC service authorisations held at once (PROJECT-DEFINED); then 503."""
+RETRY_AFTER = 60
 
 
 class AuthorisationRefused(Exception):
@@ -232,7 +237,8 @@ class McServer(SipNode):
         interconnection = plan.peer("mc-server") if options.mode == "interconnection" else None
         self.interconnection = interconnection.address if interconnection else None
         self.allowed_partners = {k: frozenset(v) for k, v in options.allowed_partners.items()}
-        self.users: dict[str, AuthorisedUser] = {}
+        self.users: ExpiringTable[str, AuthorisedUser] = ExpiringTable(MAX_USERS)
+        """IMPU -> its MC service authorisation, until it expires."""
         self.by_service_id: dict[tuple[str, str], str] = {}
         """(service, MC service ID) -> the IMPU of the user authorised with it."""
         self.sip_cores = frozenset(p.host for p in plan.peers_of("sip-core"))
@@ -264,28 +270,38 @@ class McServer(SipNode):
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("%s: kept authorisation of %s unusable: %s", self.name, impu, exc)
                 continue
-            if user.expires_at > now:
-                self.authorised(user)
+            if user.expires_at > now and not self.authorised(user):
+                break  # full: the rest register again
 
-    def authorised(self, user: AuthorisedUser) -> None:
-        """Hold ``user``'s authorisation, written through before anyone is told."""
-        self._forget_ids(user.impu)
-        self.users[user.impu] = user
+    def authorised(self, user: AuthorisedUser) -> bool:
+        """Hold ``user``'s authorisation, written through before anyone is told; False
+        when :data:`MAX_USERS` others are authorised (the caller answers 503)."""
+        now = self.now()
+        old = self.users.get(user.impu, now)
+        try:
+            self.users.put(user.impu, user, user.expires_at, now=now)
+        except TableFull:
+            return False
+        if old is not None:
+            self._forget_ids(old)
         for service, service_id in user.services.items():
             self.by_service_id[(service, service_id)] = user.impu
         self.journal.put("users", user.impu, {
             "services": dict(user.services), "primary_identity": user.primary_identity,
             "expires_at": user.expires_at})
+        return True
 
-    def _forget_ids(self, impu: str) -> None:
-        user = self.users.get(impu)
-        for service, service_id in (user.services.items() if user else ()):
-            if self.by_service_id.get((service, service_id)) == impu:
+    def _forget_ids(self, user: AuthorisedUser) -> None:
+        for service, service_id in user.services.items():
+            if self.by_service_id.get((service, service_id)) == user.impu:
                 del self.by_service_id[(service, service_id)]
 
     def forget(self, impu: str) -> None:
-        self._forget_ids(impu)
-        self.users.pop(impu, None)
+        self._dropped(impu, self.users.pop(impu))
+
+    def _dropped(self, impu: str, user: AuthorisedUser | None) -> None:
+        if user is not None:
+            self._forget_ids(user)
         self.journal.delete("users", impu)
         for members in self.affiliations.values():  # de-registered: affiliated no more
             members.discard(impu)
@@ -294,10 +310,8 @@ class McServer(SipNode):
         return self.endpoint.wall_clock() + self.clock_offset
 
     def _purge_expired(self) -> None:
-        now = self.now()
-        if len(self.users) > 1000:  # amortised: only a big table is worth a scan
-            for impu in [i for i, u in self.users.items() if u.expires_at < now]:
-                self.forget(impu)
+        for impu, user in self.users.purge(self.now()):
+            self._dropped(impu, user)
 
     def warning(self) -> str:
         return f'399 {self.host} "{WARNING_SERVICE_AUTHORISATION_FAILED}"'
@@ -307,6 +321,12 @@ class McServer(SipNode):
         self.refusals.append((request.to.uri.aor, reason))
         self.reply(request, transaction, 403, f"Forbidden ({reason})"[:200],
                    headers=(("Warning", self.warning()),))
+
+    def unavailable(self, request: Request, transaction: TransactionKey) -> None:
+        """No room for another authorisation: 503 with Retry-After (RFC 3261 §21.5.4)."""
+        logger.warning("%s: %d users authorised, refusing more", self.name, MAX_USERS)
+        self.reply(request, transaction, 503, "Service Unavailable (too many users)",
+                   headers=(("Retry-After", str(RETRY_AFTER)),))
 
     # -- requests --------------------------------------------------------------
     def on_request(self, request: Request, source: Address,
@@ -375,7 +395,9 @@ class McServer(SipNode):
         except ValueError as exc:  # a header of the UE's REGISTER that does not parse
             self.refuse(request, transaction, f"malformed REGISTER inside: {exc}")
             return
-        self.authorised(user)
+        if not self.authorised(user):
+            self.unavailable(request, transaction)
+            return
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
 
@@ -402,7 +424,9 @@ class McServer(SipNode):
             except AuthorisationRefused as exc:
                 self.refuse(request, transaction, str(exc))
                 return
-            self.authorised(user)
+            if not self.authorised(user):
+                self.unavailable(request, transaction)
+                return
             logger.info("%s: authorised %s for %s (PUBLISH)", self.name, impu,
                         ", ".join(user.services))
         self.reply(request, transaction, 200, headers=(
@@ -434,8 +458,8 @@ class McServer(SipNode):
         except (ValueError, XmlError) as exc:
             self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
             return
-        user = self.users.get(impu)
-        if user is None or "mcptt" not in user.services or user.expires_at < self.now():
+        user = self.users.get(impu, self.now())
+        if user is None or "mcptt" not in user.services:
             self.refuse(request, transaction, f"{impu} is not authorised for MCPTT")
             return
         if document.entity != user.services["mcptt"]:
@@ -523,8 +547,8 @@ class McServer(SipNode):
             service = "mcvideo"  # an MCVideo private call (24.281), by its ICSI
         asserted = request.headers.get("P-Asserted-Identity")
         caller = NameAddress.parse(asserted).uri.aor if asserted else request.from_.uri.aor
-        user = self.users.get(caller)
-        if user is None or service not in user.services or user.expires_at < self.now():
+        user = self.users.get(caller, self.now())
+        if user is None or service not in user.services:
             self.reply(request, transaction, 403,
                        f"Forbidden ({caller} is not authorised for {service.upper()})",
                        headers=(("Warning", self.warning()),))
@@ -577,8 +601,11 @@ class McServer(SipNode):
             if response.status >= 300:
                 self.refuse(request, transaction, f"primary MC system refused: {response.reason}")
                 return
-            self.authorised(AuthorisedUser(impu, services, primary_id, self.now() + expires))
-            self.reply(request, transaction, 200)
+            if self.authorised(AuthorisedUser(impu, services, primary_id,
+                                              self.now() + expires)):
+                self.reply(request, transaction, 200)
+            else:
+                self.unavailable(request, transaction)
 
         self.endpoint.send_request(message, destination, answered)
 

@@ -25,6 +25,7 @@ Routing of other requests (loose routing, §16.4-16.6):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from email.utils import formatdate
 
@@ -60,6 +61,9 @@ from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
 
+EXPIRY_SWEEP = 1.0
+"""Seconds between looks for expired registrations (each look is O(log n) per one)."""
+
 
 class SipCore(SipNode):
     """Registrar and proxy for one MC system's domain.
@@ -86,10 +90,25 @@ class SipCore(SipNode):
         """The trust domain (RFC 3325 §2.3): hosts whose P-Asserted-Identity is believed,
         i.e. our MC server, the P-CSCFs (gateways) that serve this system and its edge proxy."""
         self._third_party_call_ids: dict[str, str] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._cseq = 0
         self.reg_event = RegEventNotifier(
             self, lambda aor: self.location.lookup(aor, now=self.endpoint.now()),
             self.endpoint.now)
+
+    async def start(self) -> None:
+        await super().start()
+        self._sweep()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await super().stop()
+
+    def _sweep(self) -> None:
+        """Registrations end when they expire, not when the next REGISTER comes by."""
+        self.expire(self.endpoint.now())
+        self._sweeper = asyncio.get_running_loop().call_later(EXPIRY_SWEEP, self._sweep)
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()),
@@ -163,9 +182,18 @@ class SipCore(SipNode):
             self.reply(request, transaction, 405, headers=allow)
 
     # -- registration ----------------------------------------------------------
+    def expire(self, now: float) -> None:
+        """Registrations that ran out end (RFC 3261 §10.3): kept so, and their reg-event
+        subscribers hear contact event ``expired`` (RFC 3680 §5.1)."""
+        for aor, bindings in self.location.purge(now):
+            self.journal.delete("bindings", aor)
+            self._third_party_call_ids.pop(aor, None)
+            self.reg_event.ended(aor, bindings.values(), "expired")
+
     def on_register(self, request: Request, source: Address, transaction: TransactionKey
                     ) -> None:
         now = self.endpoint.now()
+        self.expire(now)
         tag = new_tag()
         outcome = process_register(request, domains={self.domain}, location=self.location,
                                    now=now, to_tag=tag)

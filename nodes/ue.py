@@ -21,6 +21,8 @@ import secrets
 import ssl
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -498,7 +500,10 @@ class UserEquipment:
     address and SIP transport (its listener), and the CAs it trusts.
     """
 
-    def __init__(self, plan: NodePlan, *, tap: Tap | None = None) -> None:
+    def __init__(self, plan: NodePlan, *, tap: Tap | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``, when given, is used instead of one made from the plan's CAs (a
+        load run's thousands of UEs share one)."""
         options = plan.options
         assert isinstance(options, UeOptions) and plan.sip_listeners
         self.plan = plan
@@ -509,7 +514,7 @@ class UserEquipment:
         self.client_id = options.client_id
         self.redirect_uri = options.redirect_uri
         self.transport = plan.sip_listeners[0].protocol
-        ssl_context = tls_client(plan.credentials)
+        ssl_context = ssl_context or tls_client(plan.credentials)
         assert ssl_context is not None, "a UE trusts the CAs of the systems it visits"
         self.ssl = ssl_context
         self._tap = tap
@@ -530,6 +535,8 @@ class UserEquipment:
         self.visited_address: str | None = None
         self.visited_plmn: str | None = None
         """The local PLMN's id (MCC-MNC) from the attach answer."""
+        self._https: dict[str, IdmClient] = {}
+        """By local address: the open HTTPS clients (see :meth:`_http`)."""
 
     def __repr__(self) -> str:
         return f"<UserEquipment {self.name} {self.username}>"
@@ -541,6 +548,7 @@ class UserEquipment:
         await self.sip.ready()
 
     async def stop(self) -> None:
+        await self._close_http()
         await self.sip.stop()
         if self.visited_sip is not None:
             await self.visited_sip.stop()
@@ -551,8 +559,23 @@ class UserEquipment:
             listening += self.visited_sip.sip_state()
         return {**describe(self.plan, listening), "visited_address": self.visited_address}
 
-    def _http(self, local: str) -> IdmClient:
-        return IdmClient(self.client_id, self.redirect_uri, self.ssl, local_address=local)
+    @asynccontextmanager
+    async def _http(self, local: str) -> AsyncIterator[IdmClient]:
+        """The UE's HTTPS client from ``local``, kept open between requests (HTTP/1.1
+        persistent connections, RFC 9112 §9.3): one TLS handshake per server, not one per
+        request.  Closed when the UE stops or gives the address back."""
+        client = self._https.get(local)
+        if client is None:
+            client = IdmClient(self.client_id, self.redirect_uri, self.ssl, local_address=local)
+            await client.__aenter__()
+            self._https[local] = client
+        yield client
+
+    async def _close_http(self, local: str | None = None) -> None:
+        for address in [local] if local is not None else list(self._https):
+            client = self._https.pop(address, None)
+            if client is not None:
+                await client.__aexit__(None, None, None)
 
     # -- at home ---------------------------------------------------------------
     async def login(self, issuer: str) -> Tokens:
@@ -607,6 +630,7 @@ class UserEquipment:
                     raise Refusal(str(error.get("error", "detach_refused")),
                                   str(error.get("error_description", body)), response.status)
         self._registrations.pop(True, None)
+        await self._close_http(address)
         visited, self.visited_sip = self.visited_sip, None
         self.visited_address = self.visited_plmn = None
         if visited is not None:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cores", ("emulator.sip", "emulator.identity", "emulator.topology",
-                       "emulator.documents", "emulator.capture", "emulator.refusal",
+               "emulator.documents", "emulator.capture", "emulator.refusal", "emulator.expiry",
                "emulator.process")),
     ("I/O: sockets and files", ("emulator.transport", "emulator.keystore")),
     ("roles", ("nodes",)),

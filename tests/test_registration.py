@@ -124,3 +124,40 @@ def test_unsupported_require_and_foreign_domain_are_refused() -> None:
     foreign = process_register(register(), domains={"other.example"}, location=location,
                                now=0.0, to_tag="t")
     assert isinstance(foreign, Response) and foreign.status == 404
+
+
+def test_expired_registrations_are_purged_and_named() -> None:
+    """An AOR whose last binding ran out leaves the table at the next purge, which says
+    what it had (for its reg-event subscribers); a live one stays."""
+    location = LocationService()
+    run(location, register(expires="100"), now=0.0)
+    bob = parse_message(bytes(register(expires="900")).replace(b"alice", b"bob"))
+    assert isinstance(bob, Request)
+    run(location, bob, now=0.0)
+    assert location.purge(50.0) == []
+    ((aor, bindings),) = location.purge(101.0)
+    assert aor == f"sip:alice@{DOMAIN}" and len(bindings) == 1
+    assert location.aors() == [f"sip:bob@{DOMAIN}"]
+
+
+def test_a_full_location_table_answers_503_with_retry_after() -> None:
+    location = LocationService(RegistrarPolicy(max_aors=1))
+    assert isinstance(run(location, register()), Registered)
+    other = parse_message(bytes(register()).replace(b"alice", b"carol"))
+    assert isinstance(other, Request)
+    refused = run(location, other)
+    assert isinstance(refused, Response) and refused.status == 503
+    assert refused.headers.get("Retry-After") == "60"
+    assert location.aors() == [f"sip:alice@{DOMAIN}"]
+    # The registered user still refreshes: an existing AOR always fits.
+    assert isinstance(run(location, register(cseq=2), now=1010.0), Registered)
+
+
+def test_one_address_of_record_holds_a_bounded_number_of_contacts() -> None:
+    location = LocationService(RegistrarPolicy(max_bindings=2))
+    for n in (1, 2):
+        accepted = run(location, register(f"<sip:ue@127.0.31.{n}:5060>", call_id=f"c{n}"))
+        assert isinstance(accepted, Registered)
+    refused = run(location, register("<sip:ue@127.0.31.3:5060>", call_id="c3"))
+    assert isinstance(refused, Response) and refused.status == 403
+    assert len(location) == 2  # the refused REGISTER changed nothing

@@ -40,6 +40,8 @@ from dataclasses import field
 from types import MappingProxyType
 from typing import Any
 
+from emulator.expiry import ExpiringTable
+from emulator.expiry import TableFull
 from emulator.refusal import Refusal
 
 from .tokens import ACCESS_TOKEN_TYP
@@ -81,6 +83,9 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 10_000)
     return f"{salt.hex()}${digest.hex()}"
+
+
+VERIFIED_MEMORY = 4096
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -223,10 +228,13 @@ class IdentityProvider:
     ``(table, key, value)`` (value None: deleted): ``refresh`` (by token digest: client_id,
     username, scope, expires_at and migration_profile, [primary_iss, primary_sub] or null) and
     ``replay`` (security token jti -> until when it is remembered).  See :meth:`recover`."""
-    _codes: dict[str, _Code] = field(default_factory=dict)
-    _refresh: dict[str, _Refresh] = field(default_factory=dict)
+    table_capacity: int = 200_000
+    """Most live entries in each of the codes, refresh tokens and seen security tokens
+    (PROJECT-DEFINED); a full table refuses with 503 temporarily_unavailable."""
+    _codes: ExpiringTable[str, _Code] = field(init=False)
+    _refresh: ExpiringTable[str, _Refresh] = field(init=False)
     """By SHA-256 of the token: like passwords, refresh tokens are kept only as digests."""
-    _seen_security_tokens: dict[str, float] = field(default_factory=dict)
+    _seen_security_tokens: ExpiringTable[str, float] = field(init=False)
 
     @property
     def address(self) -> str:
@@ -300,9 +308,24 @@ class IdentityProvider:
         (the password hash is deliberately slow).
         """
         user = self.users.get(username)
-        if user is None or not check_password(password, user.password_hash):
+        if user is None or not self._password_ok(password, user.password_hash):
             raise Refusal("access_denied", "unknown user or wrong password", 401)
         return user
+
+    def _password_ok(self, password: str, stored: str) -> bool:
+        """PROJECT CHOICE: a (hash, password) pair once verified is remembered (an HMAC of
+        it under a per-process key, at most :data:`VERIFIED_MEMORY`), so a load run's
+        thousands of users sharing their template's password do not each pay PBKDF2.  A
+        wrong password always pays it.  Set operations are atomic, so threads may share it."""
+        memo = hmac.new(self._memo_key, f"{stored}\0{password}".encode(), "sha256").digest()
+        if memo in self._verified:
+            return True
+        if not check_password(password, stored):
+            return False
+        if len(self._verified) >= VERIFIED_MEMORY:
+            self._verified.clear()
+        self._verified.add(memo)
+        return True
 
     def issue_code(self, request: AuthorizationRequest, user: UserAccount, *,
                    now: float) -> str:
@@ -311,9 +334,9 @@ class IdentityProvider:
         granted = tuple(s for s in request.scope if s == "openid" or s in user.scopes)
         code = secrets.token_urlsafe(24)
         self._purge(now)
-        self._codes[code] = _Code(request.client_id, request.redirect_uri,
-                                  request.code_challenge, username, granted, request.nonce,
-                                  now + self.code_lifetime)
+        kept = _Code(request.client_id, request.redirect_uri, request.code_challenge, username,
+                     granted, request.nonce, now + self.code_lifetime)
+        _put(self._codes, code, kept, kept.expires_at, now)
         query = urllib.parse.urlencode({"code": code, "state": request.state})
         separator = "&" if "?" in request.redirect_uri else "?"
         return f"{request.redirect_uri}{separator}{query}"
@@ -383,7 +406,7 @@ class IdentityProvider:
         refresh = secrets.token_urlsafe(32)
         self._purge(now)
         key = _digest(refresh)
-        self._refresh[key] = kept
+        _put(self._refresh, key, kept, kept.expires_at, now)
         self._note("refresh", key, {
             "client_id": kept.client_id, "username": kept.username, "scope": list(kept.scope),
             "expires_at": kept.expires_at,
@@ -393,7 +416,7 @@ class IdentityProvider:
 
     def _authorization_code(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
-        code = self._codes.get(form.get("code", ""))
+        code = self._codes.get(form.get("code", ""), now)
         if code is None or code.expires_at < now:
             raise Refusal("invalid_grant", "authorization code unknown or expired")
         if code.used:
@@ -417,7 +440,7 @@ class IdentityProvider:
     def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
         key = _digest(form.get("refresh_token", ""))
-        refresh = self._refresh.get(key)
+        refresh = self._refresh.get(key, now)
         if refresh is None or refresh.expires_at < now:
             raise Refusal("invalid_grant", "refresh token unknown, used or expired")
         if refresh.client_id != client.client_id:
@@ -436,7 +459,7 @@ class IdentityProvider:
                                                "the granted scope")
         # Refresh tokens rotate (RFC 9700 §4.14.2): the old one is gone, whatever follows, so a
         # second use of it (a stolen copy, or the owner after the thief) is refused.
-        del self._refresh[key]
+        self._refresh.pop(key)
         self._note("refresh", key, None)
         if migration is not None:
             if profile is None:
@@ -522,8 +545,9 @@ class IdentityProvider:
         self._purge(now)
         if jti in self._seen_security_tokens:
             raise Refusal("invalid_grant", "security token already used (replay)")
-        self._seen_security_tokens[jti] = float(claims["exp"]) + 60
-        self._note("replay", jti, self._seen_security_tokens[jti])
+        until = float(claims["exp"]) + 60
+        _put(self._seen_security_tokens, jti, until, until, now)
+        self._note("replay", jti, until)
         # By (iss, sub), what B.8 guarantees; the IDs come from the partner's own profile.
         profile = self.migration_profiles.get((claims["iss"], claims["sub"]))
         if profile is None:
@@ -551,15 +575,18 @@ class IdentityProvider:
 
     def __post_init__(self) -> None:
         self._validator = self._own_validator()
+        self._codes = ExpiringTable(self.table_capacity)
+        self._memo_key = secrets.token_bytes(32)
+        self._verified: set[bytes] = set()
+        self._refresh = ExpiringTable(self.table_capacity)
+        self._seen_security_tokens = ExpiringTable(self.table_capacity)
 
     def _purge(self, now: float) -> None:
-        for code in [c for c, v in self._codes.items() if v.expires_at < now]:
-            del self._codes[code]
-        for token in [t for t, v in self._refresh.items() if v.expires_at < now]:
-            del self._refresh[token]
+        """Forget what expired (O(log n) per entry gone, never a scan)."""
+        self._codes.purge(now)
+        for token, _ in self._refresh.purge(now):
             self._note("refresh", token, None)
-        for jti in [j for j, t in self._seen_security_tokens.items() if t < now]:
-            del self._seen_security_tokens[jti]
+        for jti, _ in self._seen_security_tokens.purge(now):
             self._note("replay", jti, None)
 
     def _note(self, table: str, key: str, value: Any) -> None:
@@ -583,12 +610,22 @@ class IdentityProvider:
                 continue  # damaged: that token is simply unknown now
             known = (kept.username in self.users if kept.migration_profile is None
                      else kept.migration_profile in self.migration_profiles)
-            if kept.expires_at >= now and known:
-                self._refresh[key] = kept
+            if kept.expires_at >= now and known and len(self._refresh) < self.table_capacity:
+                self._refresh.put(key, kept, kept.expires_at, now=now)
         for jti, until in tables.get("replay", {}).items():
-            if isinstance(until, (int, float)) and until >= now:
-                self._seen_security_tokens[jti] = float(until)
+            if isinstance(until, (int, float)) and until >= now and \
+                    len(self._seen_security_tokens) < self.table_capacity:
+                self._seen_security_tokens.put(jti, float(until), float(until), now=now)
         return len(self._refresh) + len(self._seen_security_tokens)
+
+
+def _put(table: ExpiringTable[str, Any], key: str, value: Any, expires_at: float,
+         now: float) -> None:
+    try:
+        table.put(key, value, expires_at, now=now)
+    except TableFull:
+        raise Refusal("temporarily_unavailable", "the IdMS holds too many live grants; "
+                                                 "retry later", 503) from None
 
 
 def _digest(token: str) -> str:

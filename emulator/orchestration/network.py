@@ -200,7 +200,11 @@ class Network:
                 await capture.start()
             self.capture_method = BRIDGES_METHOD
         elif kernel_capture_available():
-            capture = KernelCapture(self.run_dir / "capture.pcap", list(self.names))
+            # The pool's addresses speak only with nodes, which the filter names: leaving
+            # them out keeps the BPF program small however big the pool is.
+            pool = set(self.topology.local_plmn.ue_pool)
+            capture = KernelCapture(self.run_dir / "capture.pcap",
+                                    [h for h in self.names if h not in pool])
             self.kernel_captures.append(capture)
             await capture.start()
             self.capture_method = KERNEL_METHOD
@@ -373,11 +377,13 @@ class Network:
                 if states.get(plan.name, {}).get(key) is not None:
                     nodes[plan.name][key] = states[plan.name][key]
         users = {}
+        identities: dict[tuple[str, str], str] = {}  # the first partner's, as listed
+        for partner in self.topology.systems:
+            for profile in partner.migration_profiles:
+                identities.setdefault((profile.primary, profile.user), profile.partner_identity)
         for system in self.topology.systems:
             for user in system.users:
-                identity = next((p.partner_identity for s in self.topology.systems
-                                 for p in s.migration_profiles
-                                 if p.user == user.name and p.primary == system.name), None)
+                identity = identities.get((system.name, user.name))
                 users[user.name] = {"username": user.name, "password": user.password,
                                     "system": system.name, "mcptt_id": user.mcptt_id,
                                     "partner_identity": identity}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +100,12 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
                  for plan in plans)
 
 
+def ue_plans(topology: Topology, specs: Iterable[UeSpec], run_dir: Path) -> list[NodePlan]:
+    """Plans for UEs that are not the topology's own nodes: a load run's generated ones."""
+    planner = _Planner(topology, Faults(), run_dir, 0)
+    return [planner.ue(spec) for spec in specs]
+
+
 DURABLE_ROLES = frozenset({"sip-core", "mc-server", "idms", "gateway"})
 """The roles that keep state across a restart, as their real counterparts do: registrar
 bindings, MC service authorisations, refresh tokens and replay cache, attachments."""
@@ -121,6 +128,9 @@ class _Planner:
         self.keylog = str(run_dir / "tls-keys.log")
         self.trusted_cas = tuple(str(SystemFiles(self.pki, name).ca_certificate)
                                  for name in pki_names(topology))
+        self._profiles: dict[str, tuple[MigrationProfile, ...]] = {}
+        self._groups: dict[str, tuple[GroupDocument, ...]] = {}
+        """Per system, derived once (a load run's systems hold many users)."""
 
     # -- shared pieces -------------------------------------------------------------
     def impairments(self, sender: str) -> tuple[Impaired, ...]:
@@ -178,6 +188,11 @@ class _Planner:
         """The partner's provisioned profiles: the partner-assigned IDs (23.280 §10.16.5.1)."""
         if self.faults.drop_migration_profiles:
             return ()
+        if system.name not in self._profiles:
+            self._profiles[system.name] = self._migration_profiles(system)
+        return self._profiles[system.name]
+
+    def _migration_profiles(self, system: McSystem) -> tuple[MigrationProfile, ...]:
         out = []
         for p in system.migration_profiles:
             primary = self.topology.system(p.primary)
@@ -198,8 +213,11 @@ class _Planner:
                                          if node.exec is not None)]
 
     def group_documents(self, system: McSystem) -> tuple[GroupDocument, ...]:
-        return tuple(GroupDocument(g.group_id, g.display_name, system.member_ids(g))
-                     for g in system.groups)
+        if system.name not in self._groups:
+            self._groups[system.name] = tuple(
+                GroupDocument(g.group_id, g.display_name, system.member_ids(g))
+                for g in system.groups)
+        return self._groups[system.name]
 
     def groups_of(self, system: McSystem, mcptt_id: str) -> tuple[str, ...]:
         return tuple(g.group_id for g in self.group_documents(system)
@@ -308,14 +326,13 @@ class _Planner:
         """How to reach ``target`` from its local PLMN (project-defined profile elements)."""
         partner = self.topology.system(target)
         plmn = self.topology.local_plmn
-        migration = next((p for p in partner.migration_profiles
-                          if p.user == user.name and p.primary == system.name), None)
+        migration = partner.migration_profile(user.name, system.name)
         if migration is None or plmn.serves != target:
             return None
         gateway = plmn.gateway
         assert gateway.sip is not None and gateway.https_url is not None
         transport = self.transport(gateway.qualified_name, f"{target}.sip-core")
-        ue = next((u for u in self.topology.ues if u.user == user.name), None)
+        ue = self.topology.ue_of(user.name)
         ue_transport = (self.topology.link_transport(ue.name, gateway.qualified_name)
                         if ue else None) or transport
         return profiles.PartnerSystem(

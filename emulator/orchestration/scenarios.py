@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field
+
+from emulator.topology.model import Topology
 
 from .plan import Faults
 
@@ -108,6 +111,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("with-interconnection", "Baseline 23.280 §10.6.3: the partner asks the primary",
              Faults(partner_mode="interconnection"), variant="interconnection"),
 )}
+
+
+def not_applicable(scenario: Scenario, topology: Topology) -> str | None:
+    """Why ``scenario`` cannot run on ``topology``, or None.  Only a scenario that brings
+    its own topology can miss something (the default one is swapped for it)."""
+    partners = Counter((p.primary, p.user) for s in topology.systems
+                       for p in s.migration_profiles)
+    if scenario.variant == "wrong-partner" and max(partners.values(), default=0) < 2:
+        return (f"it needs a user with migration profiles in two partner systems (topology "
+                f"{scenario.topology}); {topology.name} has none")
+    return None
 
 
 def forge(token: str) -> str:

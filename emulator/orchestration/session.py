@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from functools import cached_property
@@ -26,11 +27,17 @@ from emulator.topology.bundled import DEFAULT_TOPOLOGY
 from emulator.topology.bundled import topology_path
 from emulator.topology.loader import load_topology
 from emulator.topology.model import Topology
+from emulator.topology.population import populate
 
 from .control import control_socket
 from .driver import ScenarioDriver
 from .driver import ScenarioResult
 from .driver import Verdict
+from .load import LoadOptions
+from .load import LoadResult
+from .load import UeRecord
+from .load import run_load
+from .loadreport import write_report
 from .network import Network
 from .scenarios import Scenario
 
@@ -115,14 +122,20 @@ def tshark_verdict(captures: list[Path]) -> Verdict | None:
     return Verdict("tshark", "Wireshark opens the captures cleanly", "", not failures, detail)
 
 
+def topology_for(scenario: Scenario, topology: Topology) -> Topology:
+    """The topology ``scenario`` runs on: one that needs more than the default topology
+    brings its own; any other topology is taken as given."""
+    if scenario.topology is not None and topology.source == str(DEFAULT_TOPOLOGY):
+        return load_topology(topology_path(scenario.topology))
+    return topology
+
+
 async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
                        pcap_root: Path = Path("pcaps"), placement: str = "inproc",
                        seed: int = 0) -> Report:
     """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture."""
     started = time.monotonic()
-    if scenario.topology is not None and topology.source == str(DEFAULT_TOPOLOGY):
-        # A scenario that needs more than the default topology brings its own.
-        topology = load_topology(topology_path(scenario.topology))
+    topology = topology_for(scenario, topology)
     run_dir = pcap_root / run_id(scenario.name)
     network = Network(topology, scenario.faults, run_dir=run_dir, transport=transport,
                       placement=placement, seed=seed)
@@ -176,3 +189,21 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
             loop.remove_signal_handler(sig)
     print(f"captures finalised in {run_dir}", flush=True)
     return 0
+
+
+async def load(topology: Topology, options: LoadOptions, *, transport: str | None = None,
+               pcap_root: Path = Path("pcaps"), placement: str = "inproc",
+               capture: bool = True, progress: Callable[[str, UeRecord], None] | None = None
+               ) -> tuple[LoadResult, Path, list[Path]]:
+    """``load``: ``options.ues`` users copied from the topology's migrating one migrate at
+    ``options.rate``; the result, the run directory and the report files written there."""
+    if placement == "netns":
+        raise ValueError("load runs on loopback for now: use --placement inproc or proc")
+    population = populate(topology, options.ues)
+    run_dir = pcap_root / run_id("load")
+    network = Network(population.topology, run_dir=run_dir, transport=transport,
+                      placement=placement, capture=capture)
+    async with network:
+        await network.wait_ready()
+        result = await run_load(network, population, options, progress)
+    return result, run_dir, write_report(result, run_dir)

@@ -34,7 +34,6 @@ sending SIGTERM to the node processes still alive.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import selectors
@@ -45,6 +44,7 @@ from typing import Any
 from emulator.orchestration.serve import serve_plan
 from emulator.process import die_with_parent
 from emulator.process import enter_netns
+from emulator.process import run
 from emulator.process import set_title
 from nodes import NodePlan
 
@@ -68,7 +68,7 @@ def _node_process(name: str, plan: dict[str, Any], log_path: str, control: str,
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        code = asyncio.run(serve_plan(NodePlan.from_dict(plan), control))
+        code = run(serve_plan(NodePlan.from_dict(plan), control))
     except BaseException as exc:  # everything ends here: the child must never return
         print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
+from functools import lru_cache
 from typing import TypeVar
 
 from .grammar import canonical_name
@@ -26,6 +26,7 @@ from .grammar import quote
 from .grammar import split_header_values
 from .grammar import split_unquoted
 from .grammar import unquote
+from .uri import PARSE_MEMO
 from .uri import URI
 from .uri import URIError
 
@@ -237,6 +238,11 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        """Memoised, as the value is immutable (see :data:`PARSE_MEMO`)."""
+        return _parse_via(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         match = _VIA_RE.match(text)
         if match is None:
             raise ValueError(f"bad Via {text!r}")
@@ -274,7 +280,9 @@ class Via:
         return _param(self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> Via:
-        return replace(self, params=_replace_param(self.params, name, value))
+        # The constructor, not dataclasses.replace: this runs for every request received.
+        return Via(self.transport, self.host, self.port,
+                   _replace_param(self.params, name, value), self.protocol)
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
@@ -301,6 +309,11 @@ class NameAddress:
 
     @classmethod
     def parse(cls, text: str) -> NameAddress:
+        """Memoised, as the value is immutable (see :data:`PARSE_MEMO`)."""
+        return _parse_nameaddress(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> NameAddress:
         text = text.strip()
         lt = _find_unquoted(text, "<")
         if lt >= 0:
@@ -341,7 +354,8 @@ class NameAddress:
         return _param(self.params, name)
 
     def with_param(self, name: str, value: str | None = None) -> NameAddress:
-        return replace(self, params=_replace_param(self.params, name, value))
+        return NameAddress(self.uri, self.display_name,
+                           _replace_param(self.params, name, value), self.bracketed)
 
     def with_tag(self, tag: str) -> NameAddress:
         return self.with_param("tag", tag)
@@ -462,6 +476,11 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
+        """Memoised, as the value is immutable (see :data:`PARSE_MEMO`)."""
+        return _parse_cseq(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> CSeq:
         number, _, method = text.strip().partition(" ")
         method = method.strip()
         if not number.isdigit() or len(number) > 10 or int(number) >= 2**31:
@@ -484,6 +503,11 @@ class ContentType:
 
     @classmethod
     def parse(cls, text: str) -> ContentType:
+        """Memoised, as the value is immutable (see :data:`PARSE_MEMO`)."""
+        return _parse_contenttype(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> ContentType:
         main, semi, params = text.partition(";")
         params = semi + params
         mtype, slash, subtype = main.strip().partition("/")
@@ -513,3 +537,32 @@ __all__ = [
     "BRANCH_MAGIC_COOKIE", "CSeq", "Contact", "ContentType", "Headers", "NameAddress", "Via",
     "canonical_name", "parse_name_addresses", "split_unquoted",
 ]
+
+
+@lru_cache(maxsize=PARSE_MEMO)
+def _parse_via(text: str) -> Via:
+    return Via._parse(text)
+
+
+@lru_cache(maxsize=PARSE_MEMO)
+def _parse_nameaddress(text: str) -> NameAddress:
+    return NameAddress._parse(text)
+
+
+@lru_cache(maxsize=PARSE_MEMO)
+def _parse_cseq(text: str) -> CSeq:
+    return CSeq._parse(text)
+
+
+@lru_cache(maxsize=PARSE_MEMO)
+def _parse_contenttype(text: str) -> ContentType:
+    return ContentType._parse(text)
+
+
+def clear_parse_memos() -> None:
+    """Forget every memoised parse (they are bounded; a memory measurement may want them
+    out of the way)."""
+    from .uri import _parse as parse_uri
+
+    for memo in (parse_uri, _parse_via, _parse_nameaddress, _parse_cseq, _parse_contenttype):
+        memo.cache_clear()

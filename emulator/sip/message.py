@@ -296,7 +296,19 @@ def _first_value(value: str) -> str:
 # Request-Line = Method SP Request-URI SP SIP-Version CRLF  (exactly one SP each, §7.1;
 # RFC 4475 §3.1.2.9 lwsstart and §3.1.2.10 trws rely on it)
 # HCOLON = *( SP / HTAB ) ":" SWS
-_HEADER_RE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*\Z", re.DOTALL)
+# header-name = token (§25.1).  A line is cut at its first colon (a token holds none), so
+# no regular expression runs per line; names already seen skip even the token check.
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_NAMES_SEEN: set[str] = set()
+
+
+def _valid_name(name: str) -> bool:
+    if _HEADER_NAME_RE.match(name) is None:
+        return False
+    if len(_NAMES_SEEN) < 4096:  # bounded against a peer inventing names
+        _NAMES_SEEN.add(name)
+    return True
+
 
 
 def parse_message(data: bytes, limits: ParserLimits = DEFAULT_LIMITS, *,
@@ -382,12 +394,13 @@ def _parse_header_lines(message: Request | Response, lines: list[str],
             continue
         if len(line) > limits.max_line_length:
             raise RemoteProtocolError("header line too long", bad)
-        match = _HEADER_RE.match(line)
-        if match is None:
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or (name not in _NAMES_SEEN and not _valid_name(name)):
             error = error or RemoteProtocolError(f"malformed header line {line[:60]!r}", bad,
                                                  message=message)
             continue
-        name, value = match.group(1), match.group(2)
+        value = value.strip(" \t")
         items.append((name, header_key(name), value))
         if len(items) > limits.max_headers:
             raise RemoteProtocolError(f"more than {limits.max_headers} header lines", bad)

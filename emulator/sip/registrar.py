@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from dataclasses import field
 
+from emulator.expiry import ExpiringTable
+from emulator.expiry import TableFull
+
 from .headers import Contact
 from .message import Request
 from .message import Response
@@ -63,6 +66,10 @@ class RegistrarPolicy:
     """Shorter non-zero requests get 423 with Min-Expires (§10.3 step 7)."""
     max_expires: int = 7200
     """Longer requests are shortened to this."""
+    max_aors: int = 200_000
+    """Most AORs registered at once (PROJECT-DEFINED); a new one beyond gets 503."""
+    max_bindings: int = 16
+    """Most contacts one AOR may have (PROJECT-DEFINED); more get 403."""
 
 
 @dataclass
@@ -70,39 +77,56 @@ class LocationService:
     """All bindings, keyed by AOR, then by the contact key."""
 
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
-    _bindings: dict[str, dict[BindingKey, Binding]] = field(default_factory=dict)
+    _bindings: ExpiringTable[str, dict[BindingKey, Binding]] = field(init=False)
+    """AOR -> its bindings, until the last of them expires."""
+
+    def __post_init__(self) -> None:
+        self._bindings = ExpiringTable(self.policy.max_aors)
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._bindings.values())
+        return sum(len(b) for _, b in self._bindings.items())
 
     @property
     def aor_count(self) -> int:
         return len(self._bindings)
 
     def lookup(self, aor: str, *, now: float) -> list[Binding]:
-        """Live bindings of ``aor``; expired ones are purged on the way."""
-        bindings = self._bindings.get(aor)
+        """Live bindings of ``aor``."""
+        bindings = self._bindings.get(aor, now)
         if not bindings:
             return []
-        for key in [k for k, b in bindings.items() if b.expires_at <= now]:
-            del bindings[key]
-        if not bindings:
-            del self._bindings[aor]
-            return []
-        return list(bindings.values())
+        return [b for b in bindings.values() if b.expires_at > now]
+
+    def purge(self, now: float) -> list[tuple[str, dict[BindingKey, Binding]]]:
+        """Forget every AOR whose bindings have all expired (§10.3: a binding ends at its
+        expiry), O(log n) each; returns them and what they had, for their watchers."""
+        return self._bindings.purge(now)
 
     def snapshot(self, aor: str) -> dict[BindingKey, Binding]:
         """A copy of ``aor``'s bindings, to :meth:`restore` if a registration is refused later."""
-        return dict(self._bindings.get(aor, {}))
+        return dict(self._bindings.get(aor, float("-inf")) or {})
 
     def restore(self, aor: str, snapshot: dict[BindingKey, Binding]) -> None:
+        """Put back what :meth:`snapshot` gave (an empty one removes the AOR); what does
+        not fit any more is dropped, as if it had expired."""
         if snapshot:
-            self._bindings[aor] = snapshot
+            try:
+                self._set(aor, snapshot, now=float("-inf"))
+            except RegistrationRefused:
+                self._bindings.pop(aor)
         else:
-            self._bindings.pop(aor, None)
+            self._bindings.pop(aor)
 
     def aors(self) -> list[str]:
         return list(self._bindings)
+
+    def _set(self, aor: str, bindings: dict[BindingKey, Binding], *, now: float) -> None:
+        try:
+            self._bindings.put(aor, bindings, max(b.expires_at for b in bindings.values()),
+                               now=now)
+        except TableFull:
+            raise RegistrationRefused(503, "Service Unavailable (location table full)",
+                                      (("Retry-After", "60"),)) from None
 
     def update(self, aor: str, contacts: list[Contact], *, header_expires: int | None,
                call_id: str, cseq: int, now: float, path: tuple[str, ...] = (),
@@ -114,7 +138,8 @@ class LocationService:
         too brief (423 with Min-Expires) or an out-of-order CSeq (500).
         """
         policy = self.policy
-        current = {k: b for k, b in self._bindings.get(aor, {}).items() if b.expires_at > now}
+        current = {k: b for k, b in (self._bindings.get(aor, now) or {}).items()
+                   if b.expires_at > now}
         if any(c.wildcard for c in contacts):
             # §10.2.2 / §10.3 step 6: "*" only alone and only with Expires: 0.
             if len(contacts) != 1 or header_expires != 0:
@@ -122,7 +147,7 @@ class LocationService:
             for binding in current.values():
                 if binding.call_id == call_id and cseq <= binding.cseq:
                     raise RegistrationRefused(500, "Server Internal Error (CSeq out of order)")
-            self._bindings.pop(aor, None)
+            self._bindings.pop(aor)
             return []
         changes: list[tuple[BindingKey, Contact, int]] = []
         for contact in contacts:
@@ -142,10 +167,13 @@ class LocationService:
                 current.pop(key, None)
             else:
                 current[key] = Binding(contact, call_id, cseq, now + expires, path, source)
+        if len(current) > policy.max_bindings:
+            raise RegistrationRefused(403, f"Forbidden (more than {policy.max_bindings} "
+                                           "contacts for one address-of-record)")
         if current:
-            self._bindings[aor] = current
+            self._set(aor, current, now=now)
         else:
-            self._bindings.pop(aor, None)
+            self._bindings.pop(aor)
         return list(current.values())
 
 

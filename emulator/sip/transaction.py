@@ -81,6 +81,7 @@ class _Transaction:
         "key",
         "kind",
         "last_response",
+        "method",
         "reliable",
         "request",
         "request_bytes",
@@ -93,7 +94,10 @@ class _Transaction:
         self.key = key
         self.kind = kind  # "ict", "nict", "ist", "nist"
         self.state = state
-        self.request = request
+        self.request: Request | None = request
+        """Dropped on completion: absorbing retransmissions needs only the key and the
+        last response's bytes (a completed transaction lives on for Timer J/K/D)."""
+        self.method = request.method
         self.address = address
         self.reliable = address.reliable
         self.timers: dict[str, int] = {}
@@ -103,7 +107,7 @@ class _Transaction:
         self.ack_bytes: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<{self.kind.upper()} {self.request.method} {self.key[0]} {self.state.value}>"
+        return f"<{self.kind.upper()} {self.method} {self.key[0]} {self.state.value}>"
 
 
 class TransactionLayer:
@@ -236,7 +240,8 @@ class TransactionLayer:
         if txn is None:
             return
         self._terminate(txn)
-        self._events.append(TransportFailed(key, txn.request, reason))
+        if txn.request is not None:  # else completed: nobody waits for it any more
+            self._events.append(TransportFailed(key, txn.request, reason))
 
     def handle_timer(self, *, now: float) -> None:
         """Fire every timer whose deadline is at or before ``now``."""
@@ -357,10 +362,12 @@ class TransactionLayer:
             return
         if txn.kind == "nist":
             self._set_state(txn, State.COMPLETED)
+            txn.request = None
             self._arm_or_terminate(txn, "J", self.timers.timer_j(txn.reliable), now)
         elif status < 300:
             # RFC 6026 §8.5: 2xx moves to Accepted; the TU retransmits 2xx until ACK.
             self._set_state(txn, State.ACCEPTED)
+            txn.request = None
             self._arm(txn, "L", now + self.timers.timer_l())
         else:
             self._set_state(txn, State.COMPLETED)
@@ -398,6 +405,7 @@ class TransactionLayer:
             self._set_state(txn, State.PROCEEDING)
         else:
             self._set_state(txn, State.COMPLETED)
+            txn.request, txn.request_bytes = None, b""
             self._disarm(txn, "E")
             self._disarm(txn, "F")
             self._arm_or_terminate(txn, "K", self.timers.timer_k(txn.reliable), now)
@@ -423,11 +431,14 @@ class TransactionLayer:
         elif status < 300:
             self._disarm(txn, "B")
             self._set_state(txn, State.ACCEPTED)
+            txn.request, txn.request_bytes = None, b""
             self._arm(txn, "M", now + self.timers.timer_m())
         else:
             self._disarm(txn, "B")
             self._set_state(txn, State.COMPLETED)
+            assert txn.request is not None  # kept until now: the ACK copies from it
             txn.ack_bytes = non_2xx_ack(txn.request, response).to_bytes()
+            txn.request, txn.request_bytes = None, b""
             self._outgoing.append((txn.ack_bytes, txn.address))
             self._arm_or_terminate(txn, "D", self.timers.timer_d(txn.reliable), now)
         self._events.append(ResponseReceived(response, source, txn.key))
@@ -453,6 +464,7 @@ class TransactionLayer:
                     (name == "H" and txn.state != State.COMPLETED):
                 return
             self._terminate(txn)
+            assert txn.request is not None  # B, F and H fire only before completion
             self._events.append(TransactionTimedOut(txn.key, txn.request, name))
         elif name in ("D", "I", "J", "K", "L", "M"):
             self._terminate(txn)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
+from functools import lru_cache
 
 from .grammar import is_token
 
@@ -26,6 +27,11 @@ _URI_CHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]]*\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ILLEGAL_RE = re.compile(r'[\s<>"]')
+
+
+PARSE_MEMO = 8192
+"""Parsed URIs remembered (an LRU: bounded, and a hostile peer's unique URIs only cost
+what parsing costs anyway)."""
 
 
 class URIError(ValueError):
@@ -61,7 +67,14 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
-        """Parse ``text``; raises :class:`URIError` with a reason on bad input."""
+        """Parse ``text``; raises :class:`URIError` with a reason on bad input.
+
+        Memoised (URIs are immutable): the same From, To and Contact cross every hop
+        and every re-registration, and each hop would parse them again."""
+        return _parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> URI:
         scheme, colon, rest = text.partition(":")
         if not colon or not _SCHEME_RE.match(scheme):
             raise URIError(f"no URI scheme in {text!r}")
@@ -280,3 +293,8 @@ def _split_params(text: str) -> tuple[str, tuple[tuple[str, str | None], ...]]:
             raise URIError(f"bad parameter {item!r}")
         params.append((name, value if eq else None))
     return head, tuple(params)
+
+
+@lru_cache(maxsize=PARSE_MEMO)
+def _parse(text: str) -> URI:
+    return URI._parse(text)

@@ -336,6 +336,10 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
                     source)
 
 
+MAX_POOL = 65534
+"""The most addresses a gateway hands out (a /16), so a pool stays a few MB."""
+
+
 def _local_plmn(plmn_reader: _Reader, by_name: dict[str, McSystem]) -> LocalPlmn:
     """The ``local_plmn`` section: its gateway, the system it serves and the UE pool."""
     doc = plmn_reader.doc
@@ -354,7 +358,10 @@ def _local_plmn(plmn_reader: _Reader, by_name: dict[str, McSystem]) -> LocalPlmn
         raise doc.error("local_plmn.ue_pool", f"{pool_text!r} is not a network") from None
     if not pool_net.is_loopback:
         raise doc.error("local_plmn.ue_pool", f"{pool_text} is not inside 127.0.0.0/8")
-    pool = tuple(str(h) for h in list(pool_net.hosts())[:64])
+    if pool_net.num_addresses > MAX_POOL + 2:
+        raise doc.error("local_plmn.ue_pool", f"{pool_text} is larger than a /16 "
+                                              f"(at most {MAX_POOL} UE addresses)")
+    pool = tuple(str(h) for h in pool_net.hosts())  # every address a UE can hold
     local_plmn = LocalPlmn(plmn_name, plmn_reader.string("plmn_id"),
                            Node("gateway", "gateway", plmn_name, gw_host, gw_sip, gw_https),
                            serves, pool)

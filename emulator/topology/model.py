@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from functools import cached_property
 
 ROLES = ("idms", "cms", "sip-core", "mc-server")
 OPTIONAL_ROLES = ("gms",)
@@ -145,9 +146,10 @@ class McSystem:
 
     def member_ids(self, group: GroupSpec) -> tuple[str, ...]:
         """The members' MCPTT IDs: a user's own, a migrant's partner-assigned one."""
-        local = {u.name: u.mcptt_id for u in self.users}
-        migrants = {p.user: p.partner_identity for p in self.migration_profiles}
-        return tuple(local.get(m) or migrants[m] for m in group.members)
+        migrants = {p.user: p.partner_identity for p in self.migration_profiles
+                    if p.user in group.members}
+        return tuple(self.user(m).mcptt_id if m in self._users else migrants[m]
+                     for m in group.members)
 
     def node(self, role: str) -> Node:
         for node in self.nodes:
@@ -160,10 +162,23 @@ class McSystem:
         return next((node for node in self.nodes if node.role == role), None)
 
     def user(self, name: str) -> UserSpec:
-        for user in self.users:
-            if user.name == name:
-                return user
-        raise KeyError(f"system {self.name} has no user {name}")
+        try:
+            return self._users[name]
+        except KeyError:
+            raise KeyError(f"system {self.name} has no user {name}") from None
+
+    def migration_profile(self, user: str, primary: str) -> MigrationProfileSpec | None:
+        """This (partner) system's profile for ``user`` of ``primary``, if any."""
+        return self._profiles.get((primary, user))
+
+    # Indexes, built once: a load run's system holds tens of thousands of users.
+    @cached_property
+    def _users(self) -> dict[str, UserSpec]:
+        return {u.name: u for u in self.users}
+
+    @cached_property
+    def _profiles(self) -> dict[tuple[str, str], MigrationProfileSpec]:
+        return {(p.primary, p.user): p for p in reversed(self.migration_profiles)}
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -261,10 +276,22 @@ class Topology:
         raise KeyError(f"no MC system {name}")
 
     def ue(self, name: str) -> UeSpec:
-        for ue in self.ues:
-            if ue.name == name:
-                return ue
-        raise KeyError(f"no UE {name}")
+        try:
+            return self._ues[name]
+        except KeyError:
+            raise KeyError(f"no UE {name}") from None
+
+    def ue_of(self, user: str) -> UeSpec | None:
+        """The first UE of ``user``, if any."""
+        return self._ues_by_user.get(user)
+
+    @cached_property
+    def _ues(self) -> dict[str, UeSpec]:
+        return {u.name: u for u in reversed(self.ues)}
+
+    @cached_property
+    def _ues_by_user(self) -> dict[str, UeSpec]:
+        return {u.user: u for u in reversed(self.ues)}
 
     def link_transport(self, a: str, b: str) -> str | None:
         for link in self.links:

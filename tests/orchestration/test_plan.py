@@ -168,3 +168,23 @@ def test_impaired_links_are_planned_on_the_sending_nodes_with_their_own_seeds() 
     assert plans["partner.sip-core"].impairments == ()
     for plan in plans.values():
         assert NodePlan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize("name,applicable", [("default", True), ("two-partners", True),
+                                             ("kamailio-edge", False)])
+def test_wrong_partner_runs_only_where_a_second_partner_exists(name: str,
+                                                               applicable: bool) -> None:
+    """``run --scenario all`` on a topology with one partner skips wrong-partner, saying
+    why; the default topology brings two-partners for it."""
+    from emulator.orchestration.scenarios import not_applicable
+    from emulator.orchestration.session import topology_for
+    from emulator.topology import topology_path
+
+    scenario = SCENARIOS["wrong-partner"]
+    given = load_topology(topology_path(name))
+    reason = not_applicable(scenario, topology_for(scenario, given))
+    assert (reason is None) == applicable
+    if not applicable:
+        assert reason is not None and "two partner systems" in reason
+    assert all(not_applicable(s, given) is None for s in SCENARIOS.values()
+               if s.variant != "wrong-partner")

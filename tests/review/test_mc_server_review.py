@@ -28,7 +28,7 @@ async def make_mc(hub: MemoryHub, core: str = "127.0.88.66") -> McServer:
                            McServerOptions("https://idms.example", "sip:mcx.example"),
                            peers=(PlanPeer("core", "sip-core", "udp", core, 5060),)))
     await on_hub(mc, hub)
-    mc.users[ALICE] = AuthorisedUser(ALICE, {"mcptt": ALICE}, None, mc.now() + 600)
+    assert mc.authorised(AuthorisedUser(ALICE, {"mcptt": ALICE}, None, mc.now() + 600))
     return mc
 
 

@@ -138,3 +138,28 @@ async def test_subscriptions_are_bounded_per_aor_and_unsubscribe_frees_a_place()
     await until(lambda: len(ue.responses()) == MAX_PER_AOR + 4)
     assert ue.responses()[-1].status == 200 and len(core.reg_event) == MAX_PER_AOR
     await core.endpoint.close()
+
+
+async def test_an_expired_registration_ends_its_subscriptions_with_event_expired() -> None:
+    """RFC 3680 §5.1: a registration that runs out ends with contact event ``expired``;
+    the core's clock is stepped past Expires rather than waited for."""
+    hub = MemoryHub()
+    core = make_core()
+    await on_hub(core, hub)
+    mc = McServer(hub)
+    ue = Peer(hub, UE)
+    ue.send(register(), core_addr())
+    await until(lambda: bool(mc.held))
+    mc.answer(200)
+    ue.send(subscribe(1), core_addr())
+    await until(lambda: bool(ue.requests("NOTIFY")))
+    core.expire(core.endpoint.now() + 599)
+    assert len(ue.requests("NOTIFY")) == 1 and len(core.location) == 1
+    core.expire(core.endpoint.now() + 601)
+    await until(lambda: len(ue.requests("NOTIFY")) == 2)
+    last = ue.requests("NOTIFY")[-1]
+    assert last.headers.get("Subscription-State", "").startswith("terminated")
+    contact = reginfo.parse(last.body).registrations[0].contacts[0]
+    assert (contact.state, contact.event) == ("terminated", "expired")
+    assert len(core.location) == 0 and len(core.reg_event) == 0
+    await core.endpoint.close()

@@ -15,7 +15,7 @@ import emulator
 from tests.support.imports import imported_names
 
 PACKAGE_ROOT = Path(emulator.__file__).resolve().parent
-SANS_IO = ["sip", "identity", "documents", "topology", "refusal.py"]
+SANS_IO = ["sip", "identity", "documents", "topology", "refusal.py", "expiry.py"]
 
 FORBIDDEN_MODULES = {"asyncio", "socket", "time", "scapy", "selectors", "ssl", "threading"}
 FORBIDDEN_PACKAGES = ("emulator.transport", "nodes")

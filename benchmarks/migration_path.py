@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""REGISTER/s through the migration path, against Kamailio as a plain registrar, one run.
+
+Setup: the default topology with ``--users`` generated migrating users
+(``emulator.topology.population``) runs in the chosen placement.  The load generator
+takes every user through the real flow up to its partner access token (login, profile,
+security token, attach, partner token), so each user has its own token, and ``--sources``
+of them hold attached addresses.
+
+Load: sipp, ``--sources`` instances at once, each from one attached address, sends
+REGISTERs with an mcptt-info body (tests/sipp/register_partner_csv.xml); every call takes
+the next user and that user's own partner token from an injection file.  Targets:
+
+(a) the migration path: gateway (P-CSCF) -> partner SIP core -> partner MC server, which
+    checks the token of every REGISTER (third-party REGISTER, 24.379 §7.3.1);
+(b) Kamailio 5.6 as a plain in-memory registrar, with the configuration of the tools
+    notes (§6), fed the same file.
+
+For each, the rate steps up until a step is not clean; a step is clean with no failed
+call and under 1 % retransmissions.  Prints each target's highest clean rate and their
+ratio; ``--json FILE`` writes them.
+
+    python benchmarks/migration_path.py [--placement inproc|proc] [--users 2000]
+        [--rates 250,500,...] [--seconds 5] [--sources 4] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emulator.orchestration.load import LoadGenerator  # noqa: E402
+from emulator.orchestration.load import LoadOptions  # noqa: E402
+from emulator.orchestration.network import Network  # noqa: E402
+from emulator.topology.bundled import topology_path  # noqa: E402
+from emulator.topology.loader import load_topology  # noqa: E402
+from emulator.topology.population import populate  # noqa: E402
+from tests.support.sipp import SIPP  # noqa: E402
+from tests.support.sipp import run_sipp  # noqa: E402
+
+KAMAILIO_HOST = "127.0.90.1"
+KAMAILIO_SOURCES = tuple(f"127.0.91.{i}" for i in range(1, 33))
+KAMAILIO_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children=2
+tcp_children=1
+listen=udp:{host}:5060
+auto_aliases=no
+alias="{domain}"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "sanity.so"
+loadmodule "xlog.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+modparam("usrloc", "db_mode", 0)
+request_route {{
+  if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483","Too Many Hops"); exit; }}
+  if (!sanity_check("1511", "7")) {{ exit; }}
+  if (is_method("REGISTER")) {{ if (!save("location")) {{ sl_reply_error(); }} exit; }}
+  sl_send_reply("405","Method Not Allowed");
+}}
+"""
+
+
+@dataclass
+class Step:
+    rate: int
+    achieved: float
+    ok: int
+    failed: int
+    retransmissions: int
+
+    @property
+    def clean(self) -> bool:
+        return self.failed == 0 and self.ok > 0 and \
+            self.retransmissions < 0.01 * (self.ok + self.failed)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    address: str
+    """host:port sipp sends to."""
+    sources: tuple[str, ...]
+    domain: str
+
+
+async def sweep(target: Target, inject: Path, rates: list[int], seconds: float,
+                client_id: str) -> list[Step]:
+    """Rising rates until a step is not clean; the sources share each step's rate."""
+    steps: list[Step] = []
+    for rate in rates:
+        share = max(1, rate // len(target.sources))
+        calls = int(share * seconds)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(*(
+            run_sipp("register_partner_csv.xml", target.address, local_ip=source, calls=calls,
+                     rate=share, extra=("-inf", str(inject), "-key", "domain", target.domain,
+                                        "-key", "client_id", client_id),
+                     timeout=seconds * 10 + 60)
+            for source in target.sources))
+        elapsed = loop.time() - started
+        ok = sum(r.successful for r in results)
+        step = Step(rate, ok / elapsed, ok, sum(max(0, r.failed) for r in results),
+                    sum(max(0, r.retransmissions) for r in results))
+        steps.append(step)
+        print(f"  {target.name:16} target {rate:6d}/s  achieved {step.achieved:8.0f}/s  "
+              f"ok {step.ok:7d}  failed {step.failed:5d}  retransmissions "
+              f"{step.retransmissions:6d}{'' if step.clean else '  (not clean)'}", flush=True)
+        if not step.clean:
+            break
+    return steps
+
+
+def best(steps: list[Step]) -> int:
+    return max((s.rate for s in steps if s.clean), default=0)
+
+
+async def migration_target(placement: str, users: int, sources: int, work: Path,
+                           ) -> tuple[Network, Target, Path, str]:
+    topology = load_topology(topology_path("default"))
+    population = populate(topology, users)
+    net = Network(population.topology, run_dir=work / "run", placement=placement,
+                  capture=False)
+    await net.start()
+    await net.wait_ready()
+    async with LoadGenerator(net, population,
+                             LoadOptions(users, rate=500, register=False)) as generator:
+        result = await generator.run()  # the UEs stop; their attachments and tokens stay
+    failures = result.failures
+    if failures:
+        raise SystemExit(f"the migration of the generated users failed: {dict(failures)}")
+    lines = []
+    for ue in generator.ues:
+        token = ue.partner_token or {}
+        lines.append(f"{generator.access[ue.name].partner_impu};{token['access_token']};")
+    inject = work / "users.csv"
+    inject.write_text("SEQUENTIAL\n" + "\n".join(lines) + "\n")
+    gateway = net.topology.local_plmn.gateway
+    assert gateway.sip is not None
+    attached = tuple(ue.visited_address for ue in generator.ues[:sources]
+                     if ue.visited_address is not None)
+    partner = net.topology.system(net.topology.local_plmn.serves)
+    target = Target(f"migration/{placement}", f"{gateway.host}:{gateway.sip.port}", attached,
+                    partner.domain)
+    return net, target, inject, net.topology.oidc_client_id
+
+
+async def kamailio(work: Path, domain: str) -> asyncio.subprocess.Process:
+    binary = shutil.which("kamailio")
+    if binary is None:
+        raise SystemExit("kamailio is not installed (Debian package kamailio)")
+    config = work / "kamailio.cfg"
+    config.write_text(KAMAILIO_CFG.format(host=KAMAILIO_HOST, domain=domain))
+    process = await asyncio.create_subprocess_exec(
+        binary, "-f", str(config), "-DD", "-E", "-Y", str(work), "-m", "128", "-M", "8",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    asyncio.get_running_loop().create_task(_drain(process.stderr))
+    await _answers_options(KAMAILIO_HOST, 5060)
+    return process
+
+
+async def _answers_options(host: str, port: int) -> None:
+    """Until the registrar answers an OPTIONS (its 405 will do), for at most 20 s."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[bytes] = loop.create_future()
+
+    class Probe(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+            if not answered.done():
+                answered.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Probe, local_addr=(KAMAILIO_SOURCES[-1],
+                                                                           0))
+    try:
+        port_used = transport.get_extra_info("sockname")[1]
+        options = (f"OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP {KAMAILIO_SOURCES[-1]}:"
+                   f"{port_used};branch=z9hG4bK-probe\r\nMax-Forwards: 70\r\nFrom: "
+                   f"<sip:probe@{host}>;tag=p\r\nTo: <sip:{host}>\r\nCall-ID: probe\r\n"
+                   "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        async with asyncio.timeout(20):
+            while not answered.done():
+                transport.sendto(options, (host, port))
+                await asyncio.wait([answered], timeout=0.2)
+    finally:
+        transport.close()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    rates = [int(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory(prefix="mcx-path-") as tmp:
+        work = Path(tmp)
+        print(f"setting up {args.users} migrated users ({args.placement}) ...", flush=True)
+        net, target, inject, client_id = await migration_target(
+            args.placement, args.users, args.sources, work)
+        try:
+            print(f"(a) {target.name}: sipp x{len(target.sources)} -> gateway -> partner "
+                  "SIP core -> partner MC server", flush=True)
+            ours = await sweep(target, inject, rates, args.seconds, client_id)
+        finally:
+            await net.stop()
+        kam = await kamailio(work, target.domain)
+        try:
+            reference = Target("kamailio", f"{KAMAILIO_HOST}:5060",
+                               KAMAILIO_SOURCES[:args.sources], target.domain)
+            print("(b) kamailio 5.6 plain registrar, the same load", flush=True)
+            theirs = await sweep(reference, inject, rates, args.seconds, client_id)
+        finally:
+            kam.terminate()
+            await kam.wait()
+    a, b = best(ours), best(theirs)
+    ratio = a / b if b else None
+    print()
+    print(f"highest clean rate, {target.name}: {a} REGISTER/s")
+    print(f"highest clean rate, kamailio: {b} REGISTER/s")
+    print(f"ratio: {ratio:.3f}x Kamailio" if ratio is not None else "ratio: n/a")
+    return {"placement": args.placement, "users": args.users, "sources": args.sources,
+            "seconds_per_step": args.seconds, "migration_path": a, "kamailio": b,
+            "ratio": ratio, "steps": {"migration_path": [s.__dict__ for s in ours],
+                                      "kamailio": [s.__dict__ for s in theirs]}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc"])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--sources", type=int, default=4,
+                        help="sipp instances, each from its own attached address")
+    parser.add_argument("--rates", default="250,500,750,1000,1500,2000,3000,4000,6000,8000,"
+                                           "10000,12000,15000")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if SIPP is None:
+        print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
+        return 2
+    figures = asyncio.run(main_async(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""10,000 migrated UEs in one partner system: time, peak RSS per node, memory per UE.
+
+Every node runs in its own process (``--placement proc``), so each node's memory is its
+own and the load generator's (the UEs themselves) is not counted.  The UEs, each with
+its own user, tokens and address, go through the whole flow (``run_topology.py load``)
+at ``--rate``.  Then, once every transaction has drained (Timer J, 64*T1 = 32 s, and
+Timer K), it prints:
+
+* the time the migrations took to complete;
+* each node's peak RSS (VmHWM) and current RSS;
+* the memory per registered UE: the nodes' RSS summed, after draining, less what they
+  held before the load, divided by the UEs registered.
+
+``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
+token), printing the nodes' summed RSS every minute, and its spread after the first.
+
+    python benchmarks/scale.py [--ues 10000] [--rate 200] [--soak 10] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emulator.orchestration.load import LoadGenerator  # noqa: E402
+from emulator.orchestration.load import LoadOptions  # noqa: E402
+from emulator.orchestration.load import percentiles  # noqa: E402
+from emulator.orchestration.network import Network  # noqa: E402
+from emulator.sip.timers import DEFAULT_TIMERS  # noqa: E402
+from emulator.topology.bundled import topology_path  # noqa: E402
+from emulator.topology.loader import load_topology  # noqa: E402
+from emulator.topology.population import populate  # noqa: E402
+
+DRAIN = 64 * DEFAULT_TIMERS.t1 + 2.0
+"""Timer J (64*T1) and a margin: then no server transaction of the load is left."""
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def node_pids(net: Network) -> dict[str, int]:
+    """The infrastructure nodes' processes (the topology's own UEs are not the load)."""
+    infrastructure = {plan.name for plan in net.plans if plan.role != "ue"}
+    return {name: state["pid"] for name, state in net.runner.state().items()
+            if name in infrastructure and state.get("pid") is not None}
+
+
+def total_rss(pids: dict[str, int]) -> int:
+    return sum(memory(pid)[0] for pid in pids.values())
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    topology = load_topology(topology_path("default"))
+    population = populate(topology, args.ues)
+    net = Network(population.topology, run_dir=work / "run", placement="proc",
+                  capture=not args.no_capture)
+    figures: dict[str, object] = {"ues": args.ues, "rate": args.rate,
+                                  "capture": not args.no_capture}
+    async with net:
+        await net.wait_ready()
+        pids = node_pids(net)
+        before = total_rss(pids)
+        options = LoadOptions(args.ues, args.rate, registration_expires=3600)
+        async with LoadGenerator(net, population, options) as generator:
+            result = await generator.run()
+            registered = result.registered
+            print(f"{registered} of {args.ues} UEs registered; migrations took "
+                  f"{result.seconds:.1f} s at {args.rate:g}/s; failures: "
+                  f"{dict(result.failures) or 'none'}", flush=True)
+            print(f"migration latency: {percentiles(result.samples('migration'))}", flush=True)
+            print(f"draining transactions ({DRAIN:.0f} s) ...", flush=True)
+            await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
+            after = total_rss(pids)
+            per_node = {name: memory(pid) for name, pid in pids.items()}
+            print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8}")
+            for name, (rss, peak) in sorted(per_node.items()):
+                print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f}")
+            per_ue = (after - before) / max(1, registered)
+            print(f"nodes' RSS: {before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after: "
+                  f"{per_ue / 1024:.2f} kB per registered UE", flush=True)
+            figures.update(registered=registered, seconds=round(result.seconds, 2),
+                           failures=dict(result.failures), per_ue_bytes=round(per_ue),
+                           rss_before=before, rss_after=after,
+                           nodes={n: {"rss": r, "peak": p} for n, (r, p) in per_node.items()},
+                           migration_ms=percentiles(result.samples("migration")))
+            if args.soak:
+                samples = []
+                for minute in range(1, args.soak + 1):
+                    loop = asyncio.get_running_loop()
+                    started = loop.time()
+                    again = await generator.reregister()
+                    await asyncio.sleep(max(0.0, 60 - (loop.time() - started)))
+                    rss = total_rss(pids)
+                    samples.append(rss)
+                    print(f"soak minute {minute}: {again.registered} re-registered, "
+                          f"{len(again.failures)} failure reasons, nodes' RSS "
+                          f"{rss / 2**20:.1f} MB", flush=True)
+                later = samples[1:] or samples
+                spread = (max(later) - min(later)) / min(later)
+                print(f"RSS spread after the first minute: {spread:.1%}")
+                figures["soak_rss"] = samples
+                figures["soak_spread"] = spread
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ues", type=int, default=10000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--soak", type=int, default=0, metavar="MINUTES")
+    parser.add_argument("--no-capture", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcx-scale-") as tmp:
+        figures = asyncio.run(run(args, Path(tmp)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Load mode (``run_topology.py load``): many generated users migrate; judged from the
+capture and from the report files, not from the generator's own counts alone.
+
+Hosts: the gateway 127.0.30.1, the partner MC server 127.0.20.3; generated UEs attach
+from 127.65.0.0/16 (emulator/topology/population.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emulator.orchestration.load import LoadOptions
+from emulator.orchestration.session import load
+from emulator.topology import Topology
+from tests.support.wire import sip_fields
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
+needs_kernel = pytest.mark.skipif(not KERNEL or shutil.which("tshark") is None,
+                                  reason="needs root, tcpdump and tshark")
+UES = 12
+
+
+@needs_kernel
+async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
+                                                         tmp_path: Path) -> None:
+    result, run_dir, files = await load(mcx_topology, LoadOptions(UES, rate=40),
+                                        pcap_root=tmp_path)
+    assert result.registered == UES and not result.failures
+    capture = run_dir / "capture.pcapng"
+    # Each UE's REGISTER from its own attached address, and the gateway's 200 back to it.
+    sent = sip_fields(capture, 'sip.Method == "REGISTER" && ip.src == 127.65.0.0/16 && '
+                      "ip.dst == 127.0.30.1", "ip.src", "sip.from.user")
+    assert len({r[0] for r in sent}) == UES
+    assert {r[1] for r in sent} == {f"alice-{i:05d}.visitor" for i in range(1, UES + 1)}
+    answered = sip_fields(capture, 'sip.CSeq.method == "REGISTER" && sip.Status-Code == 200 '
+                          "&& ip.src == 127.0.30.1 && ip.dst == 127.65.0.0/16", "ip.dst")
+    assert len({r[0] for r in answered}) == UES
+    # The partner MC server authorised every one of them (third-party REGISTER, 200).
+    authorised = sip_fields(capture, 'sip.CSeq.method == "REGISTER" && sip.Status-Code == 200 '
+                            "&& ip.src == 127.0.20.3", "sip.to.user")
+    assert {r[0] for r in authorised} >= {f"alice-{i:05d}.visitor" for i in range(1, UES + 1)}
+    # The report: the same counts, every phase, and the plot in both formats.
+    report = json.loads((run_dir / "load.json").read_text())
+    assert report["registered"] == UES and report["failures"] == {}
+    assert report["phases_ms"]["migration"]["count"] == UES
+    assert set(report["phases_ms"]) == {"login", "profile", "security-token", "attach",
+                                        "partner-token", "register", "migration"}
+    assert report["kpi"]["met"] in (True, False)
+    assert (run_dir / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (run_dir / "latency.svg").read_bytes()[:1000]
+    assert {f.name for f in files} == {"load.json", "latency.png", "latency.svg"}
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--ues", "0"], "--ues and --concurrency must be at least 1"),
+    (["--ues", "70000"], "within 1..60000"),
+    (["--ues", "5", "--rate", "0"], "--rate above 0"),
+])
+def test_bad_load_arguments_get_a_clear_error(arguments: list[str], message: str,
+                                              tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "load", *arguments,
+                           "--pcaps", str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
