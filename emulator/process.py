@@ -58,7 +58,10 @@ def enter_netns(name: str) -> None:
 
 EVENT_LOOP_ENV = "MCX_EVENT_LOOP"
 """``uvloop`` runs the event loops of this process and of the node processes it starts
-(inherited) on uvloop; anything else, or unset, on asyncio's own loop."""
+(inherited) on uvloop; unset or anything else, on asyncio's own loop.  Opt-in: uvloop
+carried the migration path from 750 to 1,000 REGISTER/s (``benchmarks/migration_path.py``)
+but stops accepting TCP connections under a descriptor flood where asyncio's loop keeps
+serving (``tests/orchestration/test_isolation.py``), so it is not the default yet."""
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

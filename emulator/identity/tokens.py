@@ -52,6 +52,8 @@ ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 SECURITY_TOKEN_TYP = "mcx-st+jwt"  # project-defined, see the module docstring
 MAX_TOKEN_BYTES = 16 * 1024
+VERIFIED_TOKENS = 8192
+"""Signature checks remembered per validator (their tokens' next uses skip RSA)."""
 MAX_LEEWAY = 30  # 33.180 B.2.1: clock-skew leeway "not to exceed 30 seconds"
 SUPPORTED_ALGORITHMS = ("RS256", "ES256")
 MC_ID_CLAIMS = ("mcptt_id", "mcdata_id", "mcvideo_id")
@@ -158,6 +160,8 @@ class TokenValidator:
             raise ValueError(f"algorithms not supported: {sorted(unknown)}")
         self.leeway = leeway
         self._keys: dict[str, VerificationKey] = {}
+        self._verified: dict[str, tuple[VerificationKey, dict[str, Any]]] = {}
+        """Token -> the key that verified it and its claims (see :meth:`_verify`)."""
         for key in keys:
             self.add_key(key)
 
@@ -165,6 +169,7 @@ class TokenValidator:
         if not KID_RE.match(key.kid):
             raise ValueError(f"kid {key.kid!r} is not a plain identifier")
         self._keys[key.kid] = key
+        self._verified.clear()  # what the old key of this kid verified no longer counts
 
     def validate(self, token: str | bytes, *, now: float, typ: str,
                  audience: str | None = None, issuer: str | None = None,
@@ -187,6 +192,19 @@ class TokenValidator:
         if not isinstance(header, dict):
             raise TokenError("JWS header is not a JSON object")
         key = self._check_header(header, typ, now)
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] is key:
+            claims = dict(remembered[1])
+        else:
+            claims = self._verify(token, key)
+        # Every use is judged against ``now`` and the caller's needs, remembered or not.
+        self._check_claims(claims, key, now, audience, issuer, required_scope)
+        return claims
+
+    def _verify(self, token: str, key: VerificationKey) -> dict[str, Any]:
+        """The signature checked and the claims decoded, remembered for the token's next
+        use (a re-REGISTER shows the same token): the signature of the same bytes under the
+        same provisioned key cannot change.  Bounded: the oldest is forgotten first."""
         try:
             verified = jws.deserialize_compact(token, key.key, algorithms=[key.algorithm])
         except JoseError as exc:
@@ -199,7 +217,9 @@ class TokenValidator:
             raise TokenError("JWS payload is not JSON") from None
         if not isinstance(claims, dict):
             raise TokenError("JWT claims are not a JSON object")
-        self._check_claims(claims, key, now, audience, issuer, required_scope)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (key, dict(claims))
         return claims
 
     def _check_header(self, header: dict[str, Any], typ: str, now: float) -> VerificationKey:

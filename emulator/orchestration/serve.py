@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from emulator.process import run
 from nodes import Node
 from nodes import NodePlan
 from nodes import build
@@ -70,4 +71,4 @@ def run_node(plan_file: Path) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {plan_file}: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(serve_plan(plan))
+    return run(serve_plan(plan))

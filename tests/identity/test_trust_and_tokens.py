@@ -369,3 +369,36 @@ def test_trust_directory_never_holds_a_private_key(systems_dir: Path, mode: str)
         content = path.read_bytes()
         assert b"PRIVATE KEY" not in content
         assert all(key not in content for key in source_keys)
+
+
+# ------------------------------------------------- remembered signature checks
+def test_a_remembered_token_is_still_judged_at_every_use(rs: Signer) -> None:
+    """A token's second use skips the RSA check, never the checks that depend on time or
+    on the caller: it expires, and a wrong audience or type is refused, as on first use."""
+    validator = rs.validator(leeway=0)
+    token = rs.access_token(lifetime=60)
+    assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    assert validator.validate(token, now=T + 30, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    with pytest.raises(TokenError, match="expired"):
+        validator.validate(token, now=T + 61, typ=ACCESS_TOKEN_TYP)
+    with pytest.raises(TokenError, match="aud"):
+        validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP, audience="https://other")
+    with pytest.raises(TokenError, match="token type"):
+        validator.validate(token, now=T, typ=SECURITY_TOKEN_TYP)
+    # The claims handed out are the caller's own copy.
+    validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] = "mallory"
+    assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_refused(rs: Signer) -> None:
+    validator = rs.validator()
+    token = rs.access_token()
+    validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)
+    header, payload, signature = token.split(".")
+    forged = _b64(json.dumps({**json.loads(base64.urlsafe_b64decode(
+        payload + "=" * (-len(payload) % 4))), "sub": "mallory"}).encode())
+    with pytest.raises(TokenError, match="signature"):
+        validator.validate(f"{header}.{forged}.{signature}", now=T, typ=ACCESS_TOKEN_TYP)
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(TokenError, match=r"signature|malformed"):
+        validator.validate(f"{header}.{payload}.{flipped}", now=T, typ=ACCESS_TOKEN_TYP)

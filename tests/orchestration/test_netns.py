@@ -29,7 +29,7 @@ from emulator.orchestration.placement import NodeDied
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
-from tests.support.scenarios import PLACEMENT_SENSITIVE
+from tests.support.scenarios import NETNS_SENSITIVE
 from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -104,7 +104,7 @@ def test_without_root_the_error_names_the_capability_and_the_way_out(
 
 
 @root_only
-@pytest.mark.parametrize("name", PLACEMENT_SENSITIVE)
+@pytest.mark.parametrize("name", NETNS_SENSITIVE)
 async def test_every_scenario_passes_in_netns(topology: Topology, tmp_path: Path,
                                               name: str) -> None:
     report = await run_scenario(topology, SCENARIOS[name], pcap_root=tmp_path,

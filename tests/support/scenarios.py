@@ -5,9 +5,13 @@
 * :data:`IN_PROCESS`: QUICK but those tests/scenario/test_stay.py runs and judges from
   the capture anyway.
 * :data:`PLACEMENT_SENSITIVE`: those whose outcome goes through SIP across nodes, which
-  the proc and netns bulk tests run.  The others are refused inside one IdMS (the
-  out-of-band certificate, the security token's lifetime, replay, target or audience),
-  which is the same code in every placement; in-process they all run.
+  the proc bulk test runs.  The others are refused inside one IdMS (the out-of-band
+  certificate, the security token's lifetime, replay, target or audience), which is the
+  same code in every placement; in-process they all run.
+* :data:`NETNS_SENSITIVE`: what netns changes over proc is the network (addresses,
+  routes, the radio attach and detach, the move home, a node's namespace outliving its
+  process), so the netns bulk test runs the scenarios that use each of those; the rest
+  is the proc code, run by the proc bulk test (the suite's time budget).
 """
 
 from __future__ import annotations
@@ -21,3 +25,5 @@ IDMS_ONLY = {name for name, scenario in SCENARIOS.items()
 PLACEMENT_SENSITIVE = [name for name in QUICK if name not in IDMS_ONLY]
 JUDGED_IN_TEST_STAY = {"deregister", "return-home", "scope-escalation", "wrong-partner"}
 IN_PROCESS = [name for name in QUICK if name not in JUDGED_IN_TEST_STAY]
+NETNS_SENSITIVE = ["default", "unattached-ue", "deregister", "return-home", "partner-restart",
+                   "with-interconnection", "publish-authorisation"]
