@@ -9,11 +9,12 @@ Timer K), it prints:
 
 * the time the migrations took to complete;
 * each node's peak RSS (VmHWM) and current RSS;
-* the memory per registered UE: the nodes' RSS summed, after draining, less what they
-  held before the load, divided by the UEs registered.
+* the memory per registered UE: the nodes' PSS summed (their RSS counts pages shared
+  with the zygote they were forked from), after draining, less what they held before the
+  load, divided by the UEs registered.
 
 ``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
-token), printing the nodes' summed RSS every minute, and its spread after the first.
+token), printing the nodes' summed PSS every minute, and its spread after the first.
 
     python benchmarks/scale.py [--ues 10000] [--rate 200] [--soak 10] [--json FILE]
 """
@@ -43,14 +44,22 @@ DRAIN = 64 * DEFAULT_TIMERS.t1 + 2.0
 """Timer J (64*T1) and a margin: then no server transaction of the load is left."""
 
 
-def memory(pid: int) -> tuple[int, int]:
-    """(RSS, peak RSS) of ``pid`` in bytes, from /proc/<pid>/status."""
+def memory(pid: int) -> tuple[int, int, int]:
+    """(RSS, peak RSS, PSS) of ``pid`` in bytes, from /proc/<pid>/status and smaps_rollup.
+
+    Node processes are forked from one zygote, so their RSS counts the pages they still
+    share with it; PSS divides each shared page among its sharers, so PSS sums to what the
+    nodes use together."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) * 1024
-    return fields["VmRSS"], fields["VmHWM"]
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pss":
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"], fields["Pss"]
 
 
 def node_pids(net: Network) -> dict[str, int]:
@@ -60,8 +69,8 @@ def node_pids(net: Network) -> dict[str, int]:
             if name in infrastructure and state.get("pid") is not None}
 
 
-def total_rss(pids: dict[str, int]) -> int:
-    return sum(memory(pid)[0] for pid in pids.values())
+def total_pss(pids: dict[str, int]) -> int:
+    return sum(memory(pid)[2] for pid in pids.values())
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
@@ -74,7 +83,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     async with net:
         await net.wait_ready()
         pids = node_pids(net)
-        before = total_rss(pids)
+        before = total_pss(pids)
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
         async with LoadGenerator(net, population, options) as generator:
             result = await generator.run()
@@ -85,18 +94,19 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             print(f"migration latency: {percentiles(result.samples('migration'))}", flush=True)
             print(f"draining transactions ({DRAIN:.0f} s) ...", flush=True)
             await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
-            after = total_rss(pids)
+            after = total_pss(pids)
             per_node = {name: memory(pid) for name, pid in pids.items()}
-            print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8}")
-            for name, (rss, peak) in sorted(per_node.items()):
-                print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f}")
+            print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8}")
+            for name, (rss, peak, pss) in sorted(per_node.items()):
+                print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f}")
             per_ue = (after - before) / max(1, registered)
-            print(f"nodes' RSS: {before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after: "
+            print(f"nodes' PSS: {before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after: "
                   f"{per_ue / 1024:.2f} kB per registered UE", flush=True)
             figures.update(registered=registered, seconds=round(result.seconds, 2),
                            failures=dict(result.failures), per_ue_bytes=round(per_ue),
-                           rss_before=before, rss_after=after,
-                           nodes={n: {"rss": r, "peak": p} for n, (r, p) in per_node.items()},
+                           pss_before=before, pss_after=after,
+                           nodes={n: {"rss": r, "peak": p, "pss": q}
+                                  for n, (r, p, q) in per_node.items()},
                            migration_ms=percentiles(result.samples("migration")))
             if args.soak:
                 samples = []
@@ -105,15 +115,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                     started = loop.time()
                     again = await generator.reregister()
                     await asyncio.sleep(max(0.0, 60 - (loop.time() - started)))
-                    rss = total_rss(pids)
-                    samples.append(rss)
+                    pss = total_pss(pids)
+                    samples.append(pss)
                     print(f"soak minute {minute}: {again.registered} re-registered, "
-                          f"{len(again.failures)} failure reasons, nodes' RSS "
-                          f"{rss / 2**20:.1f} MB", flush=True)
+                          f"{len(again.failures)} failure reasons, nodes' PSS "
+                          f"{pss / 2**20:.1f} MB", flush=True)
                 later = samples[1:] or samples
                 spread = (max(later) - min(later)) / min(later)
-                print(f"RSS spread after the first minute: {spread:.1%}")
-                figures["soak_rss"] = samples
+                print(f"PSS spread after the first minute: {spread:.1%}")
+                figures["soak_pss"] = samples
                 figures["soak_spread"] = spread
     return figures
 

@@ -107,8 +107,11 @@ class SipCore(SipNode):
 
     def _sweep(self) -> None:
         """Registrations end when they expire, not when the next REGISTER comes by."""
-        self.expire(self.endpoint.now())
         self._sweeper = asyncio.get_running_loop().call_later(EXPIRY_SWEEP, self._sweep)
+        try:
+            self.expire(self.endpoint.now())
+        except Exception:  # a defect must not end the sweeping
+            logger.exception("%s: expiring registrations failed", self.name)
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()),

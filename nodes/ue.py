@@ -571,6 +571,10 @@ class UserEquipment:
             self._https[local] = client
         yield client
 
+    async def close_https(self) -> None:
+        """End every open HTTPS connection (the next request opens new ones)."""
+        await self._close_http()
+
     async def _close_http(self, local: str | None = None) -> None:
         for address in [local] if local is not None else list(self._https):
             client = self._https.pop(address, None)
@@ -614,6 +618,9 @@ class UserEquipment:
                     raise Refusal(str(error.get("error", "attach_refused")),
                                   str(error.get("error_description", body)), response.status)
         self.visited_plmn = str(body.get("plmn_id") or "") or None
+        # Attached to the local PLMN, the UE has left its home access: its connections
+        # from there end (a later request from home opens new ones).
+        await self._close_http(self.home_host)
         return await self.camp(str(body["ue_address"]), transport)
 
     async def detach(self, attach_url: str) -> str:

@@ -86,6 +86,7 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
 
 
 VERIFIED_MEMORY = 4096
+"""Verified (hash, password) pairs remembered before the memory starts over."""
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -576,10 +577,11 @@ class IdentityProvider:
     def __post_init__(self) -> None:
         self._validator = self._own_validator()
         self._codes = ExpiringTable(self.table_capacity)
-        self._memo_key = secrets.token_bytes(32)
-        self._verified: set[bytes] = set()
         self._refresh = ExpiringTable(self.table_capacity)
         self._seen_security_tokens = ExpiringTable(self.table_capacity)
+        self._memo_key = secrets.token_bytes(32)
+        self._verified: set[bytes] = set()
+        """HMACs of verified (hash, password) pairs: see :meth:`_password_ok`."""
 
     def _purge(self, now: float) -> None:
         """Forget what expired (O(log n) per entry gone, never a scan)."""

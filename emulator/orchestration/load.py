@@ -196,7 +196,8 @@ class LoadGenerator:
 
     async def run(self) -> LoadResult:
         """Both stages; the UEs stay up (registered) until :meth:`close`."""
-        raise_descriptor_limit(2 * len(self.ues) + 4096)
+        # Per UE: its SIP socket and its HTTPS connections; inproc, the servers' ends too.
+        raise_descriptor_limit(8 * len(self.ues) + 4096)
         records = [UeRecord(ue.name) for ue in self.ues]
         await self._stage("home", self._at_home, records)
         seconds = await self._stage("migration", self._migrate, records)
@@ -266,6 +267,9 @@ class LoadGenerator:
             await ue.attach(partner.attach_url, partner.sip_transport)
         async with _phase(record, "partner-token"):
             await ue.request_partner_token(partner.idms_token_endpoint)
+        # Done with HTTPS until a refresh, much later: thousands of idle connections
+        # would hold the servers' memory (aiohttp keeps them 75 s).
+        await ue.close_https()
         if self.options.register:
             await self._register(ue, record)
 

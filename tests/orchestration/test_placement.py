@@ -33,7 +33,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from nodes import Tokens
-from tests.support.scenarios import PLACEMENT_SENSITIVE
+from tests.support.scenarios import PROC_SENSITIVE
 from tests.support.up import running_up
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -66,7 +66,7 @@ def topology() -> Topology:
     return load_topology(DEFAULT_TOPOLOGY)
 
 
-@pytest.mark.parametrize("name", PLACEMENT_SENSITIVE)
+@pytest.mark.parametrize("name", PROC_SENSITIVE)
 async def test_every_scenario_passes_in_proc_placement(topology: Topology, tmp_path: Path,
                                                        name: str) -> None:
     report = await run_scenario(topology, SCENARIOS[name], pcap_root=tmp_path,

@@ -144,13 +144,14 @@ async def test_a_security_token_for_another_partner_is_refused(mcx_topology: Top
 @needs_kernel
 async def test_a_long_stay_refreshes_and_re_registers(mcx_topology: Topology,
                                                       tmp_path: Path) -> None:
-    """long-stay with its lifetimes (partner token 20 s, registration 30 s) but a 30 s stay
-    instead of 75 s, for the suite's time budget (``run --scenario long-stay`` has the
-    whole stay): at least two refresh grants at the partner IdMS, as many re-REGISTERs each
-    with a token newer than the last, and an SDS delivered after each."""
+    """long-stay with its lifetimes halved (partner token 10 s, registration 15 s) and a
+    14 s stay instead of 75 s, for the suite's time budget (``run --scenario long-stay``
+    has the whole stay): at least two refresh grants at the partner IdMS, as many
+    re-REGISTERs each with a token newer than the last, and an SDS delivered after each."""
     scenario = SCENARIOS["long-stay"]
-    shorter = dataclasses.replace(scenario, faults=dataclasses.replace(scenario.faults,
-                                                                       stay=30.0))
+    shorter = dataclasses.replace(scenario, faults=dataclasses.replace(
+        scenario.faults, partner_token_lifetime=10, partner_registration_expires=15,
+        stay=14.0))
     report = await _run(mcx_topology, "long-stay", tmp_path, shorter)
     capture = report.capture
     assert capture is not None

@@ -23,6 +23,11 @@ IDMS_ONLY = {name for name, scenario in SCENARIOS.items()
              if scenario.expect is not None and scenario.expect.step in (
                  "security-token", "partner-token", "partner-token-replay")}
 PLACEMENT_SENSITIVE = [name for name in QUICK if name not in IDMS_ONLY]
+MC_SERVER_REFUSALS = {"mc-server-profile-missing", "refused-after-registration", "direct",
+                      "scope-escalation"}
+"""Refused or decided at the partner MC server on the path forged-token takes, which the
+proc bulk test keeps (in process they all run)."""
+PROC_SENSITIVE = [name for name in PLACEMENT_SENSITIVE if name not in MC_SERVER_REFUSALS]
 JUDGED_IN_TEST_STAY = {"deregister", "return-home", "scope-escalation", "wrong-partner"}
 IN_PROCESS = [name for name in QUICK if name not in JUDGED_IN_TEST_STAY]
 NETNS_SENSITIVE = ["default", "unattached-ue", "deregister", "return-home", "partner-restart",
