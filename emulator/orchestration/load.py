@@ -258,6 +258,9 @@ class LoadGenerator:
             if partner is None or not partner.authorised_to_migrate:
                 raise Refusal("profile", f"no migration to {self.partner.name} allowed", 0)
             self.access[ue.name] = partner
+        # Until it migrates the UE needs no HTTPS: thousands of idle TLS connections would
+        # hold 256 kB of buffer each at the servers (asyncio's SSL protocol), for 75 s.
+        await ue.close_https()
 
     async def _migrate(self, ue: UserEquipment, record: UeRecord) -> None:
         partner = self.access[ue.name]
@@ -267,9 +270,7 @@ class LoadGenerator:
             await ue.attach(partner.attach_url, partner.sip_transport)
         async with _phase(record, "partner-token"):
             await ue.request_partner_token(partner.idms_token_endpoint)
-        # Done with HTTPS until a refresh, much later: thousands of idle connections
-        # would hold the servers' memory (aiohttp keeps them 75 s).
-        await ue.close_https()
+        await ue.close_https()  # done with HTTPS until a refresh, much later
         if self.options.register:
             await self._register(ue, record)
 

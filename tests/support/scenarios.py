@@ -3,7 +3,7 @@
 * :data:`QUICK`: all but those that take real minutes (long-stay, run by
   tests/scenario/test_stay.py with a shorter stay).
 * :data:`IN_PROCESS`: QUICK but those tests/scenario/test_stay.py runs and judges from
-  the capture anyway.
+  the capture anyway, and those test_scenarios.py runs with its own assertions.
 * :data:`PLACEMENT_SENSITIVE`: those whose outcome goes through SIP across nodes, which
   the proc bulk test runs.  The others are refused inside one IdMS (the out-of-band
   certificate, the security token's lifetime, replay, target or audience), which is the
@@ -29,6 +29,10 @@ MC_SERVER_REFUSALS = {"mc-server-profile-missing", "refused-after-registration",
 proc bulk test keeps (in process they all run)."""
 PROC_SENSITIVE = [name for name in PLACEMENT_SENSITIVE if name not in MC_SERVER_REFUSALS]
 JUDGED_IN_TEST_STAY = {"deregister", "return-home", "scope-escalation", "wrong-partner"}
-IN_PROCESS = [name for name in QUICK if name not in JUDGED_IN_TEST_STAY]
+RUN_BY_OWN_TESTS = {"default", "partner-restart", "partner-restart-amnesia"}
+"""tests/scenario/test_scenarios.py runs these in process with more to assert (every
+transport; what the UE did after the restart)."""
+IN_PROCESS = [name for name in QUICK
+              if name not in JUDGED_IN_TEST_STAY and name not in RUN_BY_OWN_TESTS]
 NETNS_SENSITIVE = ["default", "unattached-ue", "deregister", "return-home", "partner-restart",
                    "with-interconnection", "publish-authorisation"]
