@@ -6,8 +6,11 @@ grant types only.  Tags, branches, Call-IDs, timestamps, token contents
 (jti, iat, exp) and transport-assigned ports never reach a label, so they
 cannot make two runs differ.
 
-The messages one node sends to another for one method (a request, or a
-response to it) must match one for one, in order.  Nodes run at once, so
+The requests one node sends to another for one method must match one for one, in
+order, and so must its final responses to them, and its provisional responses of each
+status.  Provisional and final responses are not ordered against each other: two
+transactions at once (the MC server inviting two group members) may see 100, 200, 100,
+200 or 100, 100, 200, 200.  Nodes run at once, so
 messages of different exchanges may interleave differently from run to run
 (a UE's SUBSCRIBE and the MC server's 200 reach the SIP core in either order
 in another placement, and its answers follow that order); and a relayed
@@ -44,29 +47,33 @@ class Difference:
                 f"  B: {self.actual or '(no more messages)'}")
 
 
-def _method(label: str) -> str:
-    """The method a label belongs to: a request's own, a response's in parentheses
-    (``200 (REGISTER)``), or the protocol's word for an HTTP response."""
+def _exchange(label: str) -> tuple[str, str]:
+    """The method a label belongs to and what it is: a request's own method and
+    ``request``; a response's method in parentheses (``200 (REGISTER)``) and ``final``,
+    or for a provisional one its status; an HTTP response is ``final``."""
     if "(" in label and label[0].isdigit():
-        return label[label.index("(") + 1:].split(")")[0]
-    return label.split(" ", 1)[0]
+        status = label.split(" ", 1)[0]
+        kind = status if status.startswith("1") else "final"
+        return label[label.index("(") + 1:].split(")")[0], kind
+    return label.split(" ", 1)[0], "request"
 
 
-Thread = tuple[str, str, str]
+Thread = tuple[str, str, str, str]
 
 
 def _threads(messages: Sequence[LadderMessage]) -> dict[Thread, list[int]]:
-    """(sender, receiver, method) -> positions of those messages, in order."""
+    """(sender, receiver, method, request / final / provisional status) -> positions of
+    those messages, in order."""
     threads: dict[Thread, list[int]] = {}
     for index, m in enumerate(messages):
-        threads.setdefault((m.source, m.destination, _method(m.label)), []).append(index)
+        threads.setdefault((m.source, m.destination, *_exchange(m.label)), []).append(index)
     return threads
 
 
 def first_difference(a: Sequence[LadderMessage],
                      b: Sequence[LadderMessage]) -> Difference | None:
     """The earliest message (by its position in ``a``, else in ``b``) where some thread
-    (sender, receiver, method) differs; None when all are the same."""
+    (sender, receiver, method, kind) differs; None when all are the same."""
     left, right = _threads(a), _threads(b)
     found: list[Difference] = []
     for key in [*left, *(k for k in right if k not in left)]:

@@ -53,3 +53,18 @@ def test_a_relay_labelled_with_the_next_step_is_the_same_trace() -> None:
     late = _trace(*[(("next: something" if i == 5 else m.step), m.source, m.destination,
                      m.label) for i, m in enumerate(SEED)])
     assert first_difference(SEED, late) is None
+
+
+def test_two_transactions_at_once_may_interleave_their_provisional_and_final_answers() -> None:
+    """The MC server invites two group members through the SIP core at once: the core's
+    100s and the members' 200s may come 100, 200, 100, 200 or 100, 100, 200, 200."""
+    step = "group-call: the MC server invites the affiliated members"
+    one = _trace(*[(step, "core", "mc", label) for label in
+                   ("100 (INVITE)", "200 (INVITE)", "100 (INVITE)", "200 (INVITE)")])
+    other = _trace(*[(step, "core", "mc", label) for label in
+                     ("100 (INVITE)", "100 (INVITE)", "200 (INVITE)", "200 (INVITE)")])
+    assert first_difference(one, other) is None
+    missing = _trace(*[(step, "core", "mc", label) for label in
+                       ("100 (INVITE)", "200 (INVITE)", "200 (INVITE)")])
+    difference = first_difference(one, missing)
+    assert difference is not None and difference.actual is None

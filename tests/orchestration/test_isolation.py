@@ -48,7 +48,10 @@ def test_a_gateway_out_of_descriptors_leaves_the_idms_serving(tmp_path: Path) ->
                               sources=SOURCES) as connected:
             assert connected > LIMIT
             deadline = time.monotonic() + 30
-            while open_descriptors(gateway["pid"]) < LIMIT - 8:  # it accepts what it can
+            # It accepts what it can.  On a loaded machine a few dozen of the flood's
+            # connections may still wait in the listen backlog (seen: 997 of 1,024), so
+            # "nearly all" is what is waited for, not the last few.
+            while open_descriptors(gateway["pid"]) < LIMIT - 64:
                 assert time.monotonic() < deadline, open_descriptors(gateway["pid"])
                 time.sleep(0.05)
             assert asyncio.run(_login(state, "partner", "carol"))
