@@ -107,6 +107,8 @@ class LoadResult:
 
     @property
     def registered(self) -> int:
+        """UEs through every phase asked of them: registered, unless ``register`` was
+        False (then: holding a partner token)."""
         return sum(1 for r in self.records if r.failure is None)
 
     def samples(self, phase: str) -> list[float]:
