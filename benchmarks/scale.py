@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,6 +70,12 @@ def node_pids(net: Network) -> dict[str, int]:
             if name in infrastructure and state.get("pid") is not None}
 
 
+async def _live(net: Network, name: str) -> dict[str, Any]:
+    node = net.runner.nodes[name]
+    answer: dict[str, Any] = await node.call("memory", {"census": 12})  # type: ignore[attr-defined]
+    return dict(answer.get("result") or {})
+
+
 def total_pss(pids: dict[str, int]) -> int:
     return sum(memory(pid)[2] for pid in pids.values())
 
@@ -84,6 +91,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         await net.wait_ready()
         pids = node_pids(net)
         before = total_pss(pids)
+        before_live = sum([(await _live(net, name)).get("pss_kib", 0) for name in pids]) * 1024
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
         async with LoadGenerator(net, population, options) as generator:
             result = await generator.run()
@@ -96,16 +104,30 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
             after = total_pss(pids)
             per_node = {name: memory(pid) for name, pid in pids.items()}
-            print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8}")
+            # What each node holds for live objects: collected, free pages handed back.
+            live = {name: await _live(net, name) for name in pids}
+            trimmed = sum(report.get("pss_kib", 0) for report in live.values()) * 1024
+            print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8} "
+                  f"{'live PSS':>9} {'blocks':>9}")
             for name, (rss, peak, pss) in sorted(per_node.items()):
-                print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f}")
+                print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f} "
+                      f"{live[name].get('pss_kib', 0) / 1024:9.1f} "
+                      f"{live[name].get('blocks', 0):9d}")
             per_ue = (after - before) / max(1, registered)
+            per_ue_live = (trimmed - before_live) / max(1, registered)
             print(f"nodes' PSS: {before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after: "
                   f"{per_ue / 1024:.2f} kB per registered UE", flush=True)
+            print(f"after a collection and malloc_trim: {before_live / 2**20:.1f} MB before, "
+                  f"{trimmed / 2**20:.1f} MB after: "
+                  f"{per_ue_live / 1024:.2f} kB per registered UE", flush=True)
+            if args.census:
+                for name in sorted(live):
+                    print(f"{name}: {live[name].get('census')}")
             figures.update(registered=registered, seconds=round(result.seconds, 2),
                            failures=dict(result.failures), per_ue_bytes=round(per_ue),
-                           pss_before=before, pss_after=after,
-                           nodes={n: {"rss": r, "peak": p, "pss": q}
+                           per_ue_live_bytes=round(per_ue_live),
+                           pss_before=before, pss_after=after, pss_live=trimmed,
+                           nodes={n: {"rss": r, "peak": p, "pss": q, "live": live[n]}
                                   for n, (r, p, q) in per_node.items()},
                            migration_ms=percentiles(result.samples("migration")))
             if args.soak:
@@ -135,6 +157,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--soak", type=int, default=0, metavar="MINUTES")
     parser.add_argument("--no-capture", action="store_true")
+    parser.add_argument("--census", action="store_true",
+                        help="print each node's most numerous object types after draining")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcx-scale-") as tmp:

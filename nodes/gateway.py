@@ -30,6 +30,7 @@ route to any other MC system.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections import deque
@@ -63,6 +64,8 @@ from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
 
+STATE_ROWS = 256
+"""Attachments listed in ``state()`` (all are counted)."""
 SEC_AGREE_HEADERS = ("Security-Client", "Security-Verify")
 
 
@@ -126,7 +129,10 @@ class Gateway(SipNode):
     def state(self) -> dict[str, object]:
         listening = [*self.sip_state(), ("https", self.http.host, self.http.port)]
         return {**describe(self.plan, listening),
-                "attached": {c.address: c.name for c in self.attached.values()},
+                "attachments": len(self.attached),
+                # Listed only while short: every control-link answer carries the state.
+                "attached": {c.address: c.name for c in itertools.islice(
+                    self.attached.values(), STATE_ROWS)},
                 "restored": self.journal.restored}
 
     # -- what survives a restart (the attachments and what each UE registered) ----------

@@ -19,7 +19,6 @@ from .ladder import render_svg
 from .ladder import render_text
 from .pcapng import Packet
 from .pcapng import read_pcap
-from .pcapng import split_by_host
 from .pcapng import write_pcapng
 from .publish import annotate
 from .publish import publish
@@ -49,7 +48,6 @@ __all__ = [
     "render_svg",
     "render_text",
     "signature",
-    "split_by_host",
     "tshark_command",
     "write_pcapng",
     "write_tap_capture",

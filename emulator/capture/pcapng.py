@@ -205,14 +205,3 @@ def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
         return None
     return (socket.inet_ntoa(frame[header + 12:header + 16]),
             socket.inet_ntoa(frame[header + 16:header + 20]))
-
-
-def split_by_host(packets: Iterable[Packet], hosts: Iterable[str]) -> list[Packet]:
-    """The IPv4 packets sent from or to one of ``hosts``."""
-    wanted = set(hosts)
-    out = []
-    for packet in packets:
-        endpoints = ipv4_endpoints(packet.data)
-        if endpoints is not None and (endpoints[0] in wanted or endpoints[1] in wanted):
-            out.append(packet)
-    return out

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .pcapng import Packet
-from .pcapng import split_by_host
+from .pcapng import ipv4_endpoints
 from .pcapng import write_pcapng
 
 StepLabel = Callable[[float], tuple[str, str]]
@@ -36,27 +36,45 @@ def annotate(packets: Iterable[Packet], label: StepLabel) -> list[Packet]:
 
 
 def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
-            label: StepLabel, keylog: Path | None, method: str) -> list[Path]:
-    """Write the merged and per-node pcapng files; returns their paths (merged first)."""
+            label: StepLabel, keylog: Path | None, method: str,
+            node_file: Callable[[str], bool] = lambda name: True) -> list[Path]:
+    """Write the merged and per-node pcapng files; returns their paths (merged first).
+
+    One pass over the packets, whatever the number of names (a load run names 10,000
+    UEs and a /16 pool).  Each file's Name Resolution Block holds only the addresses
+    its packets use; ``node_file`` says which names get a file of their own.
+    """
     annotated = annotate(packets, label)
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
     comment = f"MCX migration emulator run {run_dir.name}; capture method: {method}"
+    by_node: dict[str, list[Packet]] = {}
+    seen: dict[str, set[str]] = {}
+    """Per node: the addresses its packets use (its own and its peers')."""
+    for packet in annotated:
+        endpoints = ipv4_endpoints(packet.data)
+        if endpoints is None:
+            continue
+        for name in {names.get(endpoints[0]), names.get(endpoints[1])}:
+            if name is not None:
+                by_node.setdefault(name, []).append(packet)
+                seen.setdefault(name, set()).update(endpoints)
+    used = set().union(*seen.values()) if seen else set()
     merged = run_dir / "capture.pcapng"
-    write_pcapng(merged, annotated, names=names, tls_keylog=secrets, comment=comment,
-                 description=method)
+    write_pcapng(merged, annotated, names=_restricted(names, used), tls_keylog=secrets,
+                 comment=comment, description=method)
     written = [merged]
-    by_node: dict[str, set[str]] = {}
-    for host, name in names.items():
-        by_node.setdefault(name, set()).add(host)
     node_dir = run_dir / "nodes"
     node_dir.mkdir(exist_ok=True)
-    for name, hosts in sorted(by_node.items()):
-        mine = split_by_host(annotated, hosts)
-        if not mine:
+    for name, mine in sorted(by_node.items()):
+        if not node_file(name):
             continue
         path = node_dir / f"{name}.pcapng"
-        write_pcapng(path, mine, names=names, tls_keylog=secrets,
+        write_pcapng(path, mine, names=_restricted(names, seen[name]), tls_keylog=secrets,
                      comment=f"{comment}; packets sent or received by {name}",
                      description=method)
         written.append(path)
     return written
+
+
+def _restricted(names: Mapping[str, str], hosts: set[str]) -> dict[str, str]:
+    return {host: name for host, name in names.items() if host in hosts}

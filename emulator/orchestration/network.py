@@ -57,6 +57,8 @@ from .runner import Runner
 from .runner import run_nodes
 from .steps import StepLog
 
+MAX_UE_FILES = 100
+"""Up to this many UEs, each has its own ``nodes/<ue>.pcapng``; beyond it, none does."""
 _RUNS = itertools.count()
 """Numbers the runs of this process, for their namespaces' names."""
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"
@@ -258,9 +260,14 @@ class Network:
             packets = self._tap.close()
         else:
             return
+        ues = {ue.name for ue in self.topology.ues}
+        # A load run's thousands of UEs each in a file of its own would help nobody:
+        # capture.pcapng has them (filter on ip.addr), nodes/ has the network's nodes.
+        crowd = len(ues) > MAX_UE_FILES
         self.capture_files = publish(self.run_dir, packets, names=self.names,
                                      label=self.steps.label, keylog=self.keylog_file,
-                                     method=self.capture_method)
+                                     method=self.capture_method,
+                                     node_file=lambda name: not (crowd and name in ues))
         for raw in raws:
             raw.unlink()  # capture.pcapng holds every packet of them, and more
 

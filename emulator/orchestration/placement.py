@@ -50,6 +50,8 @@ from .supervision import NodeDied
 logger = logging.getLogger(__name__)
 
 PLACEMENTS = ("inproc", "proc", "netns")
+LINK_LIMIT = 4 * 2**20
+"""Longest line on a node's control link (a call's answer, with the node's state)."""
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Zygote:
         # A short path: AF_UNIX paths are limited to 108 bytes, run directories are not.
         self._socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
         control = os.path.join(self._socket_dir.name, "control")
-        self._server = await asyncio.start_unix_server(self._on_link, control)
+        self._server = await asyncio.start_unix_server(self._on_link, control, limit=LINK_LIMIT)
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "emulator.orchestration.zygote", control,
             f"{self.prefix}zygote",

@@ -7,7 +7,7 @@ A request is ``{"id": n, "call": "<method>", "args": {...}}``; the answer is
 type hints, on both sides, so a caller gets the dataclasses it would get in
 process.  Every answer carries the node's state, which keeps the supervisor's
 view of the node current.  Only the methods a role lists in ``REMOTE_CALLS``
-(and ``state``) can be called.
+(and ``state``, and ``memory``: :func:`emulator.process.memory`) can be called.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import cattrs
 
+from emulator import process
 from emulator.refusal import Refusal
 from emulator.sip.events import Address
 from nodes import Node
@@ -36,7 +37,7 @@ class RemoteError(RuntimeError):
 
 def allowed(node: object) -> frozenset[str]:
     calls: frozenset[str] = getattr(node, "REMOTE_CALLS", frozenset())
-    return calls | {"state"}
+    return calls | {"state", "memory"}
 
 
 def _hints(method: Callable[..., Any]) -> dict[str, Any]:
@@ -58,6 +59,11 @@ async def serve_call(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     name = request.get("call")
     if name not in allowed(node):
         answer["error"] = f"no remote call {name!r}"
+        return answer
+    if name == "memory":  # the node's process, whatever its role (benchmarks/scale.py)
+        census = (request.get("args") or {}).get("census", 0)
+        answer["result"] = process.memory(census=census if isinstance(census, int) else 0)
+        answer["state"] = node.state()
         return answer
     method = getattr(node, name)
     try:

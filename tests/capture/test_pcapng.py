@@ -29,8 +29,8 @@ from emulator.capture.pcapng import SECRETS_TLS_KEY_LOG
 from emulator.capture.pcapng import Packet
 from emulator.capture.pcapng import ipv4_endpoints
 from emulator.capture.pcapng import read_pcap
-from emulator.capture.pcapng import split_by_host
 from emulator.capture.pcapng import write_pcapng
+from emulator.capture.publish import publish
 from emulator.capture.tap import TapWriter
 from emulator.identity.pki import issue_server_certificate
 from emulator.identity.pki import make_ca
@@ -196,16 +196,37 @@ def test_garbage_is_refused(tmp_path: Path, raw: bytes) -> None:
         read_pcap(path)
 
 
-def test_endpoints_and_split_by_host() -> None:
+def test_endpoints() -> None:
     frames = sample_frames()
     arp = bytes(12) + b"\x08\x06" + bytes(28)
     vlan = frames[0].data[:12] + b"\x81\x00\x00\x4d" + frames[0].data[12:]
     assert ipv4_endpoints(frames[0].data) == (CLIENT, SERVER)
     assert ipv4_endpoints(vlan) == (CLIENT, SERVER)
     assert ipv4_endpoints(arp) is None and ipv4_endpoints(b"") is None
-    packets = [*frames, Packet(0, arp)]
-    assert split_by_host(packets, [SERVER]) == frames
-    assert split_by_host(packets, ["127.0.77.9"]) == []
+
+
+def test_publish_splits_by_node_in_one_pass_and_names_only_what_is_used(
+        tmp_path: Path) -> None:
+    frames = sample_frames()
+    arp = bytes(12) + b"\x08\x06" + bytes(28)
+    # A load run's names: the nodes, and a pool of thousands no packet uses.
+    names = {CLIENT: "ue-1", SERVER: "core",
+             **{f"127.65.{i // 250}.{i % 250 + 1}": f"pool{i}" for i in range(5000)}}
+    written = publish(tmp_path, [*frames, Packet(0, arp)], names=names,
+                      label=lambda _: ("step", ""), keylog=None, method="test",
+                      node_file=lambda name: name != "ue-1")
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == [
+        "capture.pcapng", "nodes/core.pcapng"]
+    def frames_in(path: Path) -> list[bytes]:
+        bodies = [body for kind, body in blocks(path.read_bytes()) if kind == 6]  # EPB
+        return [body[20:20 + struct.unpack_from("=I", body, 12)[0]] for body in bodies]
+
+    assert frames_in(written[0]) == [arp] + [p.data for p in frames]  # in time order
+    assert frames_in(written[1]) == [p.data for p in frames]
+    resolution = [body for kind, body in blocks(written[0].read_bytes()) if kind == 4]
+    assert len(resolution) == 1
+    assert b"ue-1" in resolution[0] and b"core" in resolution[0]
+    assert b"pool" not in resolution[0]
 
 
 # ------------------------------------------------------------------ a real loopback capture
@@ -330,7 +351,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Capture:
 @needs_capture
 def test_every_captured_packet_is_read(capture: Capture) -> None:
     assert len(capture.packets) == capture.tcpdump_count
-    assert len(split_by_host(capture.packets, [CLIENT])) == len(capture.packets)
+    assert all(CLIENT in (ipv4_endpoints(p.data) or ()) for p in capture.packets)
 
 
 @needs_capture

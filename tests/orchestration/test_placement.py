@@ -92,6 +92,12 @@ async def test_each_node_is_its_own_process_and_none_outlives_the_run(
             assert title == f"{network.prefix}{name}"
             assert Path(f"/proc/{pid}/comm").read_text().strip() == title[:15]
         assert network.prefix.startswith(f"mcx-{os.getpid()}-")
+        # Any node reports its process's live memory (benchmarks/scale.py reads it).
+        core = network.runner.nodes["partner.sip-core"]
+        assert isinstance(core, ProcessNode)
+        report = (await core.call("memory", {"census": 3}))["result"]
+        assert report["pss_kib"] > 0 and report["rss_kib"] >= report["pss_kib"]
+        assert report["blocks"] > 0 and len(report["census"]) == 3
     assert not any(alive(pid) for pid in pids.values())  # type: ignore[arg-type]
 
 
