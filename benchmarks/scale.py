@@ -14,7 +14,8 @@ Timer K), it prints:
   load, divided by the UEs registered.
 
 ``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
-token), printing the nodes' summed PSS every minute, and its spread after the first.
+token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
+nodes' summed PSS every minute, and its spread after the first.
 
     python benchmarks/scale.py [--ues 10000] [--rate 200] [--soak 10] [--json FILE]
 """
@@ -123,6 +124,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             if args.census:
                 for name in sorted(live):
                     print(f"{name}: {live[name].get('census')}")
+                    if "allocated" in live[name]:
+                        print(f"{name}: {live[name]['allocated']}")
             figures.update(registered=registered, seconds=round(result.seconds, 2),
                            failures=dict(result.failures), per_ue_bytes=round(per_ue),
                            per_ue_live_bytes=round(per_ue_live),
@@ -132,10 +135,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                            migration_ms=percentiles(result.samples("migration")))
             if args.soak:
                 samples = []
+                # Every UE once a minute: the round paced to end well within it.
+                soak_rate = max(args.rate, args.ues / 40)
                 for minute in range(1, args.soak + 1):
                     loop = asyncio.get_running_loop()
                     started = loop.time()
-                    again = await generator.reregister()
+                    again = await generator.reregister(soak_rate)
                     await asyncio.sleep(max(0.0, 60 - (loop.time() - started)))
                     pss = total_pss(pids)
                     samples.append(pss)

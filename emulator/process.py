@@ -81,7 +81,8 @@ def memory(*, census: int = 0) -> dict[str, Any]:
 
     ``rss_kib`` and ``pss_kib`` from /proc (PSS shares pages with the zygote a node was
     forked from fairly); ``blocks``, Python's allocated blocks; with ``census`` > 0, the
-    that many most numerous object types the collector tracks.
+    that many most numerous object types the collector tracks and, when tracemalloc
+    traces (``PYTHONTRACEMALLOC``), the that many source lines holding the most bytes.
     """
     import gc
     import sys
@@ -104,4 +105,10 @@ def memory(*, census: int = 0) -> dict[str, Any]:
     if census > 0:
         counts = Counter(type(o).__qualname__ for o in gc.get_objects())
         report["census"] = dict(counts.most_common(census))
+        import tracemalloc
+
+        if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=n: where the live bytes were made
+            top = tracemalloc.take_snapshot().statistics("lineno")[:census]
+            report["allocated"] = {f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:"
+                                   f"{s.traceback[0].lineno}": s.size for s in top}
     return report

@@ -31,54 +31,74 @@ Tables = dict[str, dict[str, Any]]
 
 
 class Journal:
-    """A node's durable tables; ``Journal(None)`` keeps nothing (a node outside a run)."""
+    """A node's durable tables; ``Journal(None)`` keeps nothing (a node outside a run).
+
+    The live rows are held as the JSON lines that say them, not as decoded values: the
+    node has its own tables, and a second decoded copy of each row would cost every
+    registered user a kilobyte or more in each durable node (``benchmarks/scale.py``).
+    """
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self.tables: Tables = {}
+        self._lines: dict[str, dict[str, str]] = {}
+        """table -> key -> the line a rewrite writes for it."""
         self.restored = 0
         """Entries read back at open: what the node had before it (re)started."""
         self._file: Any = None
         self._appended = 0
+        self._live = 0
+
+    @property
+    def tables(self) -> Tables:
+        """The live tables, decoded (what a restart would read back)."""
+        return {table: {key: json.loads(line)["v"] for key, line in rows.items()}
+                for table, rows in self._lines.items()}
 
     def open(self) -> Tables:
         """Read what an earlier life of the node kept; start appending.  Returns the tables."""
         if self.path is None:
-            return self.tables
+            return {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self.tables = _read(self.path)
-            self.restored = sum(len(rows) for rows in self.tables.values())
+        tables = _read(self.path) if self.path.exists() else {}
+        self.restored = sum(len(rows) for rows in tables.values())
+        self._lines = {table: {key: _line(table, key, value) for key, value in rows.items()}
+                       for table, rows in tables.items()}
+        self._live = self.restored
         self._rewrite()
-        return self.tables
+        return tables
 
     def put(self, table: str, key: str, value: Any) -> None:
-        self.tables.setdefault(table, {})[key] = value
-        self._append({"t": table, "k": key, "v": value})
+        if self.path is None:
+            return
+        line = _line(table, key, value)
+        rows = self._lines.setdefault(table, {})
+        self._live += key not in rows
+        rows[key] = line
+        self._append(line)
 
     def delete(self, table: str, key: str) -> None:
-        rows = self.tables.get(table)
+        rows = self._lines.get(table)
         if rows is None or rows.pop(key, None) is None:
             return
-        self._append({"t": table, "k": key})
+        self._live -= 1
+        self._append(json.dumps({"t": table, "k": key}, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, line: str) -> None:
         if self._file is None:
             return
         # One write() per change: the kernel has it before the node answers anyone.
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(line)
         except OSError as exc:  # a full disk costs durability, never the node
             logger.warning("%s: not kept: %s", self.path, exc)
             return
         self._appended += 1
-        live = sum(len(rows) for rows in self.tables.values())
-        if self._appended > max(MIN_COMPACTION, 2 * live):
+        if self._appended > max(MIN_COMPACTION, 2 * self._live):
             self._rewrite()
 
     def _rewrite(self) -> None:
@@ -92,10 +112,8 @@ class Journal:
         temporary = self.path.with_suffix(".tmp")
         try:
             with temporary.open("w") as out:
-                for table, rows in self.tables.items():
-                    for key, value in rows.items():
-                        out.write(json.dumps({"t": table, "k": key, "v": value},
-                                             separators=(",", ":")) + "\n")
+                for rows in self._lines.values():
+                    out.writelines(rows.values())
             fresh = temporary.open("a", buffering=1)  # line-buffered: a write per line
         except OSError as exc:
             logger.warning("%s: not rewritten: %s", self.path, exc)
@@ -103,6 +121,10 @@ class Journal:
         os.replace(temporary, self.path)
         self.close()
         self._file = fresh
+
+
+def _line(table: str, key: str, value: Any) -> str:
+    return json.dumps({"t": table, "k": key, "v": value}, separators=(",", ":")) + "\n"
 
 
 def _read(path: Path) -> Tables:

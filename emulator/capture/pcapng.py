@@ -205,3 +205,34 @@ def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
         return None
     return (socket.inet_ntoa(frame[header + 12:header + 16]),
             socket.inet_ntoa(frame[header + 16:header + 20]))
+
+
+def client_random(frame: bytes) -> bytes | None:
+    """The 32-byte random of a TLS ClientHello (RFC 8446 §4.1.2) that starts the TCP
+    payload of an Ethernet/IPv4 ``frame``, else None.  It names the session's lines in
+    an NSS key log, so a file can carry the secrets of its own sessions only."""
+    offset = 12
+    ethertype = int.from_bytes(frame[offset:offset + 2])
+    while ethertype in (0x8100, 0x88A8):
+        offset += 4
+        ethertype = int.from_bytes(frame[offset:offset + 2])
+    ip = offset + 2
+    if ethertype != 0x0800 or len(frame) < ip + 20 or frame[ip + 9] != 6:  # TCP
+        return None
+    tcp = ip + (frame[ip] & 0x0F) * 4
+    if len(frame) < tcp + 20:
+        return None
+    payload = tcp + (frame[tcp + 12] >> 4) * 4
+    # record: type 22 (handshake), version, length; handshake: type 1, length (3), version
+    record = frame[payload:payload + 43]
+    if len(record) < 43 or record[0] != 22 or record[1] != 3 or record[5] != 1:
+        return None
+    return record[11:43]
+
+
+def keylog_for(keylog: bytes, randoms: set[bytes]) -> bytes:
+    """The lines of an NSS key log that belong to the sessions whose ClientHello had one of
+    ``randoms`` (each line: label, client random in hex, secret)."""
+    wanted = {r.hex().encode() for r in randoms}
+    return b"".join(line for line in keylog.splitlines(keepends=True)
+                    if line.split(b" ", 2)[1:2] and line.split(b" ", 2)[1].lower() in wanted)

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .pcapng import Packet
+from .pcapng import client_random
 from .pcapng import ipv4_endpoints
+from .pcapng import keylog_for
 from .pcapng import write_pcapng
 
 StepLabel = Callable[[float], tuple[str, str]]
@@ -42,7 +44,8 @@ def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
 
     One pass over the packets, whatever the number of names (a load run names 10,000
     UEs and a /16 pool).  Each file's Name Resolution Block holds only the addresses
-    its packets use; ``node_file`` says which names get a file of their own.
+    its packets use, and a node's file only the TLS secrets of its own sessions (a load
+    run's key log is ~100 MB); ``node_file`` says which names get a file of their own.
     """
     annotated = annotate(packets, label)
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
@@ -50,14 +53,19 @@ def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
     by_node: dict[str, list[Packet]] = {}
     seen: dict[str, set[str]] = {}
     """Per node: the addresses its packets use (its own and its peers')."""
+    sessions: dict[str, set[bytes]] = {}
+    """Per node: the client randoms of its TLS sessions (its file's secrets)."""
     for packet in annotated:
         endpoints = ipv4_endpoints(packet.data)
         if endpoints is None:
             continue
+        random = client_random(packet.data) if secrets else None
         for name in {names.get(endpoints[0]), names.get(endpoints[1])}:
             if name is not None:
                 by_node.setdefault(name, []).append(packet)
                 seen.setdefault(name, set()).update(endpoints)
+                if random is not None:
+                    sessions.setdefault(name, set()).add(random)
     used = set().union(*seen.values()) if seen else set()
     merged = run_dir / "capture.pcapng"
     write_pcapng(merged, annotated, names=_restricted(names, used), tls_keylog=secrets,
@@ -69,7 +77,8 @@ def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
         if not node_file(name):
             continue
         path = node_dir / f"{name}.pcapng"
-        write_pcapng(path, mine, names=_restricted(names, seen[name]), tls_keylog=secrets,
+        own = keylog_for(secrets, sessions.get(name, set())) if secrets else None
+        write_pcapng(path, mine, names=_restricted(names, seen[name]), tls_keylog=own,
                      comment=f"{comment}; packets sent or received by {name}",
                      description=method)
         written.append(path)

@@ -52,7 +52,7 @@ ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 SECURITY_TOKEN_TYP = "mcx-st+jwt"  # project-defined, see the module docstring
 MAX_TOKEN_BYTES = 16 * 1024
-VERIFIED_TOKENS = 8192
+VERIFIED_TOKENS = 1024
 """Signature checks remembered per validator (their tokens' next uses skip RSA)."""
 MAX_LEEWAY = 30  # 33.180 B.2.1: clock-skew leeway "not to exceed 30 seconds"
 SUPPORTED_ALGORITHMS = ("RS256", "ES256")

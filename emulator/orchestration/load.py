@@ -208,20 +208,22 @@ class LoadGenerator:
                                                                  self.net.kernel_captures),
                           records, seconds)
 
-    async def reregister(self) -> LoadResult:
+    async def reregister(self, rate: float | None = None) -> LoadResult:
         """Every registered UE REGISTERs again with its partner token (a refresh of its
-        registration, 24.229 §5.1.1.4), paced at ``rate``: the soak's load."""
+        registration, 24.229 §5.1.1.4), paced at ``rate`` (the options' when None): the
+        soak's load."""
         records = [UeRecord(r.name) if r.failure is None else r for r in self.records]
-        seconds = await self._stage("re-register", self._register, records)
+        seconds = await self._stage("re-register", self._register, records, rate)
         return LoadResult(self.options, self.net.placement, bool(self.net.capture_files or
                                                                  self.net.kernel_captures),
                           records, seconds)
 
     async def _stage(self, stage: str,
                      step: Callable[[UserEquipment, UeRecord], Awaitable[None]],
-                     records: list[UeRecord]) -> float:
+                     records: list[UeRecord], rate: float | None = None) -> float:
         """Start ``step`` for each UE at ``rate``, at most ``concurrency`` at once; the
         seconds from the first start to the last end."""
+        rate = rate or self.options.rate
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.options.concurrency)
 
@@ -242,8 +244,7 @@ class LoadGenerator:
         started = loop.time()
         async with asyncio.TaskGroup() as group:
             for index, (ue, record) in enumerate(zip(self.ues, records, strict=True)):
-                await asyncio.sleep(max(0.0, started + index / self.options.rate
-                                        - loop.time()))
+                await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
                 await gate.acquire()
                 group.create_task(one(ue, record))
         return loop.time() - started
@@ -269,7 +270,8 @@ class LoadGenerator:
         async with _phase(record, "security-token"):
             await ue.request_security_token(f"{self.home.issuer}/token", partner.idms_audience)
         async with _phase(record, "attach"):
-            await ue.attach(partner.attach_url, partner.sip_transport)
+            address = await ue.attach(partner.attach_url, partner.sip_transport)
+        self.net.names[address] = ue.name  # the capture names it there too
         async with _phase(record, "partner-token"):
             await ue.request_partner_token(partner.idms_token_endpoint)
         await ue.close_https()  # done with HTTPS until a refresh, much later

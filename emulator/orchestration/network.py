@@ -58,7 +58,8 @@ from .runner import run_nodes
 from .steps import StepLog
 
 MAX_UE_FILES = 100
-"""Up to this many UEs, each has its own ``nodes/<ue>.pcapng``; beyond it, none does."""
+"""Up to this many UEs, each (and each pool address) has its own ``nodes/<ue>.pcapng``;
+beyond it, only the network's nodes do."""
 _RUNS = itertools.count()
 """Numbers the runs of this process, for their namespaces' names."""
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"
@@ -260,14 +261,15 @@ class Network:
             packets = self._tap.close()
         else:
             return
-        ues = {ue.name for ue in self.topology.ues}
-        # A load run's thousands of UEs each in a file of its own would help nobody:
-        # capture.pcapng has them (filter on ip.addr), nodes/ has the network's nodes.
-        crowd = len(ues) > MAX_UE_FILES
+        # A load run's thousands of UEs (and pool addresses) each in a file of its own
+        # would help nobody: capture.pcapng has them (filter on ip.addr), nodes/ has the
+        # network's nodes.
+        crowd = len(self.topology.ues) > MAX_UE_FILES
+        infrastructure = {plan.name for plan in self.plans if plan.role != "ue"}
         self.capture_files = publish(self.run_dir, packets, names=self.names,
                                      label=self.steps.label, keylog=self.keylog_file,
                                      method=self.capture_method,
-                                     node_file=lambda name: not (crowd and name in ues))
+                                     node_file=lambda name: not crowd or name in infrastructure)
         for raw in raws:
             raw.unlink()  # capture.pcapng holds every packet of them, and more
 

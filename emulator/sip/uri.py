@@ -29,7 +29,7 @@ _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ILLEGAL_RE = re.compile(r'[\s<>"]')
 
 
-PARSE_MEMO = 8192
+PARSE_MEMO = 2048
 """Parsed URIs remembered (an LRU: bounded, and a hostile peer's unique URIs only cost
 what parsing costs anyway)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -87,12 +88,30 @@ def test_node_names_comments_and_decrypted_https_from_the_file_alone(
     assert "TR 23.700-90 7.X.2 steps 1-2" in comments
 
 
+def pcapng_blocks(raw: bytes) -> list[tuple[int, bytes]]:
+    """(type, body) of each block of a pcapng file."""
+    out, offset = [], 0
+    while offset < len(raw):
+        kind, total = struct.unpack_from("=II", raw, offset)
+        out.append((kind, raw[offset + 8:offset + total - 4]))
+        offset += total
+    return out
+
+
 @needs_kernel
 def test_node_file_holds_only_that_nodes_traffic(default_run: Report) -> None:
     capture = str(default_run.run_dir / "nodes" / "partner.mc-server.pcapng")
     pairs = tshark("-r", capture, "-T", "fields", "-e", "ip.src", "-e", "ip.dst").stdout
     for line in pairs.splitlines():
         assert "127.0.20.3" in line.split("\t")
+    # A node's file decrypts its own HTTPS, and carries no other node's TLS secrets.
+    idms = str(default_run.run_dir / "nodes" / "partner.idms.pcapng")
+    http = tshark("-r", idms, "-Y", "http.request", "-T", "fields",
+                  "-e", "http.request.uri").stdout.split()
+    assert "/token" in http and "/attach" not in http
+    keylog = (default_run.run_dir / "tls-keys.log").read_bytes()
+    own = [b for kind, b in pcapng_blocks(Path(idms).read_bytes()) if kind == 10]  # DSB
+    assert len(own) == 1 and 0 < len(own[0]) < len(keylog)
 
 
 @needs_kernel

@@ -45,6 +45,10 @@ def test_the_journal_gives_back_what_was_kept_and_skips_a_torn_line(tmp_path: Pa
     journal.put("users", "sip:b@x", {"n": 2})
     journal.delete("users", "sip:a@x")
     journal.put("replay", "jti-1", 99.0)
+    assert journal.tables == {"users": {"sip:b@x": {"n": 2}}, "replay": {"jti-1": 99.0}}
+    nowhere = Journal(None)  # a node outside a run: nothing kept, not even in memory
+    nowhere.put("users", "sip:a@x", {"n": 1})
+    assert nowhere.open() == {} and nowhere.tables == {}
     # No close: a SIGKILL gives none.  Then a write torn by the kill.
     with path.open("a") as out:
         out.write('{"t":"users","k":"sip:c@x","v":{"n"')

@@ -20,6 +20,7 @@ from emulator.orchestration.load import LoadOptions
 from emulator.orchestration.session import load
 from emulator.topology import Topology
 from tests.support.wire import sip_fields
+from tests.support.wire import tshark
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
@@ -40,6 +41,10 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
                       "ip.dst == 127.0.30.1", "ip.src", "sip.from.user")
     assert len({r[0] for r in sent}) == UES
     assert {r[1] for r in sent} == {f"alice-{i:05d}.visitor" for i in range(1, UES + 1)}
+    # The capture names each attached address after its UE (Name Resolution Block).
+    named = tshark("-r", str(capture), "-N", "n", "-Y", 'sip.Method == "REGISTER" && '
+                   "ip.src == 127.65.0.0/16", "-T", "fields", "-e", "ip.src_host").stdout
+    assert set(named.split()) == {f"ue-alice-{i:05d}" for i in range(1, UES + 1)}
     answered = sip_fields(capture, 'sip.CSeq.method == "REGISTER" && sip.Status-Code == 200 '
                           "&& ip.src == 127.0.30.1 && ip.dst == 127.65.0.0/16", "ip.dst")
     assert len({r[0] for r in answered}) == UES
