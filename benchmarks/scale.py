@@ -27,6 +27,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,8 @@ def node_pids(net: Network) -> dict[str, int]:
 
 
 async def _live(net: Network, name: str) -> dict[str, Any]:
+    """The node's own report (``emulator.process.memory``); the first one marks where
+    tracemalloc's growth counts from."""
     node = net.runner.nodes[name]
     answer: dict[str, Any] = await node.call("memory", {"census": 12})  # type: ignore[attr-defined]
     return dict(answer.get("result") or {})
@@ -152,6 +155,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 print(f"PSS spread after the first minute: {spread:.1%}")
                 figures["soak_pss"] = samples
                 figures["soak_spread"] = spread
+        stopping = time.monotonic()
+    publishing = time.monotonic() - stopping  # the nodes stop, then the capture is written
+    # tcpdump's own count: "N packets captured ... M packets dropped by kernel".
+    capture = "; ".join(c.summary for c in net.kernel_captures)
+    if capture:
+        print(f"capture: {capture}; nodes stopped and capture written in {publishing:.1f} s: "
+              f"{', '.join(str(p) for p in net.capture_files[:1])}", flush=True)
+        figures["capture_summary"] = capture
+        figures["publish_seconds"] = round(publishing, 1)
     return figures
 
 

@@ -82,7 +82,8 @@ def memory(*, census: int = 0) -> dict[str, Any]:
     ``rss_kib`` and ``pss_kib`` from /proc (PSS shares pages with the zygote a node was
     forked from fairly); ``blocks``, Python's allocated blocks; with ``census`` > 0, the
     that many most numerous object types the collector tracks and, when tracemalloc
-    traces (``PYTHONTRACEMALLOC``), the that many source lines holding the most bytes.
+    traces (``PYTHONTRACEMALLOC``), the that many source lines holding the most bytes
+    (at the first census) or grown the most since it (at later ones).
     """
     import gc
     import sys
@@ -108,7 +109,19 @@ def memory(*, census: int = 0) -> dict[str, Any]:
         import tracemalloc
 
         if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=n: where the live bytes were made
-            top = tracemalloc.take_snapshot().statistics("lineno")[:census]
-            report["allocated"] = {f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:"
-                                   f"{s.traceback[0].lineno}": s.size for s in top}
+            global _mark
+            snapshot = tracemalloc.take_snapshot()
+            top: list[Any]
+            if _mark is None:  # the first report: what is held, and the mark for the next
+                top = snapshot.statistics("lineno")
+                _mark = snapshot
+            else:  # later ones: what grew since the first
+                top = snapshot.compare_to(_mark, "lineno")
+            report["allocated"] = {
+                f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno}":
+                getattr(s, "size_diff", s.size) for s in top[:census]}
     return report
+
+
+_mark: Any = None
+"""The tracemalloc snapshot of this process's first census (see :func:`memory`)."""

@@ -230,9 +230,15 @@ def client_random(frame: bytes) -> bytes | None:
     return record[11:43]
 
 
-def keylog_for(keylog: bytes, randoms: set[bytes]) -> bytes:
-    """The lines of an NSS key log that belong to the sessions whose ClientHello had one of
-    ``randoms`` (each line: label, client random in hex, secret)."""
-    wanted = {r.hex().encode() for r in randoms}
-    return b"".join(line for line in keylog.splitlines(keepends=True)
-                    if line.split(b" ", 2)[1:2] and line.split(b" ", 2)[1].lower() in wanted)
+def keylog_by_session(keylog: bytes) -> dict[bytes, list[bytes]]:
+    """An NSS key log's lines (label, client random in hex, secret) by client random."""
+    sessions: dict[bytes, list[bytes]] = {}
+    for line in keylog.splitlines(keepends=True):
+        fields = line.split(b" ", 2)
+        if len(fields) == 3:
+            try:
+                random = bytes.fromhex(fields[1].decode("ascii"))
+            except ValueError:
+                continue
+            sessions.setdefault(random, []).append(line)
+    return sessions

@@ -14,6 +14,7 @@ From the kernel capture (or the application-level tap's frames) this writes:
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Collection
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from .pcapng import Packet
 from .pcapng import client_random
 from .pcapng import ipv4_endpoints
-from .pcapng import keylog_for
+from .pcapng import keylog_by_session
 from .pcapng import write_pcapng
 
 StepLabel = Callable[[float], tuple[str, str]]
@@ -39,13 +40,15 @@ def annotate(packets: Iterable[Packet], label: StepLabel) -> list[Packet]:
 
 def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
             label: StepLabel, keylog: Path | None, method: str,
-            node_file: Callable[[str], bool] = lambda name: True) -> list[Path]:
+            nodes: Collection[str] = (), most_others: int | None = None) -> list[Path]:
     """Write the merged and per-node pcapng files; returns their paths (merged first).
 
     One pass over the packets, whatever the number of names (a load run names 10,000
     UEs and a /16 pool).  Each file's Name Resolution Block holds only the addresses
     its packets use, and a node's file only the TLS secrets of its own sessions (a load
-    run's key log is ~100 MB); ``node_file`` says which names get a file of their own.
+    run's key log is ~100 MB).  Each of ``nodes`` that the capture names gets a file of its
+    own; so does each other name (a UE, a pool address) unless the capture names more
+    than ``most_others`` of them (None: no limit).
     """
     annotated = annotate(packets, label)
     secrets = keylog.read_bytes() if keylog is not None and keylog.exists() else None
@@ -73,11 +76,15 @@ def publish(run_dir: Path, packets: list[Packet], *, names: Mapping[str, str],
     written = [merged]
     node_dir = run_dir / "nodes"
     node_dir.mkdir(exist_ok=True)
+    others = [name for name in by_node if name not in nodes]
+    crowd = most_others is not None and len(others) > most_others
+    by_session = keylog_by_session(secrets) if secrets else {}
     for name, mine in sorted(by_node.items()):
-        if not node_file(name):
+        if crowd and name not in nodes:
             continue
         path = node_dir / f"{name}.pcapng"
-        own = keylog_for(secrets, sessions.get(name, set())) if secrets else None
+        own = b"".join(line for random in sorted(sessions.get(name, ()))
+                       for line in by_session.get(random, ())) or None
         write_pcapng(path, mine, names=_restricted(names, seen[name]), tls_keylog=own,
                      comment=f"{comment}; packets sent or received by {name}",
                      description=method)

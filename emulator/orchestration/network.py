@@ -264,12 +264,12 @@ class Network:
         # A load run's thousands of UEs (and pool addresses) each in a file of its own
         # would help nobody: capture.pcapng has them (filter on ip.addr), nodes/ has the
         # network's nodes.
-        crowd = len(self.topology.ues) > MAX_UE_FILES
-        infrastructure = {plan.name for plan in self.plans if plan.role != "ue"}
         self.capture_files = publish(self.run_dir, packets, names=self.names,
                                      label=self.steps.label, keylog=self.keylog_file,
                                      method=self.capture_method,
-                                     node_file=lambda name: not crowd or name in infrastructure)
+                                     nodes={plan.name for plan in self.plans
+                                            if plan.role != "ue"},
+                                     most_others=MAX_UE_FILES)
         for raw in raws:
             raw.unlink()  # capture.pcapng holds every packet of them, and more
 

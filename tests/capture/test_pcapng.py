@@ -214,7 +214,7 @@ def test_publish_splits_by_node_in_one_pass_and_names_only_what_is_used(
              **{f"127.65.{i // 250}.{i % 250 + 1}": f"pool{i}" for i in range(5000)}}
     written = publish(tmp_path, [*frames, Packet(0, arp)], names=names,
                       label=lambda _: ("step", ""), keylog=None, method="test",
-                      node_file=lambda name: name != "ue-1")
+                      nodes={"core"}, most_others=0)
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         "capture.pcapng", "nodes/core.pcapng"]
     def frames_in(path: Path) -> list[bytes]:
