@@ -69,7 +69,7 @@ STATE_ROWS = 256
 SEC_AGREE_HEADERS = ("Security-Client", "Security-Verify")
 
 
-@dataclass
+@dataclass(slots=True)
 class UeContext:
     """What the gateway knows of one attached UE."""
 

@@ -102,7 +102,7 @@ class AuthorisationRefused(Exception):
     """Service authorisation failed; the message says why (it goes in the reason phrase)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuthorisedUser:
     """An MC service user this MC server has authorised, per service."""
 

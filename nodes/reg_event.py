@@ -57,7 +57,7 @@ MAX_EXPIRES = 600_000
 """24.229 §5.1.1.3: what a UE asks for; nothing longer is granted."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Subscription:
     aor: str
     dialog: Dialog

@@ -163,7 +163,7 @@ class MigrationProfile:
         object.__setattr__(self, "mc_ids", MappingProxyType(dict(self.mc_ids)))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Code:
     client_id: str
     redirect_uri: str
@@ -175,7 +175,7 @@ class _Code:
     used: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Refresh:
     client_id: str
     username: str

@@ -21,7 +21,7 @@ from .message import Response
 from .uri import URI
 
 
-@dataclass
+@dataclass(slots=True)
 class Dialog:
     call_id: str
     local: NameAddress
