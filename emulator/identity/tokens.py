@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import secrets
@@ -52,8 +53,9 @@ ID_TOKEN_TYP = "JWT"
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 SECURITY_TOKEN_TYP = "mcx-st+jwt"  # project-defined, see the module docstring
 MAX_TOKEN_BYTES = 16 * 1024
-VERIFIED_TOKENS = 1024
-"""Signature checks remembered per validator (their tokens' next uses skip RSA)."""
+VERIFIED_TOKENS = 8192
+"""Signature checks remembered per validator (their tokens' next uses skip RSA): at most
+~6 MB."""
 MAX_LEEWAY = 30  # 33.180 B.2.1: clock-skew leeway "not to exceed 30 seconds"
 SUPPORTED_ALGORITHMS = ("RS256", "ES256")
 MC_ID_CLAIMS = ("mcptt_id", "mcdata_id", "mcvideo_id")
@@ -160,7 +162,7 @@ class TokenValidator:
             raise ValueError(f"algorithms not supported: {sorted(unknown)}")
         self.leeway = leeway
         self._keys: dict[str, VerificationKey] = {}
-        self._verified: dict[str, tuple[VerificationKey, dict[str, Any]]] = {}
+        self._verified: dict[bytes, tuple[VerificationKey, bytes]] = {}
         """Token -> the key that verified it and its claims (see :meth:`_verify`)."""
         for key in keys:
             self.add_key(key)
@@ -192,19 +194,23 @@ class TokenValidator:
         if not isinstance(header, dict):
             raise TokenError("JWS header is not a JSON object")
         key = self._check_header(header, typ, now)
-        remembered = self._verified.get(token)
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        remembered = self._verified.get(digest)
+        claims: dict[str, Any]
         if remembered is not None and remembered[0] is key:
-            claims = dict(remembered[1])
+            claims = json.loads(remembered[1])
         else:
-            claims = self._verify(token, key)
+            claims = self._verify(token, digest, key)
         # Every use is judged against ``now`` and the caller's needs, remembered or not.
         self._check_claims(claims, key, now, audience, issuer, required_scope)
         return claims
 
-    def _verify(self, token: str, key: VerificationKey) -> dict[str, Any]:
+    def _verify(self, token: str, digest: bytes, key: VerificationKey) -> dict[str, Any]:
         """The signature checked and the claims decoded, remembered for the token's next
         use (a re-REGISTER shows the same token): the signature of the same bytes under the
-        same provisioned key cannot change.  Bounded: the oldest is forgotten first."""
+        same provisioned key cannot change.  Remembered by the token's SHA-256 with its
+        payload's bytes (~0.7 kB an entry, where the token and its decoded claims took
+        ~5 kB); bounded, the oldest forgotten first."""
         try:
             verified = jws.deserialize_compact(token, key.key, algorithms=[key.algorithm])
         except JoseError as exc:
@@ -219,7 +225,7 @@ class TokenValidator:
             raise TokenError("JWT claims are not a JSON object")
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (key, dict(claims))
+        self._verified[digest] = (key, verified.payload)
         return claims
 
     def _check_header(self, header: dict[str, Any], typ: str, now: float) -> VerificationKey:
