@@ -81,8 +81,8 @@ def memory(*, census: int = 0) -> dict[str, Any]:
 
     ``rss_kib`` and ``pss_kib`` from /proc (PSS shares pages with the zygote a node was
     forked from fairly); ``blocks``, Python's allocated blocks; with ``census`` > 0, the
-    that many most numerous object types the collector tracks and, when tracemalloc
-    traces (``PYTHONTRACEMALLOC``), the that many source lines holding the most bytes
+    ``census`` most numerous object types the collector tracks and, when tracemalloc
+    traces (``PYTHONTRACEMALLOC``), the ``census`` source lines holding the most bytes
     (at the first census) or grown the most since it (at later ones).
     """
     import gc
