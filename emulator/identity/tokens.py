@@ -163,7 +163,8 @@ class TokenValidator:
         self.leeway = leeway
         self._keys: dict[str, VerificationKey] = {}
         self._verified: dict[bytes, tuple[VerificationKey, bytes]] = {}
-        """Token -> the key that verified it and its claims (see :meth:`_verify`)."""
+        """SHA-256 of a token -> the key that verified it and its payload's bytes (see
+        :meth:`_verify`)."""
         for key in keys:
             self.add_key(key)
 
@@ -184,6 +185,8 @@ class TokenValidator:
                 raise TokenError("token is not ASCII") from None
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError(f"token of {len(token)} bytes exceeds {MAX_TOKEN_BYTES}")
+        if not token.isascii():  # compact JWS is base64url and dots (RFC 7515 §7.1)
+            raise TokenError("token is not ASCII")
         parts = token.strip().split(".")
         if len(parts) != 3:
             raise TokenError("not a compact JWS (expected three dot-separated parts)")

@@ -402,3 +402,17 @@ def test_a_tampered_copy_of_a_remembered_token_is_refused(rs: Signer) -> None:
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     with pytest.raises(TokenError, match=r"signature|malformed"):
         validator.validate(f"{header}.{payload}.{flipped}", now=T, typ=ACCESS_TOKEN_TYP)
+
+
+def test_a_token_with_a_character_outside_ascii_is_refused_not_crashed_on(rs: Signer) -> None:
+    """A str token (an XML text, a header) may carry any character; the memo's digest must
+    never meet one: refused as a token error, on first use and after a good one."""
+    validator = rs.validator()
+    token = rs.access_token()
+    header, payload, signature = token.split(".")
+    for hostile in (f"{header}.{payload}.{signature}é", f"{header}.{payload}\udcff.{signature}"):
+        with pytest.raises(TokenError, match="not ASCII"):
+            validator.validate(hostile, now=T, typ=ACCESS_TOKEN_TYP)
+    assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    with pytest.raises(TokenError, match="not ASCII"):
+        validator.validate(token + "é", now=T, typ=ACCESS_TOKEN_TYP)
