@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import os
 import signal
+import sys
+import tracemalloc
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 from typing import TypeVar
@@ -85,10 +89,6 @@ def memory(*, census: int = 0) -> dict[str, Any]:
     traces (``PYTHONTRACEMALLOC``), the ``census`` source lines holding the most bytes
     (at the first census) or grown the most since it (at later ones).
     """
-    import gc
-    import sys
-    from collections import Counter
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -106,8 +106,6 @@ def memory(*, census: int = 0) -> dict[str, Any]:
     if census > 0:
         counts = Counter(type(o).__qualname__ for o in gc.get_objects())
         report["census"] = dict(counts.most_common(census))
-        import tracemalloc
-
         if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=n: where the live bytes were made
             global _mark
             snapshot = tracemalloc.take_snapshot()

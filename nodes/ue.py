@@ -548,7 +548,7 @@ class UserEquipment:
         await self.sip.ready()
 
     async def stop(self) -> None:
-        await self._close_http()
+        await self.close_https()
         await self.sip.stop()
         if self.visited_sip is not None:
             await self.visited_sip.stop()
@@ -571,11 +571,9 @@ class UserEquipment:
             self._https[local] = client
         yield client
 
-    async def close_https(self) -> None:
-        """End every open HTTPS connection (the next request opens new ones)."""
-        await self._close_http()
-
-    async def _close_http(self, local: str | None = None) -> None:
+    async def close_https(self, local: str | None = None) -> None:
+        """End the HTTPS connections from ``local`` (every one when None); the next
+        request opens new ones."""
         for address in [local] if local is not None else list(self._https):
             client = self._https.pop(address, None)
             if client is not None:
@@ -620,7 +618,7 @@ class UserEquipment:
         self.visited_plmn = str(body.get("plmn_id") or "") or None
         # Attached to the local PLMN, the UE has left its home access: its connections
         # from there end (a later request from home opens new ones).
-        await self._close_http(self.home_host)
+        await self.close_https(self.home_host)
         return await self.camp(str(body["ue_address"]), transport)
 
     async def detach(self, attach_url: str) -> str:
@@ -637,7 +635,7 @@ class UserEquipment:
                     raise Refusal(str(error.get("error", "detach_refused")),
                                   str(error.get("error_description", body)), response.status)
         self._registrations.pop(True, None)
-        await self._close_http(address)
+        await self.close_https(address)
         visited, self.visited_sip = self.visited_sip, None
         self.visited_address = self.visited_plmn = None
         if visited is not None:

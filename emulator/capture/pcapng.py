@@ -193,8 +193,8 @@ def write_pcapng(path: Path | str, packets: Iterable[Packet], *,
         raise
 
 
-def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
-    """(source, destination) of an Ethernet/IPv4 frame (802.1Q tags skipped), else None."""
+def _ipv4_header(frame: bytes) -> int | None:
+    """Where the IPv4 header of an Ethernet frame starts (802.1Q tags skipped), else None."""
     offset = 12
     ethertype = int.from_bytes(frame[offset:offset + 2])
     while ethertype in (0x8100, 0x88A8):  # VLAN tags (IEEE 802.1Q / 802.1ad)
@@ -202,6 +202,14 @@ def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
         ethertype = int.from_bytes(frame[offset:offset + 2])
     header = offset + 2
     if ethertype != 0x0800 or len(frame) < header + 20 or frame[header] >> 4 != 4:
+        return None
+    return header
+
+
+def ipv4_endpoints(frame: bytes) -> tuple[str, str] | None:
+    """(source, destination) of an Ethernet/IPv4 frame (802.1Q tags skipped), else None."""
+    header = _ipv4_header(frame)
+    if header is None:
         return None
     return (socket.inet_ntoa(frame[header + 12:header + 16]),
             socket.inet_ntoa(frame[header + 16:header + 20]))
@@ -211,13 +219,8 @@ def client_random(frame: bytes) -> bytes | None:
     """The 32-byte random of a TLS ClientHello (RFC 8446 §4.1.2) that starts the TCP
     payload of an Ethernet/IPv4 ``frame``, else None.  It names the session's lines in
     an NSS key log, so a file can carry the secrets of its own sessions only."""
-    offset = 12
-    ethertype = int.from_bytes(frame[offset:offset + 2])
-    while ethertype in (0x8100, 0x88A8):
-        offset += 4
-        ethertype = int.from_bytes(frame[offset:offset + 2])
-    ip = offset + 2
-    if ethertype != 0x0800 or len(frame) < ip + 20 or frame[ip + 9] != 6:  # TCP
+    ip = _ipv4_header(frame)
+    if ip is None or frame[ip + 9] != 6:  # TCP
         return None
     tcp = ip + (frame[ip] & 0x0F) * 4
     if len(frame) < tcp + 20:

@@ -58,8 +58,8 @@ from .runner import run_nodes
 from .steps import StepLog
 
 MAX_UE_FILES = 100
-"""Up to this many UEs, each (and each pool address) has its own ``nodes/<ue>.pcapng``;
-beyond it, only the network's nodes do."""
+"""While the capture names at most this many UEs and pool addresses, each has its own
+``nodes/<name>.pcapng``; beyond it, only the network's nodes do."""
 _RUNS = itertools.count()
 """Numbers the runs of this process, for their namespaces' names."""
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"

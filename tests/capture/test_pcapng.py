@@ -27,7 +27,9 @@ import pytest
 from emulator.capture.kernel import settle
 from emulator.capture.pcapng import SECRETS_TLS_KEY_LOG
 from emulator.capture.pcapng import Packet
+from emulator.capture.pcapng import client_random
 from emulator.capture.pcapng import ipv4_endpoints
+from emulator.capture.pcapng import keylog_by_session
 from emulator.capture.pcapng import read_pcap
 from emulator.capture.pcapng import write_pcapng
 from emulator.capture.publish import publish
@@ -203,6 +205,20 @@ def test_endpoints() -> None:
     assert ipv4_endpoints(frames[0].data) == (CLIENT, SERVER)
     assert ipv4_endpoints(vlan) == (CLIENT, SERVER)
     assert ipv4_endpoints(arp) is None and ipv4_endpoints(b"") is None
+    # A ClientHello's random names its session's key-log lines; nothing else has one.
+    random = bytes(range(32))
+    hello = b"\x16\x03\x01\x00\x40" + b"\x01\x00\x00\x3c\x03\x03" + random + bytes(30)
+    tap = TapWriter(clock=lambda: 1.0)
+    tap("out", Address("tcp", CLIENT, 40001), Address("tcp", SERVER, 443), hello)
+    randoms = [(f.data, client_random(f.data)) for f in tap.close()]  # SYN, ... then it
+    assert [r for _, r in randoms if r is not None] == [random]
+    tls = next(data for data, r in randoms if r is not None)
+    assert client_random(tls[:12] + b"\x81\x00\x00\x4d" + tls[12:]) == random  # VLAN
+    assert all(client_random(f.data) is None for f in frames)
+    assert client_random(arp) is None
+    sessions = keylog_by_session(b"CLIENT_RANDOM " + random.hex().encode() + b" 00ff\n"
+                                 b"# a comment\nSERVER_TRAFFIC_SECRET_0 zz 00\n")
+    assert list(sessions) == [random]
 
 
 def test_publish_splits_by_node_in_one_pass_and_names_only_what_is_used(
