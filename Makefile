@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test setup system-packages lint bench clean
+.PHONY: run test setup system-packages bytecode lint bench clean
 
 run: setup
 	$(PY) run_topology.py
@@ -12,7 +12,13 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
-setup: $(STAMP) system-packages
+setup: $(STAMP) system-packages bytecode
+
+# What pip does for an installed package and cannot for an editable one: without it,
+# where PYTHONDONTWRITEBYTECODE is set, every start compiles the sources again (0.25 s
+# of a 1 s start-up).  Cheap when nothing changed: it compares timestamps.
+bytecode: $(STAMP)
+	$(PY) -m compileall -q emulator nodes run_topology.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

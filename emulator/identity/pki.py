@@ -153,8 +153,15 @@ def issue_signing_certificate(ca: Credential, common_name: str, *, now: dt.datet
 
 
 def load_credential(certificate_pem: bytes, key_pem: bytes) -> Credential:
-    """A credential from PEM bytes (the caller reads the files)."""
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    """A credential from PEM bytes (the caller reads the files).
+
+    The RSA consistency check is skipped: it costs ~60 ms a key (half of a
+    start-up's key work), and every key read here is one the run's own PKI
+    wrote (0600, under the run directory); a damaged key still fails its first
+    signature, which the token verifier then refuses.
+    """
+    key = serialization.load_pem_private_key(key_pem, password=None,
+                                             unsafe_skip_rsa_key_validation=True)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ValueError("only EC and RSA keys are supported")
     return Credential(x509.load_pem_x509_certificate(certificate_pem), key)

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -81,9 +82,10 @@ class SigningKey:
     @classmethod
     def from_credential(cls, credential: Credential) -> SigningKey:
         algorithm = algorithm_for(credential.certificate)
-        pem = credential.key_pem()
-        key: RSAKey | ECKey = (RSAKey.import_key(pem) if algorithm == "RS256"
-                               else ECKey.import_key(pem))
+        # The loaded key object itself: re-importing its PEM would parse and check it again.
+        native = credential.key
+        key: RSAKey | ECKey = (RSAKey(native, native) if isinstance(native, rsa.RSAPrivateKey)
+                               else ECKey(native, native))
         return cls(kid_for(credential.certificate), algorithm, key)
 
     def public_jwk(self) -> dict[str, Any]:

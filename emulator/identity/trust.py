@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.verification import Criticality
@@ -119,9 +118,13 @@ def verification_key(issuer: str, certificate: x509.Certificate,
     """Check ``certificate``'s chain once and turn it into a :class:`VerificationKey`."""
     chain = verify_signing_certificate(certificate, anchors, now=now)
     algorithm = algorithm_for(certificate)
-    pem = certificate.public_key().public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    key: RSAKey | ECKey = RSAKey.import_key(pem) if algorithm == "RS256" else ECKey.import_key(pem)
+    public = certificate.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        key: RSAKey | ECKey = RSAKey(public, public)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        key = ECKey(public, public)
+    else:  # algorithm_for has refused it already
+        raise TrustError(f"unsupported signing key {type(public).__name__}")
     not_before = max(c.not_valid_before_utc for c in chain).timestamp()
     not_after = min(c.not_valid_after_utc for c in chain).timestamp()
     return VerificationKey(issuer, kid_for(certificate), algorithm, key, not_before, not_after,

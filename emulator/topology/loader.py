@@ -46,6 +46,10 @@ class TopologyError(ValueError):
     """A topology file is wrong; the message names file, line and key path."""
 
 
+# libyaml's composer when PyYAML has it (5× faster, part of start-up); same nodes and marks.
+_COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Doc:
     """The parsed YAML plus the line of every key path."""
 
@@ -53,7 +57,7 @@ class _Doc:
         self.source = source
         self.lines: dict[str, int] = {}
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_COMPOSER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
