@@ -44,16 +44,20 @@ from emulator.documents.xmlsafe import XmlError
 from emulator.sip.builder import new_call_id
 from emulator.sip.builder import new_request
 from emulator.sip.dialog import Dialog
+from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
 from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
+from emulator.sip.message import parse_message
 from emulator.transport.base import Tap
 
 from .base import describe
 from .base import tls_client
 from .base import tls_server
+from .flood import SourcePolicer
+from .flood import Verdict
 from .httpd import HttpsServer
 from .httpd import json_response
 from .httpd import new_application
@@ -100,7 +104,8 @@ class Gateway(SipNode):
         server_ssl = tls_server(plan.credentials)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=server_ssl, client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file)
+                         impairments=plan.impairments, state_file=plan.state_file,
+                         connection_limits=plan.connection_limits)
         self.plan = plan
         self.plmn = options.plmn
         self.plmn_id = options.plmn_id
@@ -110,13 +115,16 @@ class Gateway(SipNode):
         self._by_name: dict[str, UeContext] = {}
         self._by_subscription: dict[str, UeContext] = {}
         """By the Call-ID of our reg-event subscription: whose NOTIFY it is."""
+        self.policer = SourcePolicer(options.flood)
+        self.endpoint.screen = self._screen
         self._pool = frozenset(options.ue_pool)
         self._free = deque(options.ue_pool)
         """Addresses nobody holds, taken from the left and given back on the right."""
         app = new_application()
         app.router.add_post("/attach", self._attach)
         app.router.add_delete("/attach/{address}", self._detach)
-        self.http = HttpsServer(self.name, app, https.host, https.port, server_ssl)
+        self.http = HttpsServer(self.name, app, https.host, https.port, server_ssl,
+                                plan.connection_limits)
 
     async def start(self) -> None:
         await super().start()  # the kept attachments first: no attach may take their address
@@ -130,6 +138,9 @@ class Gateway(SipNode):
         listening = [*self.sip_state(), ("https", self.http.host, self.http.port)]
         return {**describe(self.plan, listening),
                 "attachments": len(self.attached),
+                "flood": {"sources": len(self.policer), "refused": self.policer.refused,
+                          "dropped": self.policer.dropped},
+                "guards": {**self.guard_state(), "https": self.http.guard_state()},
                 # Listed only while short: every control-link answer carries the state.
                 "attached": {c.address: c.name for c in itertools.islice(
                     self.attached.values(), STATE_ROWS)},
@@ -219,6 +230,35 @@ class Gateway(SipNode):
         return json_response({"detached": context.address})
 
     # -- SIP ---------------------------------------------------------------------
+    def _screen(self, data: bytes, source: Address) -> bool:
+        """Flood control, before any parsing: each source but the core has its bucket."""
+        if source.host == self.core.host:
+            return True
+        verdict = self.policer.check(source.host, self.endpoint.now())
+        if verdict is Verdict.PASS:
+            return True
+        if verdict is Verdict.REFUSE:
+            self._refuse_flood(data, source)
+        return False
+
+    def _refuse_flood(self, data: bytes, source: Address) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4), statelessly: a flood gets no
+        transaction.  Sent back where it came from (RFC 3581 symmetric response)."""
+        try:
+            message = parse_message(data, stream=source.transport != "udp")
+            if not isinstance(message, Request) or message.method == "ACK":
+                return
+            response = message.make_response(503, "Service Unavailable (rate limit)")
+        except (RemoteProtocolError, ValueError):  # malformed: dropped like the rest
+            return
+        response.headers.add("Retry-After", str(self.policer.limit.retry_after))
+        self.endpoint.send_stateless(response, source)
+
+    def admits_connection(self, host: str) -> bool:
+        """TCP/TLS only from attached UEs and the core, decided at accept time: an
+        unattached host costs neither a TLS handshake nor a parse, nor a descriptor."""
+        return host in self.attached or host == self.core.host
+
     def from_core(self, source: Address) -> bool:
         return source.host == self.core.host
 

@@ -8,6 +8,7 @@ and unexpected handler errors become a JSON 500 instead of a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -15,6 +16,11 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 
 from aiohttp import web
+
+from emulator.topology.model import ConnectionLimits
+from emulator.transport.guard import DEFAULT_CONNECTION_LIMITS
+from emulator.transport.guard import ListenerGuard
+from emulator.transport.guard import quiet_resource_errors
 
 from .base import Readiness
 from .base import describe
@@ -50,17 +56,58 @@ def json_response(body: object, status: int = 200, **headers: str) -> web.Respon
                         headers={"Cache-Control": "no-store", "Pragma": "no-cache", **headers})
 
 
+class _GuardedSite(web.BaseSite):
+    """A TCP site whose connections go through a :class:`ListenerGuard` (TLS under it)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int,
+                 guard: ListenerGuard) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self.guard = guard
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        quiet_resource_errors(loop)
+        self._server = await loop.create_server(self.guard.protocol, self._host, self._port,
+                                                reuse_address=True, backlog=self.guard.backlog)
+
+    async def stop(self) -> None:
+        self.guard.close()
+        await super().stop()
+
+
 class HttpsServer:
-    """Serves ``app`` on ``host:port`` with ``ssl_context``; ``url`` once started."""
+    """Serves ``app`` on ``host:port`` with ``ssl_context``; ``url`` once started.
+
+    Every connection is guarded (``emulator.transport.guard``): caps, and a request
+    must be complete within the header timeout (aiohttp has no such timer of its own,
+    so a slow sender could hold a connection for ever)."""
 
     def __init__(self, name: str, app: web.Application, host: str, port: int,
-                 ssl_context: ssl.SSLContext | None) -> None:
+                 ssl_context: ssl.SSLContext | None,
+                 limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) -> None:
         self.name = name
         self.app = app
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.limits = limits
         self._runner: web.AppRunner | None = None
+        self.guard: ListenerGuard | None = None
+        app.on_response_prepare.append(self._answering)
+
+    async def _answering(self, request: web.Request, response: web.StreamResponse) -> None:
+        """A response starts: its request was complete (the guard's header timer stops)."""
+        if self.guard is not None and request.transport is not None:
+            connection = self.guard.serving.get(request.transport)
+            if connection is not None:
+                connection.mark(busy=False)
 
     @property
     def url(self) -> str:
@@ -74,14 +121,22 @@ class HttpsServer:
                                      max_line_size=MAX_HEADER_BYTES,
                                      max_field_size=MAX_HEADER_BYTES)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
-                           reuse_address=True)
+        handler = self._runner.server
+        assert handler is not None
+        self.guard = ListenerGuard(f"https {self.host}:{self.port}", self.limits,
+                                   lambda _: handler(), ssl_context=self.ssl_context)
+        site = _GuardedSite(self._runner, self.host, self.port, self.guard)
         await site.start()
         if self.port == 0:
             server = site._server
             assert server is not None
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            self.guard.name = f"https {self.host}:{self.port}"
         return self.url
+
+    def guard_state(self) -> dict[str, object]:
+        """Connections held and refused, by reason (see ``ListenerGuard.state``)."""
+        return self.guard.state() if self.guard is not None else {}
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -100,7 +155,7 @@ class HttpsRole(Readiness):
         self.plan = plan
         self.name = plan.name
         self.server = HttpsServer(plan.name, app, https.host, https.port,
-                                  tls_server(plan.credentials))
+                                  tls_server(plan.credentials), plan.connection_limits)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.server.url}>"
@@ -113,4 +168,5 @@ class HttpsRole(Readiness):
         await self.server.stop()
 
     def state(self) -> dict[str, object]:
-        return describe(self.plan, [("https", self.server.host, self.server.port)])
+        return {**describe(self.plan, [("https", self.server.host, self.server.port)]),
+                "guards": {"https": self.server.guard_state()}}

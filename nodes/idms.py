@@ -12,8 +12,10 @@ Endpoints (OpenID Connect Discovery names them all):
                                             RFC 8693 token exchange, RFC 7523 jwt-bearer
                                             (partner)
 
-All decisions are :class:`~emulator.identity.oidc.IdentityProvider`'s; this
-module only turns HTTP into its calls and its answers into HTTP.
+All decisions are :class:`~emulator.identity.oidc.IdentityProvider`'s, and the
+login throttle's (``emulator.identity.lockout``: failed logins slow down, then lock
+the user or the source out, answered as ``access_denied``); this module only turns
+HTTP into their calls and their answers into HTTP.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import asyncio
 import datetime as dt
 import html
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Mapping
 
 from aiohttp import web
 
+from emulator.identity.lockout import Lockout
+from emulator.identity.lockout import LoginThrottle
 from emulator.identity.oidc import AuthorizationRequest
 from emulator.identity.oidc import IdentityProvider
 from emulator.identity.oidc import UserAccount
@@ -75,6 +80,8 @@ class IdmsNode(HttpsRole):
         self.provider.record = self._record
         self.title = options.title
         self.requests = 0
+        self.throttle = LoginThrottle(options.login)
+        """Failed logins per user and per source: slow-down, then lockout."""
         app = new_application()
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/jwks", self._jwks)
@@ -88,7 +95,8 @@ class IdmsNode(HttpsRole):
 
     def state(self) -> dict[str, object]:
         return {**super().state(), "issuer": self.provider.address, "requests": self.requests,
-                "refused_trust": dict(self.refused_trust), "restored": self.journal.restored}
+                "refused_trust": dict(self.refused_trust), "restored": self.journal.restored,
+                "lockouts": self.throttle.lockouts}
 
     async def start(self) -> None:
         self.provider.recover(self.journal.open(), now=self.now())
@@ -147,16 +155,44 @@ class IdmsNode(HttpsRole):
         checked = self._check(form)
         if isinstance(checked, web.Response):
             return checked
+        username, source = form.get("username", ""), request.remote or ""
+        locked = self.throttle.locked(username, source, self.now())
+        if locked is not None:
+            return self._locked_out(checked, locked)
         try:
             # The slow password hash runs off the event loop, so a login storm does not
             # stall every other request this IdMS serves.
-            user = await asyncio.to_thread(self.provider.authenticate,
-                                           form.get("username", ""), form.get("password", ""))
+            user = await asyncio.to_thread(self.provider.authenticate, username,
+                                           form.get("password", ""))
+        except Refusal as exc:
+            delay, started = self.throttle.failed(username, source, self.now())
+            message = exc.description
+            for lockout in started:
+                logger.warning("%s: %s locked out for %.0f s after %d failed logins",
+                               self.name, lockout.key, lockout.remaining,
+                               self.throttle.limit.max_failures)
+                message = (f"too many failed logins: locked out for "
+                           f"{lockout.remaining:.0f} s")
+            if delay:
+                await asyncio.sleep(delay)  # the slow-down itself: a guesser waits for it
+            return self._form(checked, f"<p role=alert>{html.escape(message)}</p>",
+                              status=exc.status)
+        self.throttle.succeeded(username, source)
+        try:
             location = self.provider.issue_code(checked, user, now=self.now())
         except Refusal as exc:
             return self._form(checked, f"<p role=alert>{html.escape(exc.description)}</p>",
                               status=exc.status)
         raise web.HTTPFound(location)
+
+    def _locked_out(self, auth: AuthorizationRequest, locked: Lockout) -> web.Response:
+        """RFC 6749 §4.1.2.1 ``access_denied`` to the (verified) redirect URI: the client
+        learns the login is refused, and for how long (Retry-After, RFC 9110 §10.2.3)."""
+        wait = max(1, math.ceil(locked.remaining))
+        query = urllib.parse.urlencode({
+            "error": "access_denied", "state": auth.state,
+            "error_description": f"too many failed logins: locked out, retry in {wait} s"})
+        raise web.HTTPFound(f"{auth.redirect_uri}?{query}", headers={"Retry-After": str(wait)})
 
     async def _token(self, request: web.Request) -> web.Response:
         self.requests += 1

@@ -229,7 +229,8 @@ class McServer(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file)
+                         impairments=plan.impairments, state_file=plan.state_file,
+                         connection_limits=plan.connection_limits)
         self.plan = plan
         self.mode = options.mode
         self.clock_offset = options.clock_offset
@@ -254,7 +255,8 @@ class McServer(SipNode):
         self.group_calls = GroupCalls(self, self._term_route)
 
     def state(self) -> dict[str, object]:
-        return {**describe(self.plan, self.sip_state()), "mode": self.mode,
+        return {**describe(self.plan, self.sip_state()), "guards": self.guard_state(),
+                "mode": self.mode,
                 "authorised_users": len(self.users), "refusals": len(self.refusals),
                 "affiliations": {g: sorted(m) for g, m in self.affiliations.items()},
                 "group_calls": len(self.group_calls),

@@ -32,7 +32,10 @@ from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
+from emulator.topology.model import ConnectionLimits
+from emulator.topology.model import FloodLimit
 from emulator.topology.model import Impairment
+from emulator.topology.model import LoginLimit
 
 ROLES = ("idms", "cms", "gms", "mc-server", "sip-core", "gateway", "ue")
 
@@ -149,6 +152,8 @@ class IdmsOptions:
     clock_offset: float = 0.0
     """Seconds added to this IdMS's clock (simulated time: a partner that checks a token
     later than it was issued)."""
+    login: LoginLimit = field(default_factory=LoginLimit)
+    """Password guessing: slow-down and lockout (the topology's ``limits.login``)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,8 @@ class GatewayOptions:
     plmn_id: str
     ue_pool: tuple[str, ...]
     """Addresses handed out on attach."""
+    flood: FloodLimit = field(default_factory=FloodLimit)
+    """Each source's token bucket for SIP (the topology's ``limits.flood``)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,8 @@ class NodePlan:
     """What the links this node sends on do to its packets (see emulator.transport.impair)."""
     state_file: str | None = None
     """Where the node keeps what survives a restart (see nodes.journal); None: nothing."""
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Its stream listeners' caps and time-outs (the topology's ``limits.connections``)."""
 
     def __post_init__(self) -> None:
         expected = ROLE_OPTIONS.get(self.role)

@@ -78,7 +78,8 @@ class SipCore(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file)
+                         impairments=plan.impairments, state_file=plan.state_file,
+                         connection_limits=plan.connection_limits)
         self.plan = plan
         self.domain = plan.options.domain
         mc_server = plan.peer("mc-server")
@@ -114,7 +115,7 @@ class SipCore(SipNode):
             logger.exception("%s: expiring registrations failed", self.name)
 
     def state(self) -> dict[str, object]:
-        return {**describe(self.plan, self.sip_state()),
+        return {**describe(self.plan, self.sip_state()), "guards": self.guard_state(),
                 "registered_aors": self.location.aor_count, "bindings": len(self.location),
                 "reg_event_subscriptions": len(self.reg_event),
                 "restored": self.journal.restored}

@@ -25,9 +25,11 @@ from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.uri import URI
+from emulator.topology.model import ConnectionLimits
 from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
+from emulator.transport.guard import DEFAULT_CONNECTION_LIMITS
 
 from .base import Readiness
 from .journal import Journal
@@ -50,12 +52,14 @@ class SipNode(Readiness):
                  tap: Tap | None = None, server_ssl: ssl.SSLContext | None = None,
                  client_ssl: ssl.SSLContext | None = None,
                  impairments: tuple[Impaired, ...] = (),
-                 state_file: str | None = None) -> None:
+                 state_file: str | None = None,
+                 connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) -> None:
         super().__init__()
         self.name = name
         self.host = host
         self.listeners = listeners
         self.server_ssl = server_ssl
+        self.connection_limits = connection_limits
         self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl)
         self.impaired: dict[str, Impairment | None] = {}
         """By peer: what the link to it does to what this node sends (plan, then run time)."""
@@ -74,12 +78,17 @@ class SipNode(Readiness):
         for listener in self.listeners:
             tls = self.server_ssl if listener.protocol == "tls" else None
             await self.endpoint.listen(listener.protocol, listener.host, listener.port,
-                                       server_ssl=tls)
+                                       server_ssl=tls, connection_limits=self.connection_limits,
+                                       admit=self.admits_connection)
         self._mark_ready()
 
     async def stop(self) -> None:
         await self.endpoint.close()
         self.journal.close()
+
+    admits_connection: Callable[[str], bool] | None = None
+    """A node's test of a TCP/TLS peer's address at accept time (None: anyone may
+    connect, within the connection limits)."""
 
     def recover(self, tables: Tables) -> None:
         """Take back what an earlier life of this node kept (``tables`` of its journal)."""
@@ -92,6 +101,10 @@ class SipNode(Readiness):
         self.impaired[peer] = impairment
         for host in hosts:
             self.endpoint.impairer.set(host, impairment)
+
+    def guard_state(self) -> dict[str, object]:
+        """Per stream transport: connections held and refused, by reason."""
+        return self.endpoint.guard_state()
 
     def sip_state(self) -> list[tuple[str, str, int]]:
         return [(a.transport, a.host, a.port) for a in self.endpoint.addresses]

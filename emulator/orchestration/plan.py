@@ -95,6 +95,7 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
     plans.append(planner.gateway())
     plans += [planner.ue(spec) for spec in topology.ues]
     return tuple(replace(plan, impairments=planner.impairments(plan.name),
+                         connection_limits=topology.limits.connections,
                          state_file=str(run_dir / "state" / f"{plan.name}.jsonl")
                          if plan.role in DURABLE_ROLES and not faults.amnesia else None)
                  for plan in plans)
@@ -290,7 +291,8 @@ class _Planner:
             clients=(OidcClient(self.topology.oidc_client_id,
                                 (self.topology.oidc_redirect_uri,)),),
             accounts=accounts, migration_profiles=self.migration_profiles(system),
-            clock_offset=self.faults.partner_clock_offset if serves_migrants else 0.0)
+            clock_offset=self.faults.partner_clock_offset if serves_migrants else 0.0,
+            login=self.topology.limits.login)
         return NodePlan(node.qualified_name, "idms", system.name, node.host,
                         self.listeners(node), options,
                         self.credentials(system.name, node.name, signing=True,
@@ -395,7 +397,8 @@ class _Planner:
         served = self.topology.system(plmn.serves)
         # The served system's entry point: its edge proxy when it has one, else its core.
         entry = served.find("edge-proxy") or served.node("sip-core")
-        options = GatewayOptions(plmn.name, plmn.plmn_id, plmn.ue_pool)
+        options = GatewayOptions(plmn.name, plmn.plmn_id, plmn.ue_pool,
+                                 self.topology.limits.flood)
         return NodePlan(node.qualified_name, "gateway", plmn.name, node.host,
                         self.listeners(node), options,
                         self.credentials(plmn.name, node.name, tls_client=True),

@@ -12,10 +12,14 @@ from .loader import TopologyError
 from .loader import load_topology
 from .loader import parse_impairment
 from .loader import parse_topology
+from .model import ConnectionLimits
 from .model import ExecSpec
+from .model import FloodLimit
 from .model import Impairment
+from .model import Limits
 from .model import Link
 from .model import LocalPlmn
+from .model import LoginLimit
 from .model import McSystem
 from .model import MigrationProfileSpec
 from .model import Node
@@ -25,8 +29,9 @@ from .model import UeSpec
 from .model import UserSpec
 
 __all__ = [
-    "DEFAULT_TOPOLOGY", "ExecSpec", "Impairment", "ImpairmentError", "Link", "LocalPlmn",
-    "McSystem", "MigrationProfileSpec", "Node", "SipInterface", "Topology", "TopologyError",
-    "UeSpec", "UserSpec", "bundled_topologies", "load_topology", "parse_impairment",
-    "parse_topology", "topology_path",
+    "DEFAULT_TOPOLOGY", "ConnectionLimits", "ExecSpec", "FloodLimit", "Impairment",
+    "ImpairmentError", "Limits", "Link", "LocalPlmn", "LoginLimit", "McSystem",
+    "MigrationProfileSpec", "Node", "SipInterface", "Topology", "TopologyError", "UeSpec",
+    "UserSpec", "bundled_topologies", "load_topology", "parse_impairment", "parse_topology",
+    "topology_path",
 ]

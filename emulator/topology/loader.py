@@ -11,6 +11,7 @@ Unknown keys are errors too: a typo must not silently fall back to a default.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable
@@ -28,11 +29,15 @@ from .model import PLACEHOLDER
 from .model import ROLES
 from .model import SERVICE_AUTHORISATION
 from .model import TRANSPORTS
+from .model import ConnectionLimits
 from .model import ExecSpec
+from .model import FloodLimit
 from .model import GroupSpec
 from .model import Impairment
+from .model import Limits
 from .model import Link
 from .model import LocalPlmn
+from .model import LoginLimit
 from .model import McSystem
 from .model import MigrationProfileSpec
 from .model import Node
@@ -332,12 +337,13 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     ues = _ues(top, by_name)
     links = _links(top, systems, local_plmn.name, ues)
     client_id, redirect = _oidc_client(top)
+    limits = _limits(top.sub("limits")) if top.has("limits") else Limits()
     top.done()
     _cross_check(doc, systems, by_name)
     _check_placeholders(doc, systems, {n.qualified_name for s in systems for n in s.nodes}
                         | {f"{local_plmn.name}.gateway"})
     return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
-                    source)
+                    source, limits)
 
 
 MAX_POOL = 65534
@@ -473,6 +479,53 @@ def parse_impairment(values: Mapping[str, object], *, transport: str = "udp") ->
         raise ImpairmentError(None, f"loss, duplicate and reorder need a udp link: "
                                     f"{transport} delivers every message")
     return impairment
+
+
+_LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
+    # key: (lowest, highest) accepted; the highest keep every table and timer sane.
+    "max_connections": (1, 1_000_000), "max_per_source": (1, 1_000_000),
+    "header_timeout": (0.01, 3600), "idle_timeout": (0.01, 86400),
+    "rate": (0.001, 1_000_000), "burst": (1, 1_000_000), "retry_after": (0, 86400),
+    "max_sources": (1, 10_000_000), "max_failures": (1, 1000), "window": (0.01, 86400),
+    "lockout": (0.0, 86400), "slowdown": (0.0, 60), "max_tracked": (1, 10_000_000),
+}
+
+
+def _limits(reader: _Reader) -> Limits:
+    """The optional ``limits`` section: ``connections``, ``flood`` and ``login``, each a
+    mapping of the fields of its dataclass; durations take units (``32s``, ``500ms``)."""
+    def section(key: str, kind: type[Any]) -> Any:
+        if not reader.has(key):
+            return kind()
+        sub = reader.sub(key)
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(kind):
+            if not sub.has(spec.name):
+                continue
+            whole = isinstance(spec.default, int)
+            raw = sub.get(spec.name, (int, float, str))
+            try:
+                value = _quantity(spec.name, raw, {"": 1.0, **_UNITS}, "a number")
+            except ImpairmentError as exc:
+                raise reader.doc.error(sub._child(spec.name), exc.message) from None
+            low, high = _LIMIT_BOUNDS[spec.name]
+            if whole and value != int(value):
+                raise reader.doc.error(sub._child(spec.name),
+                                       f"must be a whole number, not {raw!r}")
+            if not low <= value <= high:
+                raise reader.doc.error(sub._child(spec.name),
+                                       f"{raw!r} is out of range ({low:g} to {high:g})")
+            values[spec.name] = int(value) if whole else value
+        sub.done()
+        return kind(**values)
+
+    limits = Limits(section("connections", ConnectionLimits), section("flood", FloodLimit),
+                    section("login", LoginLimit))
+    reader.done()
+    if limits.connections.max_per_source > limits.connections.max_connections:
+        raise reader.doc.error(f"{reader.path}.connections.max_per_source",
+                               "must not exceed max_connections")
+    return limits
 
 
 def _impairment(reader: _Reader, transport: str) -> Impairment:

@@ -259,6 +259,69 @@ class Link:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """Connection hygiene on every SIP TCP/TLS and HTTPS listener (project-defined: the
+    counterparts of Kamailio's ``tcp_max_connections``, ``tcp_connection_lifetime`` and
+    per-source limits).  A listener at its cap first closes its oldest connection that has
+    not yet completed a message; a process never accepts more than three quarters of its
+    file descriptors, whatever the caps (``emulator.transport.guard``)."""
+
+    max_connections: int = 1024
+    """Per listener: a dozen listeners in one process stay well under its descriptors."""
+    max_per_source: int = 64
+    """Per listener and source address: a UE needs one, an HTTP client a handful."""
+    header_timeout: float = 32.0
+    """A connection's next message must be complete within this many seconds (its first
+    one from the accept, TLS handshake included): 64·T1, the longest a SIP client
+    transaction waits for an answer (RFC 3261 Timer B/F)."""
+    idle_timeout: float = 180.0
+    """Closed after this long without a byte from the peer.  RFC 5626 CRLF keep-alives
+    count: a UE sends them every 96-120 s on a stream (§4.4.1), so its flow stays."""
+
+
+@dataclass(frozen=True)
+class FloodLimit:
+    """The gateway's per-source token bucket for SIP (project-defined figures).
+
+    Over it, a request gets 503 with Retry-After (RFC 3261 §21.5.4); past twice the
+    rate, datagrams are dropped before parsing, so a flood costs the gateway little."""
+
+    rate: float = 50.0
+    """Messages per second a source may keep sending (a UE needs a few)."""
+    burst: int = 100
+    """How many it may send at once (a registration's REGISTER, SUBSCRIBE, PUBLISH...)."""
+    retry_after: int = 5
+    """Seconds the 503's Retry-After asks the source to wait."""
+    max_sources: int = 65536
+    """Buckets kept at once (least recently used first out): bounded, like every table."""
+
+
+@dataclass(frozen=True)
+class LoginLimit:
+    """Password guessing at the IdMS (project-defined figures): per user and per source,
+    failures first slow the answer down, then lock logins out for a while."""
+
+    max_failures: int = 5
+    """Failed logins within ``window`` that lock the user (or source) out."""
+    window: float = 300.0
+    lockout: float = 60.0
+    """Seconds a lockout lasts; the right password works again after it."""
+    slowdown: float = 0.5
+    """Extra seconds before answering each failure after the first (capped at 4 s)."""
+    max_tracked: int = 65536
+    """Users and sources tracked at once (least recently failed first out)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The topology's ``limits`` section: what protects every node from hostile load."""
+
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    flood: FloodLimit = field(default_factory=FloodLimit)
+    login: LoginLimit = field(default_factory=LoginLimit)
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     systems: tuple[McSystem, ...]
@@ -268,6 +331,7 @@ class Topology:
     oidc_client_id: str = "mcx-client"
     oidc_redirect_uri: str = "http://127.0.0.1/callback"
     source: str = field(default="<memory>", compare=False)
+    limits: Limits = field(default_factory=Limits)
 
     def system(self, name: str) -> McSystem:
         for system in self.systems:

@@ -37,9 +37,11 @@ from emulator.sip.timers import DEFAULT_TIMERS
 from emulator.sip.timers import TimerConfig
 from emulator.sip.transaction import State
 from emulator.sip.transaction import TransactionLayer
+from emulator.topology.model import ConnectionLimits
 
 from .base import Tap
 from .base import Transport
+from .guard import DEFAULT_CONNECTION_LIMITS
 from .impair import Impairer
 from .memory import MemoryHub
 from .memory import MemoryTransport
@@ -82,6 +84,9 @@ class SipEndpoint:
         self._epoch: float | None = None
         self.impairer = Impairer()
         """What the links to impaired hosts do to the packets sent there."""
+        self.screen: Callable[[bytes, Address], bool] | None = None
+        """The node's look at each message before it is parsed (False: not processed);
+        the gateway's flood control."""
 
     def __repr__(self) -> str:
         return f"<SipEndpoint {self.name} {sorted(map(str, self.addresses))}>"
@@ -89,8 +94,13 @@ class SipEndpoint:
     # ----------------------------------------------------------- set-up
     async def listen(self, transport: str, host: str, port: int = 0, *,
                      server_ssl: ssl.SSLContext | None = None,
-                     hub: MemoryHub | None = None) -> Address:
-        """Open a transport (udp, tcp, tls, or in-memory when ``hub`` is given)."""
+                     hub: MemoryHub | None = None,
+                     connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+                     admit: Callable[[str], bool] | None = None) -> Address:
+        """Open a transport (udp, tcp, tls, or in-memory when ``hub`` is given).
+
+        For tcp and tls, ``connection_limits`` and ``admit(host)`` guard the accepted
+        connections (``emulator.transport.guard``)."""
         self._loop = asyncio.get_running_loop()
         if transport in self._transports:
             raise ValueError(f"{self.name} already listens on {transport}")
@@ -103,7 +113,8 @@ class SipEndpoint:
         elif transport in ("tcp", "tls"):
             adapter = await StreamTransport.open(
                 transport, host, port, self._receive, tap=self.tap, on_error=self._unreachable,
-                server_ssl=server_ssl, client_ssl=self.client_ssl, limits=self._limits)
+                server_ssl=server_ssl, client_ssl=self.client_ssl, limits=self._limits,
+                connection_limits=connection_limits, admit=admit)
         else:
             raise ValueError(f"unknown transport {transport!r}")
         self._transports[transport] = adapter
@@ -112,6 +123,11 @@ class SipEndpoint:
     @property
     def addresses(self) -> list[Address]:
         return [t.local for t in self._transports.values()]
+
+    def guard_state(self) -> dict[str, object]:
+        """Per stream transport, what its listener guard holds and refused."""
+        return {name: adapter.guard.state() for name, adapter in self._transports.items()
+                if isinstance(adapter, StreamTransport)}
 
     def local(self, transport: str) -> Address:
         return self._transports[transport].local
@@ -186,12 +202,18 @@ class SipEndpoint:
         return self.now() + self._epoch
 
     def _receive(self, data: bytes, source: Address, *, stream: bool) -> None:
+        if self.screen is not None and not self.screen(data, source):
+            return
         self.layer.receive(data, source, now=self.now(), stream=stream)
         self._pump()
 
     def _unreachable(self, destination: Address, reason: str) -> None:
+        # On a stream, a host is reached over its connection whatever port was asked for
+        # (flow reuse): losing it fails every transaction to that host on that transport.
+        stream = destination.transport in ("tcp", "tls")
         for key, (_, _, address) in list(self._waiters.items()):
-            if address == destination:
+            if address == destination or (stream and address.transport == destination.transport
+                                          and address.host == destination.host):
                 self.layer.transport_error(key, reason)
         self._pump()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
@@ -19,10 +20,15 @@ from emulator.sip.framing import KeepAlive
 from emulator.sip.framing import StreamFramer
 from emulator.sip.message import DEFAULT_LIMITS
 from emulator.sip.message import ParserLimits
+from emulator.topology.model import ConnectionLimits
 
 from .base import ErrorHandler
 from .base import Receiver
 from .base import Tap
+from .guard import DEFAULT_CONNECTION_LIMITS
+from .guard import GuardedConnection
+from .guard import ListenerGuard
+from .guard import quiet_resource_errors
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +36,14 @@ logger = logging.getLogger(__name__)
 class _Connection(asyncio.Protocol):
     """One TCP/TLS connection: framing in, writes out."""
 
-    def __init__(self, owner: StreamTransport, remote: Address | None = None) -> None:
+    def __init__(self, owner: StreamTransport, guarded: GuardedConnection | None = None) -> None:
         self.owner = owner
-        self.remote = remote
+        self.remote: Address | None = None
         self.framer = StreamFramer(owner.limits)
         self.transport: asyncio.Transport | None = None
         self.local = owner.local
+        self.guarded = guarded
+        """The listener guard's view of an accepted connection (None: one we opened)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -57,6 +65,13 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        guarded = self.guarded
+        if guarded is not None:
+            # Message boundaries for the guard's header timeout; a keep-alive is not one.
+            if any(not isinstance(item, KeepAlive) for item in items):
+                guarded.mark(busy=False)
+            if self.framer.buffered:
+                guarded.mark(busy=True)
         owner = self.owner
         for item in items:
             if isinstance(item, KeepAlive):
@@ -73,6 +88,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.remote is not None and self.owner._connections.get(self.remote) is self:
             del self.owner._connections[self.remote]
+            self.owner._lost(self.remote, exc)
 
 
 class StreamTransport:
@@ -80,7 +96,9 @@ class StreamTransport:
 
     def __init__(self, name: str, receiver: Receiver, *, tap: Tap | None,
                  on_error: ErrorHandler | None, server_ssl: ssl.SSLContext | None,
-                 client_ssl: ssl.SSLContext | None, limits: ParserLimits) -> None:
+                 client_ssl: ssl.SSLContext | None, limits: ParserLimits,
+                 connection_limits: ConnectionLimits,
+                 admit: Callable[[str], bool] | None) -> None:
         self.name = name
         self.receiver = receiver
         self.tap = tap
@@ -91,23 +109,34 @@ class StreamTransport:
         self._connections: dict[Address, _Connection] = {}
         self._pending: dict[Address, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._local = Address(name, "0.0.0.0", 0)
+        self.guard = ListenerGuard(f"{name} listener", connection_limits,
+                                   lambda guarded: _Connection(self, guarded),
+                                   ssl_context=server_ssl, admit=admit, framed=True)
+        """Admission and time-outs of the accepted connections (TLS runs under it)."""
 
     @classmethod
     async def open(cls, name: str, host: str, port: int, receiver: Receiver, *,
                    tap: Tap | None = None, on_error: ErrorHandler | None = None,
                    server_ssl: ssl.SSLContext | None = None,
                    client_ssl: ssl.SSLContext | None = None,
-                   limits: ParserLimits = DEFAULT_LIMITS) -> StreamTransport:
+                   limits: ParserLimits = DEFAULT_LIMITS,
+                   connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+                   admit: Callable[[str], bool] | None = None) -> StreamTransport:
+        """Listen on ``host:port``; ``admit(host)`` may refuse a peer at accept time."""
         if name == "tls" and server_ssl is None:
             raise ValueError("a TLS transport needs a server SSLContext")
         self = cls(name, receiver, tap=tap, on_error=on_error, server_ssl=server_ssl,
-                   client_ssl=client_ssl, limits=limits)
+                   client_ssl=client_ssl, limits=limits, connection_limits=connection_limits,
+                   admit=admit)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=server_ssl, reuse_address=True)
+        quiet_resource_errors(loop)
+        self._server = await loop.create_server(self.guard.protocol, host, port,
+                                                reuse_address=True, backlog=self.guard.backlog)
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self._local = Address(name, sock_host, sock_port)
+        self.guard.name = f"{name} {sock_host}:{sock_port}"
         return self
 
     @property
@@ -149,6 +178,15 @@ class StreamTransport:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _lost(self, remote: Address, exc: Exception | None) -> None:
+        """A connection ended: what was waiting on it fails now (RFC 3261 §8.1.3.1: a
+        transport error is a 503), unless another connection to that host remains."""
+        if self._on_error is None or self._closing:
+            return
+        if any(other.host == remote.host for other in self._connections):
+            return
+        self._on_error(remote, f"connection lost{f': {exc}' if exc else ''}")
+
     async def _connect(self, destination: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -172,6 +210,8 @@ class StreamTransport:
                 self.tap("out", protocol.local, destination, data)
 
     async def close(self) -> None:
+        self._closing = True
+        self.guard.close()
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:

@@ -24,6 +24,7 @@ from emulator.keystore import SystemFiles
 from emulator.orchestration import create_system
 from emulator.orchestration import provision
 from emulator.orchestration.provisioning import SystemMaterial
+from emulator.topology.model import LoginLimit
 from nodes import Account
 from nodes import CmsNode
 from nodes import CmsOptions
@@ -88,12 +89,13 @@ def _credentials(directory: Path, system: str, node: str, **more: str) -> Creden
 
 
 def idms_plan(directory: Path, system: str, at: tuple[str, int], accounts: tuple[Account, ...],
-              migration: tuple[MigrationProfile, ...] = ()) -> NodePlan:
+              migration: tuple[MigrationProfile, ...] = (),
+              login: LoginLimit | None = None) -> NodePlan:
     """The IdMS of ``system``: signs with its own key, trusts what was provisioned to it."""
     files = SystemFiles(directory, system)
     options = IdmsOptions(f"https://{at[0]}:{at[1]}", f"{system} IdMS", _resources(system),
                           clients=(OidcClient(CLIENT_ID, (REDIRECT_URI,)),), accounts=accounts,
-                          migration_profiles=migration)
+                          migration_profiles=migration, login=login or LoginLimit())
     return NodePlan(f"{system}.idms", "idms", system, at[0], (Listener("https", *at),), options,
                     _credentials(directory, system, "idms", signing_key=str(files.signing_key),
                                 trust_dir=str(files.trust)))
@@ -125,8 +127,8 @@ def alice_profile() -> UserProfile:
 
 @asynccontextmanager
 async def two_systems(directory: Path, *, provision_mode: str = "normal",
-                      primary_signing_expires: dt.datetime | None = None
-                      ) -> AsyncIterator[Systems]:
+                      primary_signing_expires: dt.datetime | None = None,
+                      login: LoginLimit | None = None) -> AsyncIterator[Systems]:
     """Create both PKIs, run the out-of-band step, start both IdMSs and CMSs.
 
     ``primary_signing_expires`` makes the primary's IdMS signing certificate a year-old
@@ -161,7 +163,7 @@ async def two_systems(directory: Path, *, provision_mode: str = "normal",
         cms_plan(directory, "primary", PRIMARY_CMS, PRIMARY_ISSUER, (alice_profile(),)))
     partner = _system(
         directory, partner_material,
-        idms_plan(directory, "partner", PARTNER_IDMS, partner_accounts, migration),
+        idms_plan(directory, "partner", PARTNER_IDMS, partner_accounts, migration, login),
         cms_plan(directory, "partner", PARTNER_CMS, PARTNER_ISSUER, (partner_profile,)))
     started: list[IdmsNode | CmsNode] = []
     try:

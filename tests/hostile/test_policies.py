@@ -1,0 +1,94 @@
+"""The two policies that face hostile load, driven in simulated time: the gateway's
+per-source token bucket (nodes.flood) and the IdMS's login throttle
+(emulator.identity.lockout)."""
+
+from __future__ import annotations
+
+from emulator.identity.lockout import LoginThrottle
+from emulator.topology.model import FloodLimit
+from emulator.topology.model import LoginLimit
+from nodes.flood import SourcePolicer
+from nodes.flood import Verdict
+
+FLOOD = FloodLimit(rate=10.0, burst=20, retry_after=5, max_sources=100)
+
+
+def test_a_flooding_source_is_refused_then_dropped_and_a_quiet_one_never_is() -> None:
+    policer = SourcePolicer(FLOOD)
+    verdicts = [policer.check("127.0.60.66", now=0.0) for _ in range(100)]
+    assert verdicts[:20] == [Verdict.PASS] * 20  # the burst
+    assert verdicts[20:40] == [Verdict.REFUSE] * 20  # 503s, as many as the burst...
+    assert set(verdicts[40:]) == {Verdict.DROP}  # ...then silence, before any parsing
+    # Meanwhile a UE sending 5 messages a second (under its rate) passes every time.
+    for tick in range(200):
+        assert policer.check("127.0.60.1", now=tick * 0.2) is Verdict.PASS
+        policer.check("127.0.60.66", now=tick * 0.2)  # the flood goes on
+    assert policer.refused >= 20 and policer.dropped > 0
+
+
+def test_a_bucket_refills_at_the_rate_and_never_beyond_the_burst() -> None:
+    policer = SourcePolicer(FLOOD)
+    for _ in range(20):
+        policer.check("127.0.60.2", now=0.0)
+    assert policer.check("127.0.60.2", now=0.0) is Verdict.REFUSE
+    # 0.5 s later: 5 tokens back.
+    assert [policer.check("127.0.60.2", now=0.5) for _ in range(6)] == \
+        [Verdict.PASS] * 5 + [Verdict.REFUSE]
+    # An hour of silence refills to the burst, not to 36,000.
+    passes = sum(policer.check("127.0.60.2", now=3600.0) is Verdict.PASS for _ in range(50))
+    assert passes == 20
+
+
+def test_the_bucket_table_is_bounded() -> None:
+    policer = SourcePolicer(FLOOD)
+    for n in range(1000):
+        policer.check(f"127.1.{n // 256}.{n % 256}", now=float(n))
+    assert len(policer) == FLOOD.max_sources
+
+
+LOGIN = LoginLimit(max_failures=5, window=300.0, lockout=60.0, slowdown=0.5,
+                   max_tracked=100)
+
+
+def test_failures_slow_down_then_lock_the_user_out_until_the_lockout_ends() -> None:
+    throttle = LoginThrottle(LOGIN)
+    delays = []
+    for n in range(4):
+        assert throttle.locked("alice", f"127.0.60.{n}", now=float(n)) is None
+        delay, started = throttle.failed("alice", f"127.0.60.{n}", now=float(n))
+        delays.append(delay)
+        assert started == []
+    assert delays == [0.0, 0.5, 1.0, 2.0]
+    delay, started = throttle.failed("alice", "127.0.60.9", now=4.0)
+    assert delay == 4.0 and [s.key for s in started] == ["user:alice"]
+    locked = throttle.locked("alice", "127.0.60.10", now=30.0)  # from anywhere
+    assert locked is not None and locked.remaining == 34.0
+    assert throttle.locked("bob", "127.0.60.10", now=30.0) is None  # others log in
+    assert throttle.locked("alice", "127.0.60.10", now=64.5) is None  # it ended
+    assert throttle.lockouts == 1
+
+
+def test_one_source_guessing_many_users_is_locked_out_by_source() -> None:
+    throttle = LoginThrottle(LOGIN)
+    for n in range(5):
+        _, started = throttle.failed(f"user{n}", "127.0.60.66", now=float(n))
+    assert [s.key for s in started] == ["source:127.0.60.66"]
+    assert throttle.locked("alice", "127.0.60.66", now=10.0) is not None
+    assert throttle.locked("alice", "127.0.60.1", now=10.0) is None
+
+
+def test_failures_outside_the_window_and_after_a_success_do_not_count() -> None:
+    throttle = LoginThrottle(LOGIN)
+    for n in range(4):
+        throttle.failed("alice", "127.0.60.1", now=n * 100.0)  # spread over 300 s+
+    _, started = throttle.failed("alice", "127.0.60.1", now=400.0)
+    assert started == []  # only 4 within any 300 s
+    throttle.succeeded("alice", "127.0.60.1")
+    assert throttle.failed("alice", "127.0.60.1", now=401.0) == (0.0, [])
+
+
+def test_the_throttle_table_is_bounded() -> None:
+    throttle = LoginThrottle(LOGIN)
+    for n in range(1000):
+        throttle.failed(f"user{n}", f"127.1.{n // 256}.{n % 256}", now=float(n))
+    assert len(throttle) == LOGIN.max_tracked
