@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import time
@@ -27,6 +28,7 @@ from tests.support.identity import ALICE_PARTNER_ID
 from tests.support.identity import ALICE_PASSWORD
 from tests.support.identity import CLIENT_ID
 from tests.support.identity import PARTNER_ISSUER
+from tests.support.identity import PRIMARY_CMS
 from tests.support.identity import PRIMARY_IDMS
 from tests.support.identity import PRIMARY_ISSUER
 from tests.support.identity import REDIRECT_URI
@@ -185,15 +187,27 @@ def test_the_plan_sets_each_users_security_token_lifetime(tmp_path: Path) -> Non
 
 
 async def test_partner_validates_with_the_primary_idms_stopped(tmp_path: Path) -> None:
-    """Nothing of the primary IdMS is reached or needed when the partner checks the token."""
+    """Nothing of the primary IdMS is reached or needed when the partner checks the token:
+    with the primary's IdMS and CMS stopped, a tripwire listens on their addresses and
+    counts every connection made to them (a JWKS fetch or discovery would be one)."""
     async with two_systems(tmp_path) as systems, _client(systems) as client:
         _, security = await _security_token(client)
         await systems.primary.idms.stop()
         await systems.primary.cms.stop()
-        served = systems.primary.idms.requests
-        answer = await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        reached: list[object] = []
+
+        async def tripwire(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            reached.append(writer.get_extra_info("peername"))
+            writer.close()
+
+        wires = [await asyncio.start_server(tripwire, *at) for at in (PRIMARY_IDMS, PRIMARY_CMS)]
+        try:
+            answer = await client.partner_access_token(f"{PARTNER_ISSUER}/token", security)
+        finally:
+            for wire in wires:
+                wire.close()
         assert answer["token_type"] == "Bearer"
-        assert systems.primary.idms.requests == served
+        assert reached == []
 
 
 async def test_user_without_migration_authorisation_gets_no_security_token(

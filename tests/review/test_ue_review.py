@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from emulator.sip.events import Address
 from emulator.sip.message import Request
 from emulator.sip.message import Response
@@ -9,10 +13,15 @@ from emulator.transport.memory import MemoryHub
 from nodes.ue import McClient
 from nodes.ue import Registration
 
+from .support import FAST
 from .support import Peer
 from .support import on_hub
 from .support import request
 from .support import settle
+
+# Simulated time (looptime): every settle() and SIP timer is exact and instant, so the
+# timing windows below hold on a loaded machine.
+pytestmark = pytest.mark.looptime
 
 UE_HOST = "127.0.88.30"
 UE = Address("udp", UE_HOST, 5060)
@@ -75,21 +84,22 @@ async def test_uas_retransmits_a_lost_2xx_until_the_ack() -> None:
     caller = Peer(hub, "127.0.88.2")
     invite = request("INVITE", f"sip:bob@{UE_HOST}", via="127.0.88.2:5060",
                      extra=("Contact: <sip:alice@127.0.88.2:5060>",))
-    for _ in range(6):  # the caller's Timer A retransmissions
-        caller.send(invite, UE)
-        await settle(0.05)
-    await settle(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    caller.send(invite, UE)
+    await settle(0.03)  # T1 = 5 ms: the 2xx re-sent at 5 and 15 ms (then every 10, 20...)
     assert lost
     finals = [r for r in caller.responses() if r.status == 200]
-    assert finals, "the 2xx was never re-sent"
+    assert len(finals) >= 2, "the 2xx was not re-sent"
     assert all(bytes(r) == lost[0] for r in finals)  # the same 2xx, byte for byte
     ack = request("ACK", f"sip:bob@{UE_HOST}", via="127.0.88.2:5060",
                   to_tag=finals[0].to.tag, call_id=invite.split(b"Call-ID: ")[1]
                   .split(b"@")[0].decode())
     caller.send(ack, UE)
-    await settle(0.1)
+    await settle(0.001)
     count = len(caller.responses())
-    await settle(0.3)
+    await settle(0.2)  # without the ACK, four more 2xx would come (interval capped at T2)
+    assert loop.time() - started < 64 * FAST.t1  # ...and they would not have given up yet
     assert len(caller.responses()) == count  # the ACK stopped the retransmissions
     await ue.stop()
 

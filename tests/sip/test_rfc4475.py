@@ -103,8 +103,20 @@ def test_invalid_table_covers_exactly_the_invalid_section() -> None:
 # ---------------------------------------------------------------- §3.1.1 valid
 @pytest.mark.parametrize("name", VALID)
 def test_valid_message_parses_and_passes_checks(name: str) -> None:
-    message = parse_and_check(fixture(name))
-    assert isinstance(message, Request | Response)
+    data = fixture(name)
+    message = parse_and_check(data)
+    # What the start line says it is, the parse must be: the kind the manifest notes,
+    # the method or status of the first line, and the headers every message has.
+    entry = next(e for e in MANIFEST if e["file"] == name)
+    start = data.split(b"\r\n", 1)[0].split(b" ")
+    if entry["notes"].startswith("request"):
+        assert isinstance(message, Request)
+        assert message.method == start[0].decode()
+    else:
+        assert entry["notes"].startswith("response")
+        assert isinstance(message, Response)
+        assert message.status == int(start[1])
+    assert message.call_id and message.cseq.seq >= 0 and message.vias
 
 
 @pytest.mark.parametrize("name", VALID)
