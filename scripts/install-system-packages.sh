@@ -8,14 +8,17 @@ command -v sipp   >/dev/null 2>&1 || need+=(sip-tester)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip      >/dev/null 2>&1 || need+=(iproute2)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)   # topology kamailio-edge
+command -v capinfos >/dev/null 2>&1 || need+=(wireshark-common)
 [ ${#need[@]} -eq 0 ] && exit 0
+# MCX_REQUIRE_TOOLS=1 (CI): what cannot be installed fails here, not as skipped tests.
+fail=0; [ "${MCX_REQUIRE_TOOLS:-}" = 1 ] && fail=1
 if [ "$(id -u)" != 0 ]; then
     echo "note: not root, so not installing ${need[*]}; tests that need them are skipped" >&2
-    exit 0
+    exit $fail
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "note: no apt-get; install ${need[*]} yourself to run every test" >&2
-    exit 0
+    exit $fail
 fi
 echo "installing Debian packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive

@@ -359,14 +359,14 @@ async def test_emulator_transports_tap_matches_the_kernel_capture(tmp_path: Path
     packets = write_tap_capture(tmp_path / "tap.pcapng", tap, names=NAMES)
     assert sum(p.data[23] == 17 for p in packets) == 2  # one request, one answer: no echoes
     if TSHARK is None:
-        return
+        pytest.skip("tshark not installed: the dissection half of this test did not run")
     lines = ["OPTIONS sip:127.0.77.2 SIP/2.0", "SIP/2.0 200 OK"] * 3
     fields = ("-Y", "sip", "-T", "fields", "-e", "sip.Request-Line", "-e", "sip.Status-Line")
     seen = tshark(tmp_path / "tap.pcapng", *fields)
     assert sorted(line.strip("\t") for line in seen) == sorted(lines)
     assert tshark(tmp_path / "tap.pcapng", *CHECKSUMS, "-Y", PROBLEMS) == []
     if kernel is None:
-        return
+        pytest.skip("no kernel capture (root and tcpdump): the comparison did not run")
     write_pcapng(tmp_path / "kernel.pcapng", read_pcap(kernel.path), names=NAMES,
                  tls_keylog=keylog.read_bytes())
     # Same messages between the same addresses and ports: the kernel's SIP over

@@ -3,8 +3,6 @@ the system's own SIP core may speak for registrations."""
 
 from __future__ import annotations
 
-import pytest
-
 from emulator.sip.events import Address
 from emulator.transport.memory import MemoryHub
 from nodes import McServerOptions
@@ -18,10 +16,6 @@ from .support import request
 from .support import settle
 from .support import sip
 from .support import sip_plan
-
-# Simulated time (looptime): every settle() and SIP timer is exact and instant, so the
-# timing windows below hold on a loaded machine.
-pytestmark = pytest.mark.looptime
 
 MC_HOST = "127.0.88.3"
 MC = Address("udp", MC_HOST, 5060)

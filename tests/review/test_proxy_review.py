@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from emulator.sip.events import Address
 from emulator.sip.headers import Contact
 from emulator.sip.message import Request
@@ -24,10 +22,6 @@ from .support import request
 from .support import settle
 from .support import sip
 from .support import sip_plan
-
-# Simulated time (looptime): every settle() and SIP timer is exact and instant, so the
-# timing windows below hold on a loaded machine.
-pytestmark = pytest.mark.looptime
 
 CORE_HOST = "127.0.88.1"
 MC_HOST = "127.0.88.3"

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-import pytest
-
 from emulator.documents import reginfo
 from emulator.sip.events import Address
 from emulator.sip.message import Request
@@ -26,10 +24,6 @@ from .test_proxy_review import DOMAIN
 from .test_proxy_review import MC_HOST
 from .test_proxy_review import core_addr
 from .test_proxy_review import make_core
-
-# Simulated time (looptime): every settle() and SIP timer is exact and instant, so the
-# timing windows below hold on a loaded machine.
-pytestmark = pytest.mark.looptime
 
 UE = "127.0.88.2"
 AOR = f"sip:u@{DOMAIN}"

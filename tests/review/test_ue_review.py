@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from emulator.sip.events import Address
 from emulator.sip.message import Request
 from emulator.sip.message import Response
@@ -18,10 +16,6 @@ from .support import Peer
 from .support import on_hub
 from .support import request
 from .support import settle
-
-# Simulated time (looptime): every settle() and SIP timer is exact and instant, so the
-# timing windows below hold on a loaded machine.
-pytestmark = pytest.mark.looptime
 
 UE_HOST = "127.0.88.30"
 UE = Address("udp", UE_HOST, 5060)

@@ -83,6 +83,9 @@ async def test_default_scenario_passes_on_every_transport(mcx_topology: Topology
     # Security token to the partner's 200 REGISTER: a time taken, so within a run's length.
     assert report.migration_seconds is not None
     assert 0 < report.migration_seconds < report.seconds
+    if not (ROOT_CAPTURE and shutil.which("tshark")):
+        pytest.skip("the HTTPS, capture-verdict and dissection checks need root, tcpdump and "
+                    "tshark")
 
 
 NEGATIVE = [name for name, s in SCENARIOS.items() if s.expect is not None]
@@ -263,5 +266,6 @@ async def test_after_a_partner_restart_the_verdict_says_what_the_ue_did(
     report = await _run(mcx_topology, name, tmp_path, transport)
     assert report.passed, report.text(ladder=False)
     assert _verdict(report, "short-data-after-restart").detail.startswith(outcome)
-    if ROOT_CAPTURE:  # the same, read from the capture
-        assert _verdict(report, "restart-capture").detail.endswith(outcome)
+    if not ROOT_CAPTURE:
+        pytest.skip("the capture's half needs root and tcpdump")
+    assert _verdict(report, "restart-capture").detail.endswith(outcome)  # from the capture

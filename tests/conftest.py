@@ -1,0 +1,43 @@
+"""Suite-wide: MCX_REQUIRE_TOOLS (see tests/support/tools.py), and which tests may run
+beside the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support.tools import REQUIRE_TOOLS
+from tests.support.tools import missing
+
+PURE = (
+    # Nothing here opens a socket, starts a node or runs a program: it may run on the other
+    # worker at the same time as the network tests.  Everything else is one xdist group,
+    # run in order on one worker, because it uses the topologies' fixed 127.0.x addresses.
+    "tests/sip/", "tests/documents/", "tests/topology/", "tests/review/",
+    "tests/hostile/test_policies.py", "tests/identity/test_trust_and_tokens.py",
+    "tests/identity/test_xml_safety.py", "tests/test_layers.py",
+    "tests/orchestration/test_plan.py", "tests/capture/test_diff.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not item.nodeid.startswith(PURE):
+            item.add_marker(pytest.mark.xdist_group("network"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_TOOLS and (lacking := missing()):
+        raise pytest.UsageError("MCX_REQUIRE_TOOLS=1, but this machine lacks: "
+                                + ", ".join(lacking))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    report = yield
+    if REQUIRE_TOOLS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under MCX_REQUIRE_TOOLS=1 (no test may skip): {reason}"
+    return report
