@@ -33,21 +33,38 @@ class StreamFramer:
 
     ``feed(data)`` returns the complete messages (bytes) and keep-alives found
     so far; partial data is kept for the next call.
+
+    Framing errors are fatal.  When one comes after complete messages in the same
+    call, those messages are returned and the error is kept in :attr:`error` (and
+    raised by the next call): so how a stream is cut never changes what it frames.
     """
 
-    __slots__ = ("_buffer", "_limits")
+    __slots__ = ("_buffer", "_limits", "error")
 
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS) -> None:
         self._buffer = bytearray()
         self._limits = limits
+        self.error: RemoteProtocolError | None = None
+        """The fatal error met after this call's frames; the stream is over."""
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
+        if self.error is not None:
+            raise self.error
         self._buffer += data
         out: list[bytes | KeepAlive] = []
+        try:
+            self._frame(out)
+        except RemoteProtocolError as exc:
+            if not out:
+                raise
+            self.error = exc
+        return out
+
+    def _frame(self, out: list[bytes | KeepAlive]) -> None:
         buf = self._buffer
         while buf:
             # Leading CRLFs: keep-alives (§7.5 says ignore; RFC 5626 pings want a pong).
@@ -79,7 +96,7 @@ class StreamFramer:
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
-        return out
+
 
 
 def _content_length(head: bytes) -> int:

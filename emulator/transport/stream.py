@@ -80,6 +80,11 @@ class _Connection(asyncio.Protocol):
             if owner.tap is not None:
                 owner.tap("in", self.local, self.remote, item)
             owner.receiver(item, self.remote, stream=True)
+        if self.framer.error is not None:  # after the messages before it: the stream is over
+            logger.info("%s: closing %s: %s", owner.local, self.remote,
+                        self.framer.error.reason)
+            if self.transport is not None:
+                self.transport.close()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

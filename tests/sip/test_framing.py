@@ -210,3 +210,14 @@ def test_size_cap_is_513_and_fatal() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         StreamFramer(limits).feed(register_of_size(2001)[: len(REGISTER) + 3])  # header only
     assert info.value.status == 513
+
+
+def test_messages_before_a_framing_error_are_delivered_then_the_stream_ends() -> None:
+    """However the stream is cut: fed whole, the keep-alive and the message before the
+    stray line feed come out as they would piece by piece; the error ends the stream."""
+    framer = StreamFramer()
+    out = framer.feed(b"\r\n\r\n" + REGISTER + b"\nGARBAGE")
+    assert out == [KeepAlive(), REGISTER]
+    assert framer.error is not None and framer.error.fatal
+    with pytest.raises(RemoteProtocolError):
+        framer.feed(b"more")

@@ -1,16 +1,22 @@
 """Property tests: hostile bytes never crash the SIP core.
 
 * the parser and the §8.2 checks raise nothing but :class:`RemoteProtocolError`;
-* the stream framer, fed in any chunking, raises nothing but :class:`RemoteProtocolError`;
+* every typed header view raises nothing but :class:`RemoteProtocolError` or ValueError,
+  and what it parses prints back to the same value;
+* the stream framer, fed in any chunking, raises nothing but a fatal
+  :class:`RemoteProtocolError`, and any split of a stream frames exactly as the whole;
 * :meth:`TransactionLayer.receive` never raises at all.
 
-Budget per run: 6,000 random + 6,000 mutated inputs for the parser, 10,000
-for the framer, 3,000 for the transaction layer.
+Inputs per run: at least 10,000 for each test (Hypothesis draws 1,000 examples and each
+checks a batch of :data:`BATCH` inputs made from its drawn seed, so a failure replays
+exactly).  Mutations and generated text use valid UTF-8, which reaches the header grammar;
+raw bytes (invalid UTF-8 included) have tests of their own.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from hypothesis import HealthCheck
 from hypothesis import given
@@ -18,6 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from emulator.sip import Address
+from emulator.sip import Headers
 from emulator.sip import KeepAlive
 from emulator.sip import RemoteProtocolError
 from emulator.sip import Request
@@ -28,6 +35,12 @@ from emulator.sip import TransactionLayer
 from emulator.sip import check_request
 from emulator.sip import check_response
 from emulator.sip import parse_message
+from emulator.sip.headers import Contact
+from emulator.sip.headers import ContentType
+from emulator.sip.headers import CSeq
+from emulator.sip.headers import NameAddress
+from emulator.sip.headers import Via
+from emulator.sip.headers import parse_name_addresses
 
 from .support import CANONICAL
 from .support import REGISTER
@@ -36,6 +49,14 @@ from .support import make_request
 
 FUZZ = settings(deadline=None, derandomize=False, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 SEEDS = [REGISTER, *CANONICAL.values(), fixture("wsinv.dat"), fixture("mpart01.dat"),
          fixture("esc01.dat"), fixture("unreason.dat"), fixture("inv2543.dat")]
@@ -47,8 +68,45 @@ INTERESTING = [b"\r", b"\n", b"\r\n", b"\r\n\r\n", b" ", b"\t", b":", b";", b","
                b"l:", b"Via: SIP/2.0/UDP ", b";rport", b";tag=", b"sip:", b"*"]
 
 
+BATCH = 10
+"""Inputs checked per Hypothesis example."""
+EXAMPLES = settings(FUZZ, max_examples=1000)
+
+# Valid UTF-8 snippets on the grammar's seams, and an alphabet for random text: the
+# separators, token characters, escapes and some characters beyond ASCII.
+INTERESTING_TEXT = [c.decode() for c in INTERESTING if _is_utf8(c)] + [
+    "é", "€", "²", "\u200b", "\u00a0", "%C3%A9", "%00", "sips:", "tel:+1", ";lr", ";q=0.5",
+    ";expires=", "<sip:a@b>", '"x"', "\\\"", ";transport=tcp", "received=", ";maddr="]
+ALPHABET = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+            "-.!%*_+`'~()<>@,;:\\\"/[]?={} \t\r\néü€²\u200b")
+TEXT_SEEDS = [seed.decode() for seed in SEEDS if _is_utf8(seed)]
+
+
+def random_text(rng: random.Random, most: int = 6) -> str:
+    if rng.random() < 0.6:
+        return rng.choice(INTERESTING_TEXT)
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, most)))
+
+
+def utf8_mutate(text: str, rng: random.Random, count: int) -> bytes:
+    """``count`` random edits of ``text`` as text: the result is always valid UTF-8."""
+    out = text
+    for _ in range(count):
+        pos = rng.randint(0, len(out))
+        op = rng.random()
+        if op < 0.4:
+            out = out[:pos] + random_text(rng) + out[pos:]
+        elif op < 0.7:
+            out = out[:pos] + out[pos + rng.randint(1, 8):]
+        else:
+            chunk = random_text(rng)
+            out = out[:pos] + chunk + out[pos + len(chunk):]
+    return out.encode()
+
+
 def mutate(data: bytes, rng: random.Random, count: int) -> bytes:
-    """Apply ``count`` random insertions, deletions and replacements to ``data``."""
+    """Raw-byte edits (invalid UTF-8 included): ``count`` random insertions, deletions
+    and replacements of ``data``."""
     out = bytearray(data)
     for _ in range(count):
         pos = rng.randint(0, len(out))
@@ -118,37 +176,140 @@ def _parse_and_check(data: bytes, *, stream: bool = False) -> None:
     assert again.body == message.body
 
 
-@settings(FUZZ, max_examples=6000)
-@given(st.binary(max_size=1500))
-def test_parser_on_random_bytes(data: bytes) -> None:
+SEED = st.integers(0, 2**64 - 1)
+START_LINES = ["REGISTER sip:example.com SIP/2.0", "INVITE sip:bob@example.com SIP/2.0",
+               "MESSAGE sip:x@[::1]:5060;transport=tcp SIP/2.0", "SIP/2.0 200 OK",
+               "SIP/2.0 183 Session Progress", "OPTIONS * SIP/2.0"]
+HEADER_NAMES = ["Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "Contact", "m",
+                "Route", "Record-Route", "Path", "Service-Route", "P-Asserted-Identity",
+                "P-Preferred-Identity", "Max-Forwards", "Expires", "Content-Type", "c",
+                "Content-Length", "l", "Event", "o", "Warning", "Retry-After", "X-Odd"]
+
+
+def sip_shaped(rng: random.Random) -> bytes:
+    """A start line and headers whose names are real and whose values are random text."""
+    lines = [rng.choice(START_LINES)]
+    for _ in range(rng.randint(0, 12)):
+        value = "".join(random_text(rng, 12) for _ in range(rng.randint(0, 4)))
+        lines.append(f"{rng.choice(HEADER_NAMES)}:{rng.choice(['', ' ', '  '])}{value}")
+    body = random_text(rng) if rng.random() < 0.3 else ""
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+@EXAMPLES
+@given(SEED)
+def test_parser_on_sip_shaped_text(seed: int) -> None:
+    """Valid UTF-8, real header names, random values: the header grammar's edges."""
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        data = sip_shaped(rng)
+        _parse_and_check(data)
+        _parse_and_check(data, stream=True)
+
+
+@EXAMPLES
+@given(SEED)
+def test_parser_on_raw_bytes(seed: int) -> None:
     """Arbitrary octets: only RemoteProtocolError, with an answerable status or None."""
-    _parse_and_check(data)
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        _parse_and_check(rng.randbytes(rng.randint(0, 1500)))
 
 
-@settings(FUZZ, max_examples=3000)
+@EXAMPLES
+@given(SEED)
+def test_parser_on_utf8_mutations(seed: int) -> None:
+    """Near-valid messages, still valid UTF-8, reach deep into the header grammar, as
+    datagram and as stream."""
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        data = utf8_mutate(rng.choice(TEXT_SEEDS), rng, rng.randint(1, 8))
+        _parse_and_check(data)
+        _parse_and_check(data, stream=True)
+
+
+@EXAMPLES
+@given(SEED)
+def test_parser_on_raw_byte_mutations(seed: int) -> None:
+    """The same with raw-byte edits (invalid UTF-8 included)."""
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        _parse_and_check(mutate(rng.choice(SEEDS), rng, rng.randint(1, 8)))
+
+
+@settings(FUZZ, max_examples=300)
 @given(mutations())
-def test_parser_on_mutated_messages(data: bytes) -> None:
-    """Near-valid messages reach deep into the header grammar, as datagram and as stream."""
+def test_parser_on_shrinkable_mutations(data: bytes) -> None:
+    """Edits drawn one by one, so a failure shrinks to the fewest edits that break it."""
     _parse_and_check(data)
     _parse_and_check(data, stream=True)
 
 
-@st.composite
-def chunked_streams(draw: st.DrawFn) -> tuple[bytes, list[int]]:
-    pieces = draw(st.lists(st.one_of(cheap_mutations(SEEDS),
-                                     st.sampled_from([b"\r\n", b"\r\n\r\n"]),
-                                     st.binary(max_size=64)), min_size=1, max_size=4))
-    stream = b"".join(pieces)
-    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
-    cuts = sorted(rng.randint(0, len(stream)) for _ in range(draw(st.integers(0, 12))))
-    return stream, cuts
+# Every typed view of a header: how a message is asked for it.
+TYPED_VIEWS: dict[str, Any] = {
+    "Via": lambda m: m.vias, "From": lambda m: m.from_, "To": lambda m: m.to,
+    "CSeq": lambda m: m.cseq, "Contact": lambda m: m.contacts, "Route": lambda m: m.routes,
+    "Record-Route": lambda m: m.record_routes, "Path": lambda m: m.paths,
+    "Service-Route": lambda m: m.service_routes, "Content-Type": lambda m: m.content_type,
+    "Max-Forwards": lambda m: m.max_forwards, "Expires": lambda m: m.expires,
+    "Event": lambda m: m.event_package,
+    "P-Asserted-Identity": lambda m: parse_name_addresses(m.headers.get_all(
+        "P-Asserted-Identity")),
+}
 
 
-@settings(FUZZ, max_examples=4000)
-@given(chunked_streams())
-def test_framer_with_arbitrary_chunking(case: tuple[bytes, list[int]]) -> None:
-    """Any split of any stream: frames or a fatal RemoteProtocolError, nothing else."""
-    stream, cuts = case
+def _typed_request(name: str, value: str) -> Request:
+    headers = [(n, v) for n, v in make_request("MESSAGE").headers if n != name]
+    return Request("MESSAGE", "sip:bob@example.com", Headers([*headers, (name, value)]))
+
+
+@EXAMPLES
+@given(SEED)
+def test_every_typed_header_view_on_fuzzed_values(seed: int) -> None:
+    """A hostile value behind any typed view: only RemoteProtocolError or ValueError; a
+    value it accepts prints back to one it parses the same."""
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        name = rng.choice(list(TYPED_VIEWS))
+        view = TYPED_VIEWS[name]
+        good = str(next(v for n, v in make_request("MESSAGE").headers if n == name)) \
+            if name in dict(make_request("MESSAGE").headers) else "<sip:a@example.com>"
+        value = utf8_mutate(good, rng, rng.randint(0, 6)).decode().replace("\r", "")
+        value = value.replace("\n", "").strip()
+        if not value:
+            continue
+        try:
+            request = _typed_request(name, value)
+            parsed = view(request)
+        except (RemoteProtocolError, ValueError):
+            continue
+        if isinstance(parsed, Via | NameAddress | Contact | CSeq | ContentType):
+            again = view(_typed_request(name, str(parsed)))
+            assert str(again) == str(parsed)
+        elif isinstance(parsed, list) and parsed and not isinstance(parsed[0], str):
+            printed = ", ".join(str(item) for item in parsed)
+            assert [str(x) for x in view(_typed_request(name, printed))] == \
+                [str(x) for x in parsed]
+
+
+def stream_of(rng: random.Random) -> bytes:
+    pieces = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.random()
+        if kind < 0.55:
+            pieces.append(utf8_mutate(rng.choice(TEXT_SEEDS), rng, rng.randint(0, 6)))
+        elif kind < 0.75:
+            pieces.append(rng.choice(SEEDS))
+        elif kind < 0.9:
+            pieces.append(rng.choice([b"\r\n", b"\r\n\r\n", b"\r"]))
+        else:
+            pieces.append(rng.randbytes(rng.randint(0, 64)))
+    return b"".join(pieces)
+
+
+def frame(stream: bytes, cuts: list[int]) -> tuple[list[bytes | KeepAlive], int, bool]:
+    """What a framer makes of ``stream`` fed in pieces cut at ``cuts``: frames, the bytes
+    it still holds, and whether it gave up (a fatal error)."""
     framer = StreamFramer()
     out: list[bytes | KeepAlive] = []
     previous = 0
@@ -158,12 +319,33 @@ def test_framer_with_arbitrary_chunking(case: tuple[bytes, list[int]]) -> None:
             previous = cut
     except RemoteProtocolError as exc:
         assert exc.fatal
-        return
-    # Nothing is invented or lost: frames plus what is buffered account for every octet
-    # except the CRLFs consumed as keep-alives and separators.
-    framed = b"".join(m for m in out if isinstance(m, bytes))
-    assert len(framed) + framer.buffered <= len(stream)
-    assert stream.replace(b"\r\n", b"").startswith(framed.replace(b"\r\n", b""))
+        return out, framer.buffered, True
+    return out, framer.buffered, framer.error is not None
+
+
+@EXAMPLES
+@given(SEED)
+def test_framer_gives_the_same_frames_however_the_stream_is_cut(seed: int) -> None:
+    """Chunking invariance: any split of a byte stream frames exactly as the whole does
+    (same messages, same keep-alives, same remainder, same verdict), and frames plus
+    remainder account for every octet but the CRLFs between messages."""
+    rng = random.Random(seed)
+    for _ in range(BATCH):
+        stream = stream_of(rng)
+        whole = frame(stream, [])
+        cuts = sorted(rng.randint(0, len(stream)) for _ in range(rng.randint(1, 12)))
+        if rng.random() < 0.2:  # byte by byte
+            cuts = list(range(len(stream)))
+        pieces = frame(stream, cuts)
+        if whole[2] or pieces[2]:
+            # A fatal error ends the stream the same way, after the same frames.
+            assert whole[2] and pieces[2], (stream, cuts)
+            assert pieces[0] == whole[0], (stream, cuts)
+            continue
+        assert pieces == whole, (stream, cuts)
+        framed = b"".join(m for m in whole[0] if isinstance(m, bytes))
+        assert len(framed) + whole[1] <= len(stream)
+        assert stream.replace(b"\r\n", b"").startswith(framed.replace(b"\r\n", b""))
 
 
 def _layer_with_pending_client_transactions() -> tuple[TransactionLayer, list[bytes]]:
@@ -188,24 +370,39 @@ _, _ANSWERS = _layer_with_pending_client_transactions()
 LAYER_SEEDS = [*SEEDS, *_ANSWERS, make_request("ACK", branch="z9hG4bKfz-ack").to_bytes()]
 
 
-@settings(FUZZ, max_examples=3000)
-@given(st.lists(st.one_of(cheap_mutations(LAYER_SEEDS), st.sampled_from(LAYER_SEEDS),
-                          st.binary(max_size=200)), min_size=1, max_size=5),
-       st.sampled_from(["udp", "tcp"]))
-def test_transaction_layer_receive_never_raises(datagrams: list[bytes], transport: str) -> None:
-    """receive() absorbs everything: garbage becomes MessageDropped or a stateless answer."""
+LAYER_TEXT_SEEDS = [seed.decode() for seed in LAYER_SEEDS if _is_utf8(seed)]
+
+
+def layer_input(rng: random.Random) -> bytes:
+    kind = rng.random()
+    if kind < 0.45:
+        return utf8_mutate(rng.choice(LAYER_TEXT_SEEDS), rng, rng.randint(0, 8))
+    if kind < 0.65:
+        return mutate(rng.choice(LAYER_SEEDS), rng, rng.randint(1, 8))
+    if kind < 0.85:
+        return rng.choice(LAYER_SEEDS)
+    return rng.randbytes(rng.randint(0, 200))
+
+
+@EXAMPLES
+@given(SEED, st.sampled_from(["udp", "tcp"]))
+def test_transaction_layer_receive_never_raises(seed: int, transport: str) -> None:
+    """receive() absorbs everything: garbage becomes MessageDropped or a stateless answer.
+    Each example feeds one layer (with transactions of its own outstanding) a batch of
+    inputs, matching answers among them, with time passing between them."""
+    rng = random.Random(seed)
     layer, _ = _layer_with_pending_client_transactions()
     source = Address(transport, "192.0.2.2", 5060)
     now = 0.0
-    for data in datagrams:
-        layer.receive(data, source, now=now, stream=transport == "tcp")
+    for _ in range(BATCH):
+        layer.receive(layer_input(rng), source, now=now, stream=transport == "tcp")
         layer.handle_timer(now=now)
         for wire, destination in layer.messages_to_send():
             assert destination == source or destination.host == "192.0.2.2"
             assert isinstance(wire, bytes)
         while layer.next_event() is not None:
             pass
-        now += 0.7
+        now += rng.choice([0.0, 0.1, 0.7, 5.0])
     # Once every timer has run out, only transactions waiting on a TU or a peer that
     # never answered may be left (Proceeding/Trying have no timer of their own).
     layer.handle_timer(now=1000.0)
