@@ -11,9 +11,10 @@ from tests.support.tools import REQUIRE_TOOLS
 from tests.support.tools import missing
 
 PURE = (
-    # Nothing here opens a socket, starts a node or runs a program: it may run on the other
-    # worker at the same time as the network tests.  Everything else is one xdist group,
-    # run in order on one worker, because it uses the topologies' fixed 127.0.x addresses.
+    # Nothing here opens a socket, starts a node or runs a program: it may run on either
+    # worker at the same time as the network tests.  The loopback tests are one xdist
+    # group, run in order on one worker, because they use the topologies' fixed 127.0.x
+    # addresses; the netns tests are another.
     "tests/sip/", "tests/documents/", "tests/topology/", "tests/review/",
     "tests/hostile/test_policies.py", "tests/identity/test_trust_and_tokens.py",
     "tests/identity/test_xml_safety.py", "tests/test_layers.py",
@@ -25,7 +26,10 @@ PURE = (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if not item.nodeid.startswith(PURE):
-            item.add_marker(pytest.mark.xdist_group("network"))
+            # Runs in network namespaces (198.18.0.0/15, their own links and captures) share
+            # nothing with loopback runs: a group of their own, beside the loopback one.
+            netns = "test_netns.py" in item.nodeid or "[netns" in item.nodeid
+            item.add_marker(pytest.mark.xdist_group("netns" if netns else "network"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

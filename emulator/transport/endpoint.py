@@ -228,6 +228,10 @@ class SipEndpoint:
         while (event := layer.next_event()) is not None:
             try:
                 self._dispatch(event)
+            except ValueError as exc:  # a header of the peer's the TU could not parse: 400
+                # One line, no traceback: hostile input must not fill the disk with logs.
+                logger.info("%s: malformed request refused: %s", self.name, exc)
+                self._answer_failure(event, exc)
             except Exception as exc:  # a TU bug must not take the node's SIP down
                 logger.exception("%s: transaction user failed on %r", self.name, event)
                 self._answer_failure(event, exc)

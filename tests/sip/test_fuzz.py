@@ -41,6 +41,8 @@ from emulator.sip.headers import CSeq
 from emulator.sip.headers import NameAddress
 from emulator.sip.headers import Via
 from emulator.sip.headers import parse_name_addresses
+from tests.support.mutation import random_text
+from tests.support.mutation import utf8_mutate
 
 from .support import CANONICAL
 from .support import REGISTER
@@ -72,36 +74,7 @@ BATCH = 10
 """Inputs checked per Hypothesis example."""
 EXAMPLES = settings(FUZZ, max_examples=1000)
 
-# Valid UTF-8 snippets on the grammar's seams, and an alphabet for random text: the
-# separators, token characters, escapes and some characters beyond ASCII.
-INTERESTING_TEXT = [c.decode() for c in INTERESTING if _is_utf8(c)] + [
-    "é", "€", "²", "\u200b", "\u00a0", "%C3%A9", "%00", "sips:", "tel:+1", ";lr", ";q=0.5",
-    ";expires=", "<sip:a@b>", '"x"', "\\\"", ";transport=tcp", "received=", ";maddr="]
-ALPHABET = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-            "-.!%*_+`'~()<>@,;:\\\"/[]?={} \t\r\néü€²\u200b")
 TEXT_SEEDS = [seed.decode() for seed in SEEDS if _is_utf8(seed)]
-
-
-def random_text(rng: random.Random, most: int = 6) -> str:
-    if rng.random() < 0.6:
-        return rng.choice(INTERESTING_TEXT)
-    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, most)))
-
-
-def utf8_mutate(text: str, rng: random.Random, count: int) -> bytes:
-    """``count`` random edits of ``text`` as text: the result is always valid UTF-8."""
-    out = text
-    for _ in range(count):
-        pos = rng.randint(0, len(out))
-        op = rng.random()
-        if op < 0.4:
-            out = out[:pos] + random_text(rng) + out[pos:]
-        elif op < 0.7:
-            out = out[:pos] + out[pos + rng.randint(1, 8):]
-        else:
-            chunk = random_text(rng)
-            out = out[:pos] + chunk + out[pos + len(chunk):]
-    return out.encode()
 
 
 def mutate(data: bytes, rng: random.Random, count: int) -> bytes:
