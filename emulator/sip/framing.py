@@ -51,6 +51,11 @@ class StreamFramer:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def partial(self) -> bool:
+        """Part of a message is held (CRLFs waiting to be a keep-alive are not one)."""
+        return bool(self._buffer.lstrip(b"\r\n"))
+
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
         if self.error is not None:
             raise self.error

@@ -70,7 +70,7 @@ class _Connection(asyncio.Protocol):
             # Message boundaries for the guard's header timeout; a keep-alive is not one.
             if any(not isinstance(item, KeepAlive) for item in items):
                 guarded.mark(busy=False)
-            if self.framer.buffered:
+            if self.framer.partial:
                 guarded.mark(busy=True)
         owner = self.owner
         for item in items:

@@ -221,3 +221,9 @@ def test_messages_before_a_framing_error_are_delivered_then_the_stream_ends() ->
     assert framer.error is not None and framer.error.fatal
     with pytest.raises(RemoteProtocolError):
         framer.feed(b"more")
+
+
+def test_only_part_of_a_message_is_partial_not_crlfs_waiting_to_be_a_ping() -> None:
+    framer = StreamFramer()
+    assert framer.feed(b"\r\n") == [] and framer.buffered == 2 and not framer.partial
+    assert framer.feed(b"\r\nREG") == [KeepAlive()] and framer.partial
