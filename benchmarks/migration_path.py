@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
@@ -43,6 +44,7 @@ from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
+from emulator.topology.model import FloodLimit  # noqa: E402
 from emulator.topology.population import populate  # noqa: E402
 from tests.support.sipp import SIPP  # noqa: E402
 from tests.support.sipp import run_sipp  # noqa: E402
@@ -137,6 +139,10 @@ def best(steps: list[Step]) -> int:
 async def migration_target(placement: str, users: int, sources: int, work: Path,
                            ) -> tuple[Network, Target, Path, str]:
     topology = load_topology(topology_path("default"))
+    # The gateway's per-source flood limit lifted: sipp sends the load from a few attached
+    # addresses, which is exactly what flood control stops.
+    topology = dataclasses.replace(topology, limits=dataclasses.replace(
+        topology.limits, flood=FloodLimit(rate=1e6, burst=1_000_000)))
     population = populate(topology, users)
     net = Network(population.topology, run_dir=work / "run", placement=placement,
                   capture=False)

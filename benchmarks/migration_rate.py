@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import shlex
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from emulator.topology import DEFAULT_TOPOLOGY  # noqa: E402
 from tests.support.sipp import run_sipp  # noqa: E402
 from tests.support.up import running_up  # noqa: E402
 
@@ -65,9 +67,23 @@ async def steps(keys: dict[str, str], rates: list[int], seconds: float,
     return rows
 
 
+def unthrottled_topology(directory: Path) -> Path:
+    """The default topology with the gateway's per-source flood limit lifted: sipp sends
+    the whole load from one attached address, which is what flood control stops."""
+    text = DEFAULT_TOPOLOGY.read_text()
+    flood = "  flood:                    # the gateway, per source address: a token bucket\n"
+    assert flood in text, "default.yaml's limits.flood section moved"
+    text = text.replace(flood, flood + "    rate: 1000000\n    burst: 1000000\n", 1)
+    text = re.sub(r"\n    rate: 50 [^\n]*\n    burst: 100\n", "\n", text)
+    path = directory / "topology.yaml"
+    path.write_text(text)
+    return path
+
+
 def measure(placement: str, rates: list[int], seconds: float, transport: str) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="mcx-rate-") as tmp, \
-            running_up(Path(tmp), "--placement", placement) as (_, _, state_file):
+            running_up(Path(tmp), str(unthrottled_topology(Path(tmp))), "--placement",
+                       placement) as (_, _, state_file):
         return asyncio.run(steps(migrate(state_file), rates, seconds, transport))
 
 
