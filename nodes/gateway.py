@@ -140,7 +140,7 @@ class Gateway(SipNode):
                 "attachments": len(self.attached),
                 "flood": {"sources": len(self.policer), "refused": self.policer.refused,
                           "dropped": self.policer.dropped},
-                "guards": {**self.guard_state(), "https": self.http.guard_state()},
+                "guards": {**self.endpoint.guard_state(), "https": self.http.guard_state()},
                 # Listed only while short: every control-link answer carries the state.
                 "attached": {c.address: c.name for c in itertools.islice(
                     self.attached.values(), STATE_ROWS)},

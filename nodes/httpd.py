@@ -8,7 +8,6 @@ and unexpected handler errors become a JSON 500 instead of a stack trace.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import ssl
@@ -20,7 +19,6 @@ from aiohttp import web
 from emulator.topology.model import ConnectionLimits
 from emulator.transport.guard import DEFAULT_CONNECTION_LIMITS
 from emulator.transport.guard import ListenerGuard
-from emulator.transport.guard import quiet_resource_errors
 
 from .base import Readiness
 from .base import describe
@@ -72,10 +70,7 @@ class _GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        loop = asyncio.get_running_loop()
-        quiet_resource_errors(loop)
-        self._server = await loop.create_server(self.guard.protocol, self._host, self._port,
-                                                reuse_address=True, backlog=self.guard.backlog)
+        self._server = await self.guard.listen(self._host, self._port)
 
     async def stop(self) -> None:
         self.guard.close()

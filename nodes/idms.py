@@ -28,6 +28,7 @@ import math
 import time
 import urllib.parse
 from collections.abc import Mapping
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -158,7 +159,7 @@ class IdmsNode(HttpsRole):
         username, source = form.get("username", ""), request.remote or ""
         locked = self.throttle.locked(username, source, self.now())
         if locked is not None:
-            return self._locked_out(checked, locked)
+            self._locked_out(checked, locked)
         try:
             # The slow password hash runs off the event loop, so a login storm does not
             # stall every other request this IdMS serves.
@@ -185,7 +186,7 @@ class IdmsNode(HttpsRole):
                               status=exc.status)
         raise web.HTTPFound(location)
 
-    def _locked_out(self, auth: AuthorizationRequest, locked: Lockout) -> web.Response:
+    def _locked_out(self, auth: AuthorizationRequest, locked: Lockout) -> NoReturn:
         """RFC 6749 §4.1.2.1 ``access_denied`` to the (verified) redirect URI: the client
         learns the login is refused, and for how long (Retry-After, RFC 9110 §10.2.3)."""
         wait = max(1, math.ceil(locked.remaining))

@@ -255,7 +255,7 @@ class McServer(SipNode):
         self.group_calls = GroupCalls(self, self._term_route)
 
     def state(self) -> dict[str, object]:
-        return {**describe(self.plan, self.sip_state()), "guards": self.guard_state(),
+        return {**describe(self.plan, self.sip_state()), "guards": self.endpoint.guard_state(),
                 "mode": self.mode,
                 "authorised_users": len(self.users), "refusals": len(self.refusals),
                 "affiliations": {g: sorted(m) for g, m in self.affiliations.items()},

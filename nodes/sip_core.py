@@ -115,7 +115,7 @@ class SipCore(SipNode):
             logger.exception("%s: expiring registrations failed", self.name)
 
     def state(self) -> dict[str, object]:
-        return {**describe(self.plan, self.sip_state()), "guards": self.guard_state(),
+        return {**describe(self.plan, self.sip_state()), "guards": self.endpoint.guard_state(),
                 "registered_aors": self.location.aor_count, "bindings": len(self.location),
                 "reg_event_subscriptions": len(self.reg_event),
                 "restored": self.journal.restored}

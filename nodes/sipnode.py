@@ -102,10 +102,6 @@ class SipNode(Readiness):
         for host in hosts:
             self.endpoint.impairer.set(host, impairment)
 
-    def guard_state(self) -> dict[str, object]:
-        """Per stream transport: connections held and refused, by reason."""
-        return self.endpoint.guard_state()
-
     def sip_state(self) -> list[tuple[str, str, int]]:
         return [(a.transport, a.host, a.port) for a in self.endpoint.addresses]
 

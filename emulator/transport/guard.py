@@ -261,6 +261,13 @@ class ListenerGuard:
         for the guard to decide (asyncio's default of 100 leaves the rest unanswered)."""
         return min(4096, self.limits.max_connections)
 
+    async def listen(self, host: str, port: int) -> asyncio.Server:
+        """Listen on ``host:port`` with this guard in front of every accepted connection."""
+        loop = asyncio.get_running_loop()
+        quiet_resource_errors(loop)
+        return await loop.create_server(self.protocol, host, port, reuse_address=True,
+                                        backlog=self.backlog)
+
     def protocol(self) -> GuardedConnection:
         """The protocol factory to give ``loop.create_server``."""
         return GuardedConnection(self)

@@ -28,7 +28,6 @@ from .base import Tap
 from .guard import DEFAULT_CONNECTION_LIMITS
 from .guard import GuardedConnection
 from .guard import ListenerGuard
-from .guard import quiet_resource_errors
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +134,7 @@ class StreamTransport:
         self = cls(name, receiver, tap=tap, on_error=on_error, server_ssl=server_ssl,
                    client_ssl=client_ssl, limits=limits, connection_limits=connection_limits,
                    admit=admit)
-        loop = asyncio.get_running_loop()
-        quiet_resource_errors(loop)
-        self._server = await loop.create_server(self.guard.protocol, host, port,
-                                                reuse_address=True, backlog=self.guard.backlog)
+        self._server = await self.guard.listen(host, port)
         sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
         self._local = Address(name, sock_host, sock_port)
         self.guard.name = f"{name} {sock_host}:{sock_port}"

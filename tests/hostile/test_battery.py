@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from typing import NamedTuple
 
 import pytest
 
@@ -50,14 +51,26 @@ GATEWAY = "visited-plmn.gateway"
 PARTNER_IDMS = "partner.idms"
 
 
+class Stage(NamedTuple):
+    net: Network
+    population: Population
+    state: dict[str, Any]
+    """Every node's state before the attack."""
+    before: tuple[int, int, int]
+    """What must survive it (see :func:`kept`)."""
+
+
 @asynccontextmanager
-async def running(tmp_path: Path, placement: str) -> AsyncIterator[tuple[Network, Population]]:
+async def running(tmp_path: Path, placement: str) -> AsyncIterator[Stage]:
+    """The topology up, UE 0 migrated and registered: the stage an attack starts from."""
     population = populate(load_topology(DEFAULT_TOPOLOGY), 3)
     net = Network(population.topology, run_dir=tmp_path / "run", placement=placement,
                   capture=False)
     async with net:
         await net.wait_ready()
-        yield net, population
+        await migrate(net, population, 0)
+        state = await net.refresh()
+        yield Stage(net, population, state, kept(state))
 
 
 async def migrate(net: Network, population: Population, index: int) -> None:
@@ -141,10 +154,7 @@ async def connection_flood(host: str, port: int, count: int) -> AsyncIterator[in
 
 async def test_a_connection_flood_is_capped_and_service_goes_on(tmp_path: Path,
                                                                placement: str) -> None:
-    async with running(tmp_path, placement) as (net, population):
-        await migrate(net, population, 0)
-        state = await net.refresh()
-        before = kept(state)
+    async with running(tmp_path, placement) as (net, population, state, before):
         gateway_tcp = next(item for item in state[GATEWAY]["listeners"]
                            if item["protocol"] == "tcp")
         idms = next(item for item in state[PARTNER_IDMS]["listeners"]
@@ -211,10 +221,7 @@ migration path (benchmarks/migration_path.py measures ~500/s in the proc placeme
 
 async def test_a_register_flood_from_one_source_does_not_starve_a_migrating_ue(
         tmp_path: Path, placement: str) -> None:
-    async with running(tmp_path, placement) as (net, population):
-        await migrate(net, population, 0)
-        state = await net.refresh()
-        before = kept(state)
+    async with running(tmp_path, placement) as (net, population, state, before):
         borrowed = next(iter(state[GATEWAY]["attached"]))  # UE 0's attached address
         sip = next(item for item in state[GATEWAY]["listeners"] if item["protocol"] == "udp")
         flooder = await asyncio.create_subprocess_exec(
@@ -268,10 +275,7 @@ async def scan(tool: str, source: str, *args: str) -> str:
 
 async def test_sipvicious_scans_crash_no_node_and_enumerate_no_user(tmp_path: Path,
                                                                     placement: str) -> None:
-    async with running(tmp_path, placement) as (net, population):
-        await migrate(net, population, 0)
-        state = await net.refresh()
-        before = kept(state)
+    async with running(tmp_path, placement) as (net, _, state, before):
         # Every name a user goes by, at home and as a visitor, and the generated ones.
         names = {user.name for system in net.topology.systems for user in system.users}
         names |= {p.partner_identity.split(":")[1].split("@")[0]

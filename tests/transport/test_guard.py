@@ -22,6 +22,8 @@ from emulator.keystore import write_credential
 from emulator.sip import Address
 from emulator.sip import TimerConfig
 from emulator.sip.builder import new_branch
+from emulator.sip.message import Request
+from emulator.sip.message import parse_message
 from emulator.topology.model import ConnectionLimits
 from emulator.transport import SipEndpoint
 from emulator.transport import client_context
@@ -244,6 +246,12 @@ def options(host: str, port: int, transport: str = "TCP", n: int = 1) -> bytes:
             f"CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
 
 
+def as_request(data: bytes) -> Request:
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
 async def until_closed(reader: asyncio.StreamReader) -> bytes:
     """Everything the server sends until it closes (bounded: a hang fails the test)."""
     return await asyncio.wait_for(reader.read(), 30)
@@ -285,8 +293,7 @@ async def test_over_tcp_half_a_message_is_cut_off_at_the_header_timeout(core: Si
     writer.write(options("127.0.60.2", 5060)[:60])  # and nothing more
     assert await until_closed(reader) == b""
     writer.close()
-    transport = core.endpoint._transports["tcp"]
-    assert transport.guard.refused["incomplete message"] == 1  # type: ignore[attr-defined]
+    assert core.endpoint.guard_state()["tcp"]["refused"] == {"incomplete message": 1}
 
 
 async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) -> None:
@@ -310,8 +317,7 @@ async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) ->
             local_addr=("127.0.60.3", 0)), 30)
         assert writer.get_extra_info("ssl_object") is not None  # the admitted one: TLS up
         writer.close()
-        guard = endpoint._transports["tls"].guard  # type: ignore[attr-defined]
-        assert guard.refused["not admitted"] == 1
+        assert endpoint.guard_state()["tls"]["refused"] == {"not admitted": 1}
     finally:
         await endpoint.close()
 
@@ -339,16 +345,15 @@ async def test_a_connection_lost_mid_transaction_is_a_prompt_503_then_a_new_conn
     await endpoint.listen("tcp", "127.0.60.13", 0)
     destination = Address("tcp", "127.0.60.12", port)
     try:
-        from emulator.sip.message import parse_message
         first = asyncio.ensure_future(endpoint.request(
-            parse_message(options("127.0.60.13", 5060)), destination))  # type: ignore[arg-type]
+            as_request(options("127.0.60.13", 5060)), destination))
         reader, writer = await asyncio.wait_for(accepted.get(), 30)
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)  # the request arrived
         writer.transport.abort()  # reset in the middle of the transaction
         response = await asyncio.wait_for(first, 30)
         assert response.status == 503
         second = asyncio.ensure_future(endpoint.request(
-            parse_message(options("127.0.60.13", 5060, n=2)), destination))  # type: ignore[arg-type]
+            as_request(options("127.0.60.13", 5060, n=2)), destination))
         reader, writer = await asyncio.wait_for(accepted.get(), 30)  # a new connection
         assert b"CSeq: 2 OPTIONS" in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
         writer.close()
