@@ -104,8 +104,7 @@ class Gateway(SipNode):
         server_ssl = tls_server(plan.credentials)
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=server_ssl, client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file,
-                         connection_limits=plan.connection_limits)
+                         **self.planned(plan))
         self.plan = plan
         self.plmn = options.plmn
         self.plmn_id = options.plmn_id
@@ -307,7 +306,8 @@ class Gateway(SipNode):
                                          f"icid-generated-at={self.host}")
 
         def on_final(response: Response) -> Response:
-            if response.status == 200:
+            # Detached meanwhile (its address maybe another UE's now): relayed, not kept.
+            if response.status == 200 and self.attached.get(context.address) is context:
                 try:
                     context.registered = bool(response.contacts)
                     context.service_route = tuple(response.headers.values("Service-Route"))

@@ -5,7 +5,9 @@ The MC server answers the caller's INVITE (to its PSI, ``<session-type>prearrang
 the group in ``<mcptt-request-uri>``) as a back-to-back user agent: it INVITEs every
 other *affiliated* member of the group through its SIP core (Route ``term``), answers the
 caller 200 once the members have answered (at least one accepting, else 480), ACKs each
-member, and ends every leg when the caller sends BYE.  Media and floor control are
+member, and ends every leg when the caller sends BYE.  As a UAS it re-sends its 200 until
+the caller's ACK (RFC 3261 §13.3.1.4), ending the call if none comes; as a UAC it ACKs
+each 2xx a member re-sends (§13.2.2.4).  Media and floor control are
 offered in SDP only (no RTP here).
 
 Simplified: no late entry, no re-INVITE, no "unconfirmed" answer before the members.
@@ -35,6 +37,7 @@ from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
 from emulator.sip.uri import URI
 
+from .sipnode import AnswerRetransmitter
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ class GroupCalls:
         self.term_route = term_route
         """The SIP core's terminating Route and address, for the INVITEs to members."""
         self.calls: dict[str, GroupCall] = {}
+        self.unacked = AnswerRetransmitter(node)
+        """The callers' 200s not yet acknowledged."""
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -88,6 +93,9 @@ class GroupCalls:
     def start(self, invite: Request, transaction: TransactionKey, caller: str, group: str,
               members: list[str]) -> None:
         node = self.node
+        if not invite.contacts:  # §8.1.1.8: the caller's dialog needs its Contact
+            node.reply(invite, transaction, 400, "Bad Request (INVITE without Contact)")
+            return
         if len(self.calls) >= MAX_CALLS:
             node.reply(invite, transaction, 503, "Service Unavailable (too many group calls)")
             return
@@ -157,9 +165,34 @@ class GroupCalls:
         logger.info("%s: group call %s from %s reached %s", node.name, call.group, call.caller,
                     ", ".join(joined))
         node.endpoint.send_response(response, call.transaction)
+        self.unacked.start(call.invite.call_id, response, call.transaction,
+                           lambda: self._unanswered(call, response))
+
+    def _unanswered(self, call: GroupCall, response: Response) -> None:
+        """64·T1 without the caller's ACK: the session ends with a BYE (§13.3.1.4), to the
+        caller and to every member."""
+        if self.calls.pop(call.invite.call_id, None) is not call:
+            return
+        logger.info("%s: group call %s from %s never acknowledged: ended", self.node.name,
+                    call.group, call.caller)
+        for leg in call.legs:
+            self._bye(leg)
+        self._end(Dialog.as_uas(call.invite, call.tag))
+
+    def on_member_2xx(self, response: Response) -> bool:
+        """A member's 2xx again (our ACK was lost): ACK it again (§13.2.2.4)."""
+        for call in self.calls.values():
+            for leg in call.legs:
+                if leg.dialog is not None and leg.dialog.call_id == response.call_id:
+                    ack = leg.dialog.request("ACK", self._via(leg.dialog),
+                                             cseq=leg.dialog.invite_cseq)
+                    self.node.endpoint.send_stateless(ack, leg.dialog.next_hop())
+                    return True
+        return False
 
     # -- in the caller's dialog ------------------------------------------------------
     def on_ack(self, request: Request) -> bool:
+        self.unacked.acknowledged(request.call_id)
         return request.call_id in self.calls
 
     def on_bye(self, request: Request, transaction: TransactionKey) -> bool:
@@ -167,6 +200,7 @@ class GroupCalls:
         call = self.calls.pop(request.call_id, None)
         if call is None:
             return False
+        self.unacked.acknowledged(request.call_id)
         self.node.reply(request, transaction, 200)
         for leg in call.legs:
             self._bye(leg)
@@ -184,8 +218,10 @@ class GroupCalls:
 
     def _bye(self, leg: Leg) -> None:
         dialog, leg.dialog = leg.dialog, None
-        if dialog is None:
-            return
+        if dialog is not None:
+            self._end(dialog)
+
+    def _end(self, dialog: Dialog) -> None:
         bye = dialog.request("BYE", self._via(dialog))
         self.node.endpoint.send_request(bye, dialog.next_hop(), lambda response: None)
 

@@ -139,9 +139,8 @@ class IdmsNode(HttpsRole):
             if exc.error in ("invalid_client",) or "redirect_uri" in exc.description:
                 # RFC 6749 §4.1.2.1: never redirect to an unverified URI.
                 return json_response(exc.as_json(), status=400)
-            redirect = params.get("redirect_uri", "")
-            query = urllib.parse.urlencode({**exc.as_json(), "state": params.get("state", "")})
-            raise web.HTTPFound(f"{redirect}?{query}") from None
+            raise web.HTTPFound(_redirect(params.get("redirect_uri", ""), {
+                **exc.as_json(), "state": params.get("state", "")})) from None
 
     async def _authorize_form(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -190,10 +189,10 @@ class IdmsNode(HttpsRole):
         """RFC 6749 §4.1.2.1 ``access_denied`` to the (verified) redirect URI: the client
         learns the login is refused, and for how long (Retry-After, RFC 9110 §10.2.3)."""
         wait = max(1, math.ceil(locked.remaining))
-        query = urllib.parse.urlencode({
+        location = _redirect(auth.redirect_uri, {
             "error": "access_denied", "state": auth.state,
             "error_description": f"too many failed logins: locked out, retry in {wait} s"})
-        raise web.HTTPFound(f"{auth.redirect_uri}?{query}", headers={"Retry-After": str(wait)})
+        raise web.HTTPFound(location, headers={"Retry-After": str(wait)})
 
     async def _token(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -209,6 +208,13 @@ class IdmsNode(HttpsRole):
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
             return json_response(exc.as_json(), status=exc.status, **headers)
         return json_response(body)
+
+
+def _redirect(redirect_uri: str, params: Mapping[str, str]) -> str:
+    """``redirect_uri`` with ``params`` added to its query, which is kept (RFC 6749 §3.1.2),
+    as ``IdentityProvider.issue_code`` does for a code."""
+    separator = "&" if "?" in redirect_uri else "?"
+    return f"{redirect_uri}{separator}{urllib.parse.urlencode(params)}"
 
 
 def identity_provider(plan: NodePlan, options: IdmsOptions

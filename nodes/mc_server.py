@@ -229,8 +229,7 @@ class McServer(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file,
-                         connection_limits=plan.connection_limits)
+                         **self.planned(plan))
         self.plan = plan
         self.mode = options.mode
         self.clock_offset = options.clock_offset
@@ -334,10 +333,13 @@ class McServer(SipNode):
     def on_request(self, request: Request, source: Address,
                    transaction: TransactionKey | None) -> None:
         assert transaction is not None
+        # Lapsed authorisations go, with their MC service IDs and affiliations, before
+        # anything is decided on them (a group call must not invite their users).
+        self._purge_expired()
         if request.method == "REGISTER":
             self.on_third_party_register(request, source, transaction)
         elif request.method == "PUBLISH" and request.event_package == poc_settings.EVENT:
-            self.on_publish_authorisation(request, transaction)
+            self.on_publish_authorisation(request, source, transaction)
         elif request.method == "PUBLISH" and request.event_package == affiliation.EVENT:
             self.on_affiliation(request, transaction)
         elif request.method == "BYE" and (self.group_calls.on_bye(request, transaction) or
@@ -403,8 +405,14 @@ class McServer(SipNode):
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
 
-    def on_publish_authorisation(self, request: Request, transaction: TransactionKey) -> None:
+    def on_publish_authorisation(self, request: Request, source: Address,
+                                 transaction: TransactionKey) -> None:
         """24.379 §7.3.3-7.3.5: service authorisation (or its end) by PUBLISH."""
+        if self.sip_cores and source.host not in self.sip_cores:
+            # The user is who our own S-CSCF asserts (RFC 3325 §5): as for third-party
+            # REGISTER, nobody else may start or end an authorisation (Expires: 0).
+            self.reply(request, transaction, 403, "Forbidden (not this system's SIP core)")
+            return
         asserted = request.headers.get("P-Asserted-Identity")
         if asserted is None:
             self.refuse(request, transaction, "PUBLISH without P-Asserted-Identity")
@@ -438,6 +446,15 @@ class McServer(SipNode):
     def on_ack(self, request: Request, source: Address) -> None:
         if not self.group_calls.on_ack(request):  # ours (a group call's caller) ends here
             super().on_ack(request, source)
+
+    def on_stray_response(self, response: Response, source: Address) -> None:
+        if not (response.cseq.method == "INVITE" and 200 <= response.status < 300
+                and self.group_calls.on_member_2xx(response)):
+            super().on_stray_response(response, source)
+
+    async def stop(self) -> None:
+        self.group_calls.unacked.close()
+        await super().stop()
 
     def _term_route(self) -> tuple[NameAddress, Address]:
         core = self.plan.peer("sip-core")

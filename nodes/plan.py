@@ -32,6 +32,8 @@ from emulator.identity.oidc import MC_SCOPES
 from emulator.identity.oidc import MigrationProfile
 from emulator.identity.oidc import OidcClient
 from emulator.sip.events import Address
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
 from emulator.topology.model import ConnectionLimits
 from emulator.topology.model import FloodLimit
 from emulator.topology.model import Impairment
@@ -262,6 +264,8 @@ class NodePlan:
     """Where the node keeps what survives a restart (see nodes.journal); None: nothing."""
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     """Its stream listeners' caps and time-outs (the topology's ``limits.connections``)."""
+    sip_timers: TimerConfig = DEFAULT_TIMERS
+    """T1, T2 and T4 of its SIP transactions (the topology's ``sip_timers``)."""
 
     def __post_init__(self) -> None:
         expected = ROLE_OPTIONS.get(self.role)

@@ -78,8 +78,7 @@ class SipCore(SipNode):
         super().__init__(plan.name, plan.host, plan.sip_listeners, tap=tap,
                          server_ssl=tls_server(plan.credentials),
                          client_ssl=tls_client(plan.credentials),
-                         impairments=plan.impairments, state_file=plan.state_file,
-                         connection_limits=plan.connection_limits)
+                         **self.planned(plan))
         self.plan = plan
         self.domain = plan.options.domain
         mc_server = plan.peer("mc-server")
@@ -237,8 +236,8 @@ class SipCore(SipNode):
         third_party.set_body(request.to_bytes(), "message/sip")
 
         def answered(response: Response) -> None:
-            if response.status < 200 or not expires:
-                return
+            if response.status < 200 or not expires or self.endpoint.closed:
+                return  # closed: we are stopping, which is no answer of the MC server
             if response.status < 300:
                 self.reg_event.settled(aor)
                 return

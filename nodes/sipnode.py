@@ -11,9 +11,11 @@ statelessly (§16.11).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from emulator.sip.builder import cancel_for
 from emulator.sip.builder import new_tag
@@ -24,6 +26,8 @@ from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
 from emulator.sip.message import Request
 from emulator.sip.message import Response
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
 from emulator.sip.uri import URI
 from emulator.topology.model import ConnectionLimits
 from emulator.topology.model import Impairment
@@ -36,10 +40,70 @@ from .journal import Journal
 from .journal import Tables
 from .plan import Impaired
 from .plan import Listener
+from .plan import NodePlan
 
 logger = logging.getLogger(__name__)
 
 ResponseFilter = Callable[[Response], Response | None]
+
+
+class AnswerRetransmitter:
+    """RFC 3261 §13.3.1.4: a UAS core re-sends its 2xx to an INVITE, first T1 after it,
+    the interval doubling up to T2, until the ACK comes, "independent of whatever
+    transport protocols are used" (the hops beyond the first may lose it).  After 64·T1
+    without an ACK it stops and calls the answer's ``on_give_up``: the session SHOULD
+    then end with a BYE.  By Call-ID; as bounded as the dialogs of the node using it."""
+
+    def __init__(self, node: SipNode) -> None:
+        self.node = node  # its endpoint as it is at each send (a test may give it another)
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def start(self, call_id: str, response: Response, transaction: TransactionKey | None,
+              on_give_up: Callable[[], None] | None = None) -> None:
+        self.acknowledged(call_id)
+        self._next(call_id, response, transaction, on_give_up,
+                   self.node.endpoint.layer.timers.t1, 0.0)
+
+    def acknowledged(self, call_id: str) -> None:
+        """The ACK (or the BYE, or the node's end) for ``call_id``'s 2xx: stop."""
+        handle = self._pending.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def close(self) -> None:
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
+
+    def _next(self, call_id: str, response: Response, transaction: TransactionKey | None,
+              on_give_up: Callable[[], None] | None, interval: float, elapsed: float) -> None:
+        timers = self.node.endpoint.layer.timers
+        limit = 64 * timers.t1
+        if elapsed + interval >= limit:
+            # Timer L ends the Accepted transaction at 64·T1 (RFC 6026 §8.7): no 2xx goes
+            # after it, so that is when to give up.
+            self._pending[call_id] = asyncio.get_running_loop().call_later(
+                limit - elapsed, self._give_up, call_id, on_give_up)
+            return
+
+        def fire() -> None:
+            try:
+                self.node.endpoint.send_response(response, transaction)
+            except Exception:  # the transaction ended early: no ACK can confirm the 2xx
+                self._give_up(call_id, on_give_up)
+                return
+            self._next(call_id, response, transaction, on_give_up,
+                       min(2 * interval, timers.t2), elapsed + interval)
+
+        self._pending[call_id] = asyncio.get_running_loop().call_later(interval, fire)
+
+    def _give_up(self, call_id: str, on_give_up: Callable[[], None] | None) -> None:
+        self._pending.pop(call_id, None)
+        if on_give_up is not None:
+            on_give_up()
 
 
 class SipNode(Readiness):
@@ -53,14 +117,15 @@ class SipNode(Readiness):
                  client_ssl: ssl.SSLContext | None = None,
                  impairments: tuple[Impaired, ...] = (),
                  state_file: str | None = None,
-                 connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS) -> None:
+                 connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+                 timers: TimerConfig = DEFAULT_TIMERS) -> None:
         super().__init__()
         self.name = name
         self.host = host
         self.listeners = listeners
         self.server_ssl = server_ssl
         self.connection_limits = connection_limits
-        self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl)
+        self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl, timers=timers)
         self.impaired: dict[str, Impairment | None] = {}
         """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
@@ -69,6 +134,12 @@ class SipNode(Readiness):
         """INVITEs proxied and not yet answered finally, for CANCEL (§16.10)."""
         self.journal = Journal(state_file)
         """What survives a restart (see nodes.journal); read back before serving."""
+
+    @staticmethod
+    def planned(plan: NodePlan) -> dict[str, Any]:
+        """What a network node's plan says of its SIP side, as keyword arguments."""
+        return {"impairments": plan.impairments, "state_file": plan.state_file,
+                "connection_limits": plan.connection_limits, "timers": plan.sip_timers}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self._ports())}>"

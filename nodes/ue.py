@@ -49,6 +49,8 @@ from emulator.sip.message import Response
 from emulator.sip.multipart import BodyPart
 from emulator.sip.multipart import MultipartBody
 from emulator.sip.multipart import body_parts
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
 from emulator.sip.uri import URI
 from emulator.topology.model import Impairment
 from emulator.transport.base import Tap
@@ -62,6 +64,7 @@ from .plan import Impaired
 from .plan import Listener
 from .plan import NodePlan
 from .plan import UeOptions
+from .sipnode import AnswerRetransmitter
 from .sipnode import SipNode
 
 logger = logging.getLogger(__name__)
@@ -171,17 +174,18 @@ class McClient(SipNode):
 
     def __init__(self, name: str, host: str, transport: str, *, tap: Tap | None = None,
                  client_ssl: ssl.SSLContext | None = None,
-                 impairments: tuple[Impaired, ...] = (), instance: str | None = None) -> None:
+                 impairments: tuple[Impaired, ...] = (), instance: str | None = None,
+                 timers: TimerConfig = DEFAULT_TIMERS) -> None:
         # Nobody connects to the UE (requests reach it over the flow it opened), but its
         # Contact must name a real listening port: a self-signed certificate does for TLS.
         super().__init__(name, host, (Listener(transport, host, 0),), tap=tap,
                          server_ssl=_self_signed_context(host) if transport == "tls" else None,
-                         client_ssl=client_ssl, impairments=impairments)
+                         client_ssl=client_ssl, impairments=impairments, timers=timers)
         self.transport = transport
         self.messages: deque[Request] = deque(maxlen=100)
         self.calls_answered: deque[str] = deque(maxlen=100)
         self._dialogs: dict[str, Dialog] = {}
-        self._unacked: dict[str, asyncio.TimerHandle] = {}
+        self.unacked = AnswerRetransmitter(self)
         """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
         self._registrations: dict[Address, tuple[str, int]] = {}
         """Per registrar: the Call-ID and the last CSeq of our REGISTERs (§10.2.4)."""
@@ -193,9 +197,7 @@ class McClient(SipNode):
         """Per registrar: our reg-event subscription (24.229 §5.1.1.3)."""
 
     async def stop(self) -> None:
-        for handle in self._unacked.values():
-            handle.cancel()
-        self._unacked.clear()
+        self.unacked.close()
         await super().stop()
 
     def contact(self, services: tuple[str, ...] = ()) -> NameAddress:
@@ -226,7 +228,7 @@ class McClient(SipNode):
             if self._dialogs.pop(request.call_id, None) is None:
                 self.reply(request, transaction, 481)  # §12.2.2: no such dialog
                 return
-            self._stop_retransmitting(request.call_id)
+            self.unacked.acknowledged(request.call_id)
             self.reply(request, transaction, 200)
         elif method == "OPTIONS":
             self.reply(request, transaction, 200)
@@ -298,7 +300,7 @@ class McClient(SipNode):
         self.reply(request, transaction, 200 if known else 481)
 
     def on_ack(self, request: Request, source: Address) -> None:
-        self._stop_retransmitting(request.call_id)
+        self.unacked.acknowledged(request.call_id)
 
     def answer(self, invite: Request, transaction: TransactionKey) -> None:
         """Accept a private call with an SDP answer (§13.3), Record-Route copied (§12.1.1)."""
@@ -326,34 +328,7 @@ class McClient(SipNode):
             sdp(self.host, 40000)
         response.set_body(answer, "application/sdp")
         self.endpoint.send_response(response, transaction)
-        if self.transport == "udp":
-            self._retransmit(invite.call_id, response, transaction,
-                             self.endpoint.layer.timers.t1, 0.0)
-
-    def _retransmit(self, call_id: str, response: Response, transaction: TransactionKey,
-                    interval: float, elapsed: float) -> None:
-        """§13.3.1.4: the UAS core re-sends its 2xx, T1 doubling to T2, until the ACK."""
-        timers = self.endpoint.layer.timers
-        if elapsed >= 64 * timers.t1:
-            self._unacked.pop(call_id, None)
-            return
-
-        def fire() -> None:
-            try:
-                self.endpoint.send_response(response, transaction)
-            except Exception:  # the Accepted transaction ended (Timer L): stop quietly
-                self._unacked.pop(call_id, None)
-                return
-            self._retransmit(call_id, response, transaction, min(2 * interval, timers.t2),
-                             elapsed + interval)
-
-        loop = asyncio.get_running_loop()
-        self._unacked[call_id] = loop.call_later(interval, fire)
-
-    def _stop_retransmitting(self, call_id: str) -> None:
-        handle = self._unacked.pop(call_id, None)
-        if handle is not None:
-            handle.cancel()
+        self.unacked.start(invite.call_id, response, transaction)
 
     def on_stray_response(self, response: Response, source: Address) -> None:
         # A retransmitted 2xx to our INVITE: re-send the ACK (§13.2.2.4).
@@ -520,7 +495,7 @@ class UserEquipment:
         self._tap = tap
         self.client_uuid = f"urn:uuid:{secrets.token_hex(4)}-0000-1000-8000-{secrets.token_hex(6)}"
         self.sip = McClient(plan.name, plan.host, self.transport, tap=tap, client_ssl=self.ssl,
-                            impairments=plan.impairments)
+                            impairments=plan.impairments, timers=plan.sip_timers)
         self.instance = self.sip.instance
         """RFC 5626 instance ID: the same device from home and from the local PLMN."""
         self.visited_sip: McClient | None = None
@@ -666,7 +641,8 @@ class UserEquipment:
         self.visited_address = address
         self.visited_sip = McClient(self.name, address, transport or self.transport,
                                     tap=self._tap, client_ssl=self.ssl,
-                                    impairments=self.plan.impairments, instance=self.instance)
+                                    impairments=self.plan.impairments, instance=self.instance,
+                                    timers=self.plan.sip_timers)
         for peer, (hosts, impairment) in self._impaired.items():
             self.visited_sip.impair(peer, hosts, impairment)
         await self.visited_sip.start()

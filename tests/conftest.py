@@ -3,6 +3,9 @@ beside the others."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import subprocess
 from typing import Any
 
 import pytest
@@ -10,11 +13,20 @@ import pytest
 from tests.support.tools import REQUIRE_TOOLS
 from tests.support.tools import missing
 
+PRIVATE_LOOPBACK = os.geteuid() == 0
+"""As root, every xdist worker but the first runs its tests in a network namespace of its
+own, whose ``lo`` is a loopback no other worker sees: two runs of the same topology, with
+the same fixed 127.0.x addresses and ports, then run side by side (and their kernel
+captures see only their own packets).  Without root the loopback tests take turns."""
+
+CLONE_NEWNET = 0x40000000  # <sched.h>; os.unshare is Python 3.12+
+
 PURE = (
     # Nothing here opens a socket, starts a node or runs a program: it may run on either
-    # worker at the same time as the network tests.  The loopback tests are one xdist
-    # group, run in order on one worker, because they use the topologies' fixed 127.0.x
-    # addresses; the netns tests are another.
+    # worker at the same time as the network tests.  Without a private loopback per worker
+    # the loopback tests are one xdist group, run in order on one worker, because they use
+    # the topologies' fixed 127.0.x addresses.  The netns tests are a group either way:
+    # the namespace names they create are global.
     "tests/sip/", "tests/documents/", "tests/topology/", "tests/review/",
     "tests/hostile/test_policies.py", "tests/identity/test_trust_and_tokens.py",
     "tests/identity/test_xml_safety.py", "tests/test_layers.py",
@@ -29,7 +41,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # Runs in network namespaces (198.18.0.0/15, their own links and captures) share
             # nothing with loopback runs: a group of their own, beside the loopback one.
             netns = "test_netns.py" in item.nodeid or "[netns" in item.nodeid
-            item.add_marker(pytest.mark.xdist_group("netns" if netns else "network"))
+            if netns or not PRIVATE_LOOPBACK:
+                item.add_marker(pytest.mark.xdist_group("netns" if netns else "network"))
+
+
+def own_loopback() -> None:
+    """Move the thread that runs the tests (xdist runs them on the main thread) into a new
+    network namespace with only ``lo``, up.  The nodes, programs and threads it starts
+    inherit it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"unshare(CLONE_NEWNET): {os.strerror(error)}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if PRIVATE_LOOPBACK and os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        own_loopback()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

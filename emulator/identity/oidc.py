@@ -436,7 +436,12 @@ class IdentityProvider:
             raise Refusal("invalid_grant", "PKCE code_verifier does not match the "
                                               "code_challenge (RFC 7636 §4.6)")
         user = self.users[code.username]
-        return self._tokens_for(user, client.client_id, code.scope, now, code.nonce)
+        try:
+            return self._tokens_for(user, client.client_id, code.scope, now, code.nonce)
+        except Refusal:
+            # A full table (503, "retry later"): nothing was issued, so the retry may work.
+            code.used = False
+            raise
 
     def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
@@ -558,8 +563,15 @@ class IdentityProvider:
             raise Refusal("invalid_grant", "the primary did not authorise migration to this "
                                            "partner")
         scope = self._partner_scope(claims, profile, form.get("scope"))
-        return {**self._partner_tokens(profile, client.client_id, scope, now),
-                "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN}
+        try:
+            tokens = self._partner_tokens(profile, client.client_id, scope, now)
+        except Refusal:
+            # A full table (503, "retry later"): nothing was issued, so the same security
+            # token may retry; the migrant may have no way back to the primary for another.
+            self._seen_security_tokens.pop(jti)
+            self._note("replay", jti, None)
+            raise
+        return {**tokens, "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN}
 
     @staticmethod
     def _partner_scope(claims: Mapping[str, Any], profile: MigrationProfile,

@@ -96,6 +96,7 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
     plans += [planner.ue(spec) for spec in topology.ues]
     return tuple(replace(plan, impairments=planner.impairments(plan.name),
                          connection_limits=topology.limits.connections,
+                         sip_timers=topology.sip_timers,
                          state_file=str(run_dir / "state" / f"{plan.name}.jsonl")
                          if plan.role in DURABLE_ROLES and not faults.amnesia else None)
                  for plan in plans)
@@ -104,7 +105,7 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
 def ue_plans(topology: Topology, specs: Iterable[UeSpec], run_dir: Path) -> list[NodePlan]:
     """Plans for UEs that are not the topology's own nodes: a load run's generated ones."""
     planner = _Planner(topology, Faults(), run_dir, 0)
-    return [planner.ue(spec) for spec in specs]
+    return [replace(planner.ue(spec), sip_timers=topology.sip_timers) for spec in specs]
 
 
 DURABLE_ROLES = frozenset({"sip-core", "mc-server", "idms", "gateway"})

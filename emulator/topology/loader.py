@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
+
 from .model import EXEC_ROLES
 from .model import NODE_PLACEHOLDERS
 from .model import OPTIONAL_ROLES
@@ -338,12 +341,13 @@ def parse_topology(text: str, source: str = "<string>") -> Topology:
     links = _links(top, systems, local_plmn.name, ues)
     client_id, redirect = _oidc_client(top)
     limits = _limits(top.sub("limits")) if top.has("limits") else Limits()
+    timers = _sip_timers(top) if top.has("sip_timers") else DEFAULT_TIMERS
     top.done()
     _cross_check(doc, systems, by_name)
     _check_placeholders(doc, systems, {n.qualified_name for s in systems for n in s.nodes}
                         | {f"{local_plmn.name}.gateway"})
     return Topology(name, systems, local_plmn, tuple(ues), tuple(links), client_id, redirect,
-                    source, limits)
+                    source, limits, timers)
 
 
 MAX_POOL = 65534
@@ -481,8 +485,9 @@ def parse_impairment(values: Mapping[str, object], *, transport: str = "udp") ->
     return impairment
 
 
-_LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
+_BOUNDS: dict[str, tuple[float, float]] = {
     # key: (lowest, highest) accepted; the highest keep every table and timer sane.
+    "t1": (0.001, 10), "t2": (0.001, 64), "t4": (0.001, 60),
     "max_connections": (1, 1_000_000), "max_per_source": (1, 1_000_000),
     "header_timeout": (0.01, 3600), "idle_timeout": (0.01, 86400),
     "rate": (0.001, 1_000_000), "burst": (1, 1_000_000), "retry_after": (0, 86400),
@@ -491,41 +496,55 @@ _LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+def _fields(reader: _Reader, key: str, kind: type[Any]) -> Any:
+    """``kind`` from the mapping at ``key`` of ``reader``: any of its fields, each a number
+    within ``_BOUNDS``, durations with units (``32s``, ``500ms``); absent: the defaults."""
+    if not reader.has(key):
+        return kind()
+    sub = reader.sub(key)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(kind):
+        if not sub.has(spec.name):
+            continue
+        whole = isinstance(spec.default, int)
+        raw = sub.get(spec.name, (int, float, str))
+        try:
+            value = _quantity(spec.name, raw, {"": 1.0, **_UNITS}, "a number")
+        except ImpairmentError as exc:
+            raise reader.doc.error(sub._child(spec.name), exc.message) from None
+        low, high = _BOUNDS[spec.name]
+        if whole and value != int(value):
+            raise reader.doc.error(sub._child(spec.name),
+                                   f"must be a whole number, not {raw!r}")
+        if not low <= value <= high:
+            raise reader.doc.error(sub._child(spec.name),
+                                   f"{raw!r} is out of range ({low:g} to {high:g})")
+        values[spec.name] = int(value) if whole else value
+    sub.done()
+    return kind(**values)
+
+
 def _limits(reader: _Reader) -> Limits:
     """The optional ``limits`` section: ``connections``, ``flood`` and ``login``, each a
-    mapping of the fields of its dataclass; durations take units (``32s``, ``500ms``)."""
-    def section(key: str, kind: type[Any]) -> Any:
-        if not reader.has(key):
-            return kind()
-        sub = reader.sub(key)
-        values: dict[str, Any] = {}
-        for spec in dataclasses.fields(kind):
-            if not sub.has(spec.name):
-                continue
-            whole = isinstance(spec.default, int)
-            raw = sub.get(spec.name, (int, float, str))
-            try:
-                value = _quantity(spec.name, raw, {"": 1.0, **_UNITS}, "a number")
-            except ImpairmentError as exc:
-                raise reader.doc.error(sub._child(spec.name), exc.message) from None
-            low, high = _LIMIT_BOUNDS[spec.name]
-            if whole and value != int(value):
-                raise reader.doc.error(sub._child(spec.name),
-                                       f"must be a whole number, not {raw!r}")
-            if not low <= value <= high:
-                raise reader.doc.error(sub._child(spec.name),
-                                       f"{raw!r} is out of range ({low:g} to {high:g})")
-            values[spec.name] = int(value) if whole else value
-        sub.done()
-        return kind(**values)
-
-    limits = Limits(section("connections", ConnectionLimits), section("flood", FloodLimit),
-                    section("login", LoginLimit))
+    mapping of the fields of its dataclass."""
+    limits = Limits(_fields(reader, "connections", ConnectionLimits),
+                    _fields(reader, "flood", FloodLimit), _fields(reader, "login", LoginLimit))
     reader.done()
     if limits.connections.max_per_source > limits.connections.max_connections:
         raise reader.doc.error(f"{reader.path}.connections.max_per_source",
                                "must not exceed max_connections")
     return limits
+
+
+def _sip_timers(top: _Reader) -> TimerConfig:
+    """The optional ``sip_timers`` section: T1, T2, T4.  RFC 3261 §17.1.1.1 lets a network
+    known to be fast use a smaller T1; §17.1.2.2 caps the retransmit interval at T2, so T2
+    below T1 would make no sense."""
+    timers: TimerConfig = _fields(top, "sip_timers", TimerConfig)
+    if timers.t2 < timers.t1:
+        raise top.doc.error("sip_timers.t2", f"T2 ({timers.t2:g} s) must not be below T1 "
+                                            f"({timers.t1:g} s)")
+    return timers
 
 
 def _impairment(reader: _Reader, transport: str) -> Impairment:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from functools import cached_property
 
+from emulator.sip.timers import DEFAULT_TIMERS
+from emulator.sip.timers import TimerConfig
+
 ROLES = ("idms", "cms", "sip-core", "mc-server")
 OPTIONAL_ROLES = ("gms",)
 """At most one each: a system without a GMS serves no group documents."""
@@ -332,6 +335,9 @@ class Topology:
     oidc_redirect_uri: str = "http://127.0.0.1/callback"
     source: str = field(default="<memory>", compare=False)
     limits: Limits = field(default_factory=Limits)
+    sip_timers: TimerConfig = DEFAULT_TIMERS
+    """T1, T2 and T4 of every SIP node (RFC 3261 §17.1.1.1, Table 4): the topology's
+    ``sip_timers`` section."""
 
     def system(self, name: str) -> McSystem:
         for system in self.systems:

@@ -61,6 +61,8 @@ class TransactionUser(Protocol):
 
 ProvisionalHandler = Callable[[Response], None]
 ResponseHandler = Callable[[Response], None]
+CLOSED = "Service Unavailable (endpoint closed)"
+"""The reason phrase of the 503 a closed endpoint's client transactions end with."""
 
 
 class SipEndpoint:
@@ -82,6 +84,7 @@ class SipEndpoint:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._epoch: float | None = None
+        self._closed = False
         self.impairer = Impairer()
         """What the links to impaired hosts do to the packets sent there."""
         self.screen: Callable[[bytes, Address], bool] | None = None
@@ -121,6 +124,11 @@ class SipEndpoint:
         return adapter.local
 
     @property
+    def closed(self) -> bool:
+        """:meth:`close` has begun: the 503s it gives are its own, no peer's answer."""
+        return self._closed
+
+    @property
     def addresses(self) -> list[Address]:
         return [t.local for t in self._transports.values()]
 
@@ -139,12 +147,21 @@ class SipEndpoint:
                    (("branch", new_branch()), ("rport", None)))
 
     async def close(self) -> None:
+        """Stop for good: every client transaction still waiting ends with a 503 (its
+        TU's final answer), then no timer fires and nothing is received or sent.  A
+        request sent from then on gets the same 503 at once (:meth:`send_request`).
+        Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        waiters, self._waiters = self._waiters, {}
+        for on_response, request, _ in waiters.values():
+            # What a TU sends in answer (a proxy relays the 503) still goes out.
+            on_response(request.make_response(503, CLOSED))
         self.impairer.close()
         if self._timer is not None:
             self._timer.cancel()
-        waiters, self._waiters = self._waiters, {}
-        for on_response, request, _ in waiters.values():
-            on_response(request.make_response(503, "Service Unavailable (endpoint closed)"))
+        self._timer = self._timer_at = None
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()
@@ -157,8 +174,13 @@ class SipEndpoint:
         The final response always comes: a timeout becomes a 408 and a
         transport failure a 503, built locally as §8.1.3.1 prescribes.
         This is the proxy's way in (no task per request); :meth:`request`
-        wraps it for code that simply waits.
+        wraps it for code that simply waits.  On a closed endpoint nothing is sent:
+        ``on_response`` gets a 503 at once (from the loop, not from within this call).
         """
+        if self._closed:
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(on_response, request.make_response(503, CLOSED))
+            return ("c", request.top_via.branch or "", request.method)  # no transaction
         key = self.layer.send_request(request, destination, now=self.now())
         self._waiters[key] = (on_response, request, destination)
         self._pump()
@@ -202,6 +224,8 @@ class SipEndpoint:
         return self.now() + self._epoch
 
     def _receive(self, data: bytes, source: Address, *, stream: bool) -> None:
+        if self._closed:  # delivered after close (already on its way): nobody is here
+            return
         if self.screen is not None and not self.screen(data, source):
             return
         self.layer.receive(data, source, now=self.now(), stream=stream)
@@ -238,6 +262,8 @@ class SipEndpoint:
         for data, destination in layer.messages_to_send():
             transport = self._transports.get(destination.transport)
             if transport is None:
+                if self._closed:
+                    continue  # a TU answering after close: there is no wire any more
                 logger.warning("%s: no %s transport for %s", self.name, destination.transport,
                                destination)
                 continue
@@ -245,7 +271,7 @@ class SipEndpoint:
                 self.impairer.send(transport.send, data, destination)
             else:
                 transport.send(data, destination)
-        deadline = layer.get_timer()
+        deadline = layer.get_timer() if not self._closed else None
         if deadline != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()

@@ -7,11 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from emulator.orchestration.plan import plan_network
+from emulator.orchestration.plan import ue_plans
+from emulator.orchestration.scenarios import Faults
+from emulator.sip import TimerConfig
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import TopologyError
 from emulator.topology import load_topology
 from emulator.topology import parse_topology
 from emulator.topology import topology_path
+from emulator.topology.population import populate
+from nodes.sipnode import SipNode
+from nodes.ue import McClient
 
 DEFAULT = DEFAULT_TOPOLOGY
 TEXT = DEFAULT.read_text()
@@ -127,6 +134,12 @@ def _line_of(text: str, needle: str) -> int:
      "systems.partner.groups.fire-1.id", "not a SIP URI"),
     ("{role: gms,       host: 127.0.20.6, https: 9445}", "{role: gms,       host: 127.0.20.6}",
      "systems.partner.nodes.gms", "needs an 'https' port"),
+    ("t1: 500ms", "t1: 20s", "sip_timers.t1", "out of range"),
+    ("t1: 500ms", "t1: fast", "sip_timers.t1", "fast"),
+    ("t2: 4s", "t2: 100ms", "sip_timers.t2", "must not be below T1"),
+    ("t4: 5s", "t5: 5s", "sip_timers.t5", "unknown key"),
+    ("max_per_source: 64", "max_per_source: 2000", "limits.connections.max_per_source",
+     "must not exceed max_connections"),
 ])
 def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: str) -> None:
     assert old in TEXT, old
@@ -152,6 +165,22 @@ def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: s
 def test_structural_errors(text: str, message: str) -> None:
     with pytest.raises(TopologyError, match=message):
         parse_topology(text, "bad.yaml")
+
+
+def test_sip_timers_reach_every_sip_node_of_the_run(tmp_path: Path) -> None:
+    text = TEXT.replace("t1: 500ms", "t1: 50ms").replace("t2: 4s", "t2: 400ms")
+    topology = parse_topology(text, "fast.yaml")
+    assert topology.sip_timers == TimerConfig(t1=0.05, t2=0.4, t4=5.0)
+    plans = plan_network(topology, Faults(), tmp_path)
+    assert {plan.sip_timers for plan in plans} == {topology.sip_timers}
+    # Outside the file's nodes too: a load run's generated UEs.
+    generated = populate(topology, 2)
+    assert {plan.sip_timers for plan in ue_plans(generated.topology, generated.ues, tmp_path)} \
+        == {topology.sip_timers}
+    # And into the nodes' transaction layers: the network's from their plans, the UE's.
+    assert {SipNode.planned(plan)["timers"] for plan in plans} == {topology.sip_timers}
+    client = McClient("ue-alice", "127.0.40.1", "udp", timers=topology.sip_timers)
+    assert client.endpoint.layer.timers == topology.sip_timers
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
