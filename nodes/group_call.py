@@ -46,14 +46,33 @@ MAX_CALLS = 1000
 MAX_LEGS = 64
 
 
-def floor_control_sdp(host: str, audio_port: int, *, session: str = "MCPTT group call"
-                      ) -> bytes:
+def floor_control_sdp(host: str, audio_port: int, session_id: int, *,
+                      session: str = "MCPTT group call") -> bytes:
     """An SDP with one audio stream and the floor-control ``m=application`` line
-    (24.379 §6.2; 24.380 media-plane control, ``mc_queueing`` and ``mc_priority``)."""
-    return (f"v=0\r\no=- {audio_port} 1 IN IP4 {host}\r\ns={session}\r\n"
+    (24.379 §6.2; 24.380 media-plane control, ``mc_queueing`` and ``mc_priority``).  Floor
+    control takes the port after the audio's RTCP."""
+    return (f"v=0\r\no=- {session_id} 1 IN IP4 {host}\r\ns={session}\r\n"
             f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {audio_port} RTP/AVP 96\r\n"
-            f"a=rtpmap:96 AMR-WB/16000\r\nm=application {audio_port + 1} udp MCPTT\r\n"
+            f"a=rtpmap:96 AMR-WB/16000\r\nm=application {audio_port + 2} udp MCPTT\r\n"
             f"a=fmtp:MCPTT mc_queueing;mc_priority=5\r\n").encode()
+
+
+class MediaSessions:
+    """A node's SDP sessions: each offer or answer gets an origin session id of its own
+    (RFC 4566 §5.2: unique per session) and its own ports, four apiece (audio and its
+    RTCP, floor control and its pair), cycling through :data:`SPAN` sets from ``base``.
+    No media flows here yet, but two calls at once must not claim the same ports."""
+
+    SPAN = 1000
+
+    def __init__(self, base: int = 40000) -> None:
+        self.base = base
+        self._count = 0
+
+    def allocate(self) -> tuple[int, int]:
+        """(audio port, session id) for the next session."""
+        self._count += 1
+        return self.base + 4 * (self._count % self.SPAN), self._count
 
 
 @dataclass
@@ -86,6 +105,7 @@ class GroupCalls:
         self.calls: dict[str, GroupCall] = {}
         self.unacked = AnswerRetransmitter(node)
         """The callers' 200s not yet acknowledged."""
+        self.media = MediaSessions()
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -128,7 +148,7 @@ class GroupCalls:
             mcx_info.MCPTT, None, member, None, session_type="prearranged",
             calling_user_id=call.caller, calling_group_id=call.group))
         body = MultipartBody.build([
-            BodyPart("application/sdp", floor_control_sdp(node.host, 41000)),
+            BodyPart("application/sdp", floor_control_sdp(node.host, *self.media.allocate())),
             BodyPart(mcx_info.MCPTT.mime_type, info)])
         invite.set_body(body.to_bytes(), body.content_type)
         return invite
@@ -161,7 +181,7 @@ class GroupCalls:
             response.headers.add("Record-Route", value)
         transport = call.invite.top_via.transport.lower()
         response.headers.add("Contact", NameAddress(node.uri(transport=transport, lr=False)))
-        response.set_body(floor_control_sdp(node.host, 41002), "application/sdp")
+        response.set_body(floor_control_sdp(node.host, *self.media.allocate()), "application/sdp")
         logger.info("%s: group call %s from %s reached %s", node.name, call.group, call.caller,
                     ", ".join(joined))
         node.endpoint.send_response(response, call.transaction)

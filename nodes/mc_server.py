@@ -596,9 +596,8 @@ class McServer(SipNode):
             self.refuse(request, transaction, str(exc))
             return
         mcptt = next((i for i in infos if i.format.service == "mcptt"), None)
-        if mcptt is None or not mcptt.access_token or impu not in \
-                self.authoriser.migration_profiles:
-            self.refuse(request, transaction, f"no migration profile for {impu}")
+        if mcptt is None or not mcptt.access_token:  # the caller checked the profile
+            self.refuse(request, transaction, "no MCPTT access token for the primary MC system")
             return
         primary_id, partner_ids = next(
             ((m.primary_mcptt_id, m.mc_ids) for m in self.authoriser.primary_identities.values()
@@ -611,11 +610,16 @@ class McServer(SipNode):
             "MESSAGE", target, via=self.endpoint.make_via(destination.transport),
             from_=NameAddress(self.uri("mcptt-server", lr=False)), to=NameAddress(target),
             call_id=new_call_id(self.host))
-        message.set_body(render_migration_request(impu, primary_id, mcptt.access_token),
-                         MIGRATION_AUTH_TYPE)
+        message.set_body(render_migration_request(impu, primary_id, mcptt.access_token,
+                                                  self.plan.system), MIGRATION_AUTH_TYPE)
 
         def answered(response: Response) -> None:
             if response.status < 200:
+                return
+            if response.status == 408 or response.status >= 500:
+                # No decision of the primary's: unreached, or failed (RFC 3261 §21.5.5).
+                self.reply(request, transaction, 504,
+                           f"Server Time-out (primary MC system: {response.reason})"[:200])
                 return
             if response.status >= 300:
                 self.refuse(request, transaction, f"primary MC system refused: {response.reason}")
@@ -634,32 +638,36 @@ class McServer(SipNode):
         try:
             root = parse_xml(request.body)
         except XmlError as exc:
-            self.reply(request, transaction, 400, f"Bad Request ({exc})")
+            self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
             return
         ns = f"{{{MIGRATION_AUTH_NS}}}"
         token = (root.findtext(f"{ns}access-token") or "").strip()
+        partner_system = (root.findtext(f"{ns}partner-mc-system") or "").strip()
         primary_id = (root.findtext(f"{ns}primary-mc-service-id") or "").strip()
         try:
             claims = self.authoriser.own_tokens.validate(
                 token, now=self.now(), typ=ACCESS_TOKEN_TYP, issuer=self.authoriser.own_issuer,
-                required_scope=mcx_info.MCPTT.scope)
+                audience=self.authoriser.audience, required_scope=mcx_info.MCPTT.scope)
         except TokenError as exc:
-            self.reply(request, transaction, 403, f"Forbidden ({exc.description})")
+            self.reply(request, transaction, 403, f"Forbidden ({exc.description})"[:200])
             return
         if claims.get("mcptt_id") != primary_id:
             self.reply(request, transaction, 403, "Forbidden (token is for another user)")
             return
-        partners = self.allowed_partners.get(primary_id, frozenset())
-        if not partners:
+        # The user may migrate, and to the system asking (its migrate_to).
+        if partner_system not in self.allowed_partners.get(primary_id, frozenset()):
             self.reply(request, transaction, 403, "Forbidden (user may not migrate)")
             return
         self.reply(request, transaction, 200)
 
 
-def render_migration_request(partner_id: str, primary_id: str, access_token: str) -> bytes:
-    """The interconnection baseline's request body (project-defined XML, escaped by ElementTree)."""
+def render_migration_request(partner_id: str, primary_id: str, access_token: str,
+                             partner_system: str = "") -> bytes:
+    """The interconnection baseline's request body (project-defined XML, escaped by
+    ElementTree): who asks (the partner MC system), for whom, with the user's token."""
     root = ET.Element(f"{{{MIGRATION_AUTH_NS}}}migration-authorisation-request")
-    for name, text in (("partner-mc-service-id", partner_id),
+    for name, text in (("partner-mc-system", partner_system),
+                       ("partner-mc-service-id", partner_id),
                        ("primary-mc-service-id", primary_id), ("access-token", access_token)):
         ET.SubElement(root, f"{{{MIGRATION_AUTH_NS}}}{name}").text = text
     data: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True,

@@ -57,6 +57,7 @@ from emulator.transport.base import Tap
 
 from .base import describe
 from .base import tls_client
+from .group_call import MediaSessions
 from .group_call import floor_control_sdp
 from .idm_client import IdmClient
 from .idm_client import Tokens
@@ -186,6 +187,8 @@ class McClient(SipNode):
         self.calls_answered: deque[str] = deque(maxlen=100)
         self._dialogs: dict[str, Dialog] = {}
         self.unacked = AnswerRetransmitter(self)
+        self.media = MediaSessions()
+        """The SDP sessions it offers and answers (each its own origin and ports)."""
         """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
         self._registrations: dict[Address, tuple[str, int]] = {}
         """Per registrar: the Call-ID and the last CSeq of our REGISTERs (§10.2.4)."""
@@ -324,8 +327,9 @@ class McClient(SipNode):
             response.headers.add("Record-Route", value)
         response.headers.add("Contact", self.contact())
         # An MCPTT offer has the floor-control line (24.379 §6.2); the answer keeps it.
-        answer = floor_control_sdp(self.host, 40000) if b" MCPTT\r\n" in invite.body else \
-            sdp(self.host, 40000)
+        port, session_id = self.media.allocate()
+        answer = floor_control_sdp(self.host, port, session_id, session="MCPTT call") \
+            if b" MCPTT\r\n" in invite.body else sdp(self.host, port, session_id)
         response.set_body(answer, "application/sdp")
         self.endpoint.send_response(response, transaction)
         self.unacked.start(invite.call_id, response, transaction)
@@ -401,8 +405,10 @@ class McClient(SipNode):
         invite.headers.add("Accept-Contact", f"*;+g.3gpp.{fmt.service};require;explicit")
         info = mcx_info.render(mcx_info.ServiceInfo(
             fmt, None, callee, None, session_type=session_type if psi else None))
-        offer = floor_control_sdp(self.host, 40002) if fmt is mcx_info.MCPTT else \
-            sdp(self.host, 40002)
+        port, session_id = self.media.allocate()
+        offer = floor_control_sdp(self.host, port, session_id,
+                                  session=f"MCPTT {session_type or 'private'} call") \
+            if fmt is mcx_info.MCPTT else sdp(self.host, port, session_id)
         body = MultipartBody.build([BodyPart("application/sdp", offer),
                                     BodyPart(fmt.mime_type, info)])
         invite.set_body(body.to_bytes(), body.content_type)
@@ -460,10 +466,9 @@ def _self_signed_context(host: str) -> ssl.SSLContext:
         return server_context(*write_credential(Path(directory), "ue", credential))
 
 
-def sdp(host: str, port: int) -> bytes:
+def sdp(host: str, port: int, session_id: int) -> bytes:
     """An SDP offer/answer for one audio stream (RFC 4566)."""
-    session = secrets.randbelow(10**9)
-    return (f"v=0\r\no=- {session} 1 IN IP4 {host}\r\ns=MCPTT private call\r\n"
+    return (f"v=0\r\no=- {session_id} 1 IN IP4 {host}\r\ns=MCPTT private call\r\n"
             f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {port} RTP/AVP 96\r\n"
             f"a=rtpmap:96 AMR-WB/16000\r\n").encode()
 

@@ -417,7 +417,7 @@ class IdentityProvider:
 
     def _authorization_code(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
-        code = self._codes.get(form.get("code", ""), now)
+        code = self._codes.get(_required(form, "code"), now)
         if code is None or code.expires_at < now:
             raise Refusal("invalid_grant", "authorization code unknown or expired")
         if code.used:
@@ -445,7 +445,7 @@ class IdentityProvider:
 
     def _refresh_token(self, form: Mapping[str, str], now: float) -> dict[str, Any]:
         client = self._client(form)
-        key = _digest(form.get("refresh_token", ""))
+        key = _digest(_required(form, "refresh_token"))
         refresh = self._refresh.get(key, now)
         if refresh is None or refresh.expires_at < now:
             raise Refusal("invalid_grant", "refresh token unknown, used or expired")
@@ -508,7 +508,7 @@ class IdentityProvider:
         if not resource:
             raise Refusal("invalid_request", "resource (the partner IdMS address) is required")
         try:
-            claims = self._validator.validate(form.get("subject_token", ""), now=now,
+            claims = self._validator.validate(_required(form, "subject_token"), now=now,
                                               typ=ACCESS_TOKEN_TYP, issuer=self.address)
         except TokenError as exc:
             raise Refusal("invalid_grant", f"subject_token refused: {exc.description}") \
@@ -537,7 +537,7 @@ class IdentityProvider:
         client = self._client(form)
         try:
             claims = self.trusted_primaries.validate(
-                form.get("assertion", ""), now=now, typ=SECURITY_TOKEN_TYP,
+                _required(form, "assertion"), now=now, typ=SECURITY_TOKEN_TYP,
                 audience=self.address)
         except TokenError as exc:
             raise Refusal("invalid_grant", f"security token refused: {exc.description}") \
@@ -672,3 +672,12 @@ __all__ = [
     "s256_challenge",
     "scopes_of",
 ]
+
+
+def _required(form: Mapping[str, str], name: str) -> str:
+    """A grant's parameter, present and not empty: else ``invalid_request`` (RFC 6749 §5.2,
+    "missing a required parameter"), not a judgement of the grant."""
+    value = form.get(name, "")
+    if not value:
+        raise Refusal("invalid_request", f"{name} is required")
+    return value

@@ -44,7 +44,8 @@ o = emulator/identity/oidc.py (IdentityProvider), n = nodes/idms.py (IdmsNode).
   o _client + n _token: unknown or missing client_id -> 401 invalid_client,
       WWW-Authenticate -> test_an_unknown_client_at_the_token_endpoint_gets_401
 authorization_code (o _authorization_code)                RFC 6749 §4.1.3, §5.2
-  code never issued -> 400 invalid_grant -> test_an_authorization_code_never_issued_is_refused
+  code never issued -> 400 invalid_grant; no code at all -> 400 invalid_request (§5.2)
+      -> test_an_authorization_code_never_issued_is_refused
   code expired -> 400 invalid_grant (RFC 6749 §4.1.2)
       -> test_an_authorization_code_expires_after_its_lifetime (sans-IO, ``now``)
   code of another client -> 400 invalid_grant
@@ -67,9 +68,9 @@ token exchange (o _token_exchange)                        RFC 8693 §2.1, §2.2.
       -> test_a_migrants_partner_token_cannot_be_exchanged_at_the_partner
 jwt-bearer (o _jwt_bearer)                                RFC 7523 §3, §3.1
   aud does not list the presenting client -> 400 invalid_grant
-      -> test_a_security_token_for_another_client_is_refused
+      -> test_a_security_token_unfit_for_the_jwt_bearer_grant_is_refused
   no jti (or not a string): no replay check possible -> 400 invalid_grant
-      -> test_a_security_token_without_a_jti_is_refused
+      -> test_a_security_token_unfit_for_the_jwt_bearer_grant_is_refused
   _put: refresh table full -> 503 temporarily_unavailable, and the token stays good
       -> test_a_security_token_refused_for_a_full_table_is_still_good_for_the_retry
 
@@ -456,6 +457,27 @@ async def test_an_unknown_grant_type_is_unsupported(
 
 
 @on_servers
+@pytest.mark.parametrize("endpoint, grant_type, parameter", [
+    (PRIMARY_TOKEN, "authorization_code", "code"),
+    (PRIMARY_TOKEN, "refresh_token", "refresh_token"),
+    (PARTNER_TOKEN, "refresh_token", "refresh_token"),
+    (PRIMARY_TOKEN, GRANT_TOKEN_EXCHANGE, "subject_token"),
+    (PARTNER_TOKEN, GRANT_JWT_BEARER, "assertion")])
+async def test_a_grant_without_its_credential_is_an_invalid_request(
+        client: IdmClient, endpoint: str, grant_type: str, parameter: str) -> None:
+    """RFC 6749 §5.2: a missing parameter makes the request malformed (invalid_request),
+    where a wrong one is a bad grant (invalid_grant)."""
+    form = {"client_id": CLIENT_ID, "grant_type": grant_type, "code_verifier": "v" * 43,
+            "redirect_uri": REDIRECT_URI, "subject_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+            "resource": PARTNER_ISSUER}
+    missing = await _post_token(client, endpoint, form)
+    wrong = await _post_token(client, endpoint, {**form, parameter: "made-up"})
+    assert _error(missing) == (400, "invalid_request")
+    assert f"{parameter} is required" in missing.text
+    assert _error(wrong) == (400, "invalid_grant")
+
+
+@on_servers
 @pytest.mark.parametrize(("issuer", "username", "password"), [
     pytest.param(PRIMARY_ISSUER, "alice", ALICE_PASSWORD, id="primary"),
     pytest.param(PARTNER_ISSUER, "carol", "carol-secret", id="partner"),
@@ -479,16 +501,19 @@ async def test_an_unknown_client_at_the_token_endpoint_gets_401(
 
 # ============================================================= authorization_code
 @on_servers
-@pytest.mark.parametrize("code", ["never-issued", ""])
-async def test_an_authorization_code_never_issued_is_refused(client: IdmClient,
-                                                             code: str) -> None:
+@pytest.mark.parametrize("code, error, description", [
+    ("never-issued", "invalid_grant", "authorization code unknown or expired"),
+    # RFC 6749 §5.2: a missing parameter is a malformed request, not a bad grant.
+    ("", "invalid_request", "code is required")], ids=["never-issued", "missing"])
+async def test_an_authorization_code_never_issued_is_refused(
+        client: IdmClient, code: str, error: str, description: str) -> None:
     verifier = secrets.token_urlsafe(48)
     with pytest.raises(Refusal) as refused:
         await client.token(PRIMARY_TOKEN, _redemption(code, verifier))
     issued = await client.token(PRIMARY_TOKEN,
                                 _redemption(await _code(client, verifier), verifier))
-    assert (refused.value.status, refused.value.error) == (400, "invalid_grant")
-    assert refused.value.description == "authorization code unknown or expired"
+    assert (refused.value.status, refused.value.error) == (400, error)
+    assert refused.value.description == description
     assert issued["token_type"] == "Bearer"
 
 
@@ -700,35 +725,26 @@ async def test_a_migrants_partner_token_cannot_be_exchanged_at_the_partner(
 
 # ===================================================================== jwt-bearer
 @on_servers
-@pytest.mark.parametrize("aud", [
-    pytest.param([OTHER_CLIENT, PARTNER_ISSUER], id="another-client"),
-    pytest.param(PARTNER_ISSUER, id="partner-only"),
+@pytest.mark.parametrize("claims, description", [
+    # 33.180 B.8: aud is [client_id, partner IdMS]; RFC 7523 §3: the token is for the
+    # client presenting it.
+    pytest.param({"aud": [OTHER_CLIENT, PARTNER_ISSUER]},
+                 "security token was not issued to this client", id="aud-another-client"),
+    pytest.param({"aud": PARTNER_ISSUER}, "security token was not issued to this client",
+                 id="aud-partner-only"),
+    # Without a jti no replay could be recognised (RFC 7523 §3 item 7).
+    pytest.param({"jti": None}, "security token has no jti", id="jti-missing"),
+    pytest.param({"jti": 42}, "security token has no jti", id="jti-number"),
 ])
-async def test_a_security_token_for_another_client_is_refused(
-        systems: Systems, client: IdmClient, aud: str | list[str]) -> None:
-    """33.180 B.8: aud is [client_id, partner IdMS]; RFC 7523 §3: the token is for the
-    client presenting it, or refused (invalid_grant, RFC 7523 §3.1)."""
+async def test_a_security_token_unfit_for_the_jwt_bearer_grant_is_refused(
+        systems: Systems, client: IdmClient, claims: dict[str, Any], description: str) -> None:
+    """invalid_grant (RFC 7523 §3.1); the same token made right is taken."""
     with pytest.raises(Refusal) as refused:
         await client.partner_access_token(PARTNER_TOKEN,
-                                          _signed_security_token(systems, aud=aud))
+                                          _signed_security_token(systems, **claims))
     taken = await client.partner_access_token(PARTNER_TOKEN, _signed_security_token(systems))
     assert (refused.value.status, refused.value.error) == (400, "invalid_grant")
-    assert refused.value.description == "security token was not issued to this client"
-    assert taken["token_type"] == "Bearer"
-
-
-@on_servers
-@pytest.mark.parametrize("jti", [None, 42], ids=["missing", "number"])
-async def test_a_security_token_without_a_jti_is_refused(
-        systems: Systems, client: IdmClient, jti: int | None) -> None:
-    """Without a jti no replay could be recognised (RFC 7523 §3 item 7), so the partner
-    takes none."""
-    with pytest.raises(Refusal) as refused:
-        await client.partner_access_token(PARTNER_TOKEN,
-                                          _signed_security_token(systems, jti=jti))
-    taken = await client.partner_access_token(PARTNER_TOKEN, _signed_security_token(systems))
-    assert (refused.value.status, refused.value.error) == (400, "invalid_grant")
-    assert refused.value.description == "security token has no jti"
+    assert refused.value.description == description
     assert taken["token_type"] == "Bearer"
 
 

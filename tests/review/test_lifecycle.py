@@ -350,18 +350,23 @@ async def mc_server(directory: Path, hub: MemoryHub | None = None
         await mc.stop()
 
 
-async def short_data(core: Peer, n: int) -> Response:
-    """alice sends an SDS (MESSAGE, MCData) on her originating leg: S-CSCF -> AS
-    (24.229 §5.4.3.2), her identity asserted.  The MC server's final answer."""
-    core.send(request("MESSAGE", f"sip:bob@{DOMAIN}", via=f"{CORE2_HOST}:5060",
-                      call_id=f"sds{n}", extra=(
-                          f"Route: <sip:{MC2_HOST}:5060;lr>",
-                          f"Route: <sip:term@{CORE2_HOST}:5060;lr>",
-                          f"P-Asserted-Identity: <{ALICE}>")), MC2)
+async def originating(core: Peer, method: str, uri: str, call_id: str,
+                      extra: tuple[str, ...] = (), body: bytes = b"") -> Response:
+    """alice's request on her originating leg: S-CSCF -> AS (24.229 §5.4.3.2), her
+    identity asserted.  The MC server's final answer."""
+    core.send(request(method, uri, via=f"{CORE2_HOST}:5060", call_id=call_id, body=body,
+                      extra=(f"Route: <sip:{MC2_HOST}:5060;lr>",
+                             f"Route: <sip:term@{CORE2_HOST}:5060;lr>", *extra,
+                             f"P-Asserted-Identity: <{ALICE}>")), MC2)
     await settle(0.05)
     [final] = [r for r in core.responses()
-               if r.call_id == f"sds{n}@review" and r.status >= 200]
+               if r.call_id == f"{call_id}@review" and r.status >= 200]
     return final
+
+
+async def short_data(core: Peer, n: int) -> Response:
+    """alice sends an SDS (MESSAGE, MCData)."""
+    return await originating(core, "MESSAGE", f"sip:bob@{DOMAIN}", f"sds{n}")
 
 
 def served(core: Peer) -> int:
@@ -697,17 +702,9 @@ async def group_call(core: Peer, n: int) -> Response:
                                                 session_type="prearranged"))
     body = MultipartBody.build([BodyPart("application/sdp", b"v=0\r\n"),
                                 BodyPart(mcx_info.MCPTT.mime_type, info)])
-    core.send(request("INVITE", f"sip:mcptt-server@{DOMAIN}", via=f"{CORE2_HOST}:5060",
-                      call_id=f"call{n}", body=body.to_bytes(), extra=(
-                          f"Route: <sip:{MC2_HOST}:5060;lr>",
-                          f"Route: <sip:term@{CORE2_HOST}:5060;lr>",
-                          f"Content-Type: {body.content_type}",
-                          f"Contact: <sip:alice@{CORE2_HOST}:5070>",
-                          f"P-Asserted-Identity: <{ALICE}>")), MC2)
-    await settle(0.05)
-    [final] = [r for r in core.responses()
-               if r.call_id == f"call{n}@review" and r.status >= 200]
-    return final
+    return await originating(core, "INVITE", f"sip:mcptt-server@{DOMAIN}", f"call{n}",
+                             (f"Content-Type: {body.content_type}",
+                              f"Contact: <sip:alice@{CORE2_HOST}:5070>"), body.to_bytes())
 
 
 def invited(core: Peer) -> list[str]:
