@@ -336,17 +336,25 @@ class McServer(SipNode):
         # Lapsed authorisations go, with their MC service IDs and affiliations, before
         # anything is decided on them (a group call must not invite their users).
         self._purge_expired()
+        interconnection = request.method == "MESSAGE" and request.content_type is not None \
+            and request.content_type.mime_type == MIGRATION_AUTH_TYPE
+        if not interconnection and request.to.tag is None and \
+                request.method in ("REGISTER", "PUBLISH", *SERVICE_FOR_METHOD) and \
+                self.sip_cores and source.host not in self.sip_cores:
+            # Whom such a request is for (or from) is what our own S-CSCF asserts (RFC 3325
+            # §5, 24.229 §5.4.1.7): from anyone else it would be a claim, not an assertion.
+            self.reply(request, transaction, 403, "Forbidden (not this system's SIP core)")
+            return
         if request.method == "REGISTER":
-            self.on_third_party_register(request, source, transaction)
+            self.on_third_party_register(request, transaction)
         elif request.method == "PUBLISH" and request.event_package == poc_settings.EVENT:
-            self.on_publish_authorisation(request, source, transaction)
+            self.on_publish_authorisation(request, transaction)
         elif request.method == "PUBLISH" and request.event_package == affiliation.EVENT:
             self.on_affiliation(request, transaction)
         elif request.method == "BYE" and (self.group_calls.on_bye(request, transaction) or
                                           self.group_calls.on_member_bye(request, transaction)):
             return
-        elif request.method == "MESSAGE" and request.content_type is not None and \
-                request.content_type.mime_type == MIGRATION_AUTH_TYPE:
+        elif interconnection:
             self.on_migration_authorisation_request(request, transaction)
         elif request.method in SERVICE_FOR_METHOD and request.to.tag is None:
             self.on_service_request(request, transaction)
@@ -358,12 +366,7 @@ class McServer(SipNode):
             else:
                 self.forward(request, transaction, destination)
 
-    def on_third_party_register(self, request: Request, source: Address,
-                                transaction: TransactionKey) -> None:
-        if self.sip_cores and source.host not in self.sip_cores:
-            # Only our own SIP core speaks for registrations (24.229 §5.4.1.7).
-            self.reply(request, transaction, 403, "Forbidden (not this system's SIP core)")
-            return
+    def on_third_party_register(self, request: Request, transaction: TransactionKey) -> None:
         impu = request.to.uri.aor
         expires = request.expires or 0
         if expires == 0:
@@ -405,14 +408,8 @@ class McServer(SipNode):
         logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
 
-    def on_publish_authorisation(self, request: Request, source: Address,
-                                 transaction: TransactionKey) -> None:
+    def on_publish_authorisation(self, request: Request, transaction: TransactionKey) -> None:
         """24.379 §7.3.3-7.3.5: service authorisation (or its end) by PUBLISH."""
-        if self.sip_cores and source.host not in self.sip_cores:
-            # The user is who our own S-CSCF asserts (RFC 3325 §5): as for third-party
-            # REGISTER, nobody else may start or end an authorisation (Expires: 0).
-            self.reply(request, transaction, 403, "Forbidden (not this system's SIP core)")
-            return
         asserted = request.headers.get("P-Asserted-Identity")
         if asserted is None:
             self.refuse(request, transaction, "PUBLISH without P-Asserted-Identity")

@@ -87,10 +87,30 @@ async def test_third_party_register_without_message_sip_is_refused() -> None:
 async def test_service_request_with_bad_p_asserted_identity_gets_400() -> None:
     hub = MemoryHub()
     mc = await make_mc(hub)
-    peer = Peer(hub, "127.0.88.1")
-    peer.send(request("MESSAGE", "sip:bob@mcx.example", via="127.0.88.1:5060",
+    peer = Peer(hub, "127.0.88.66")  # the core: only what it asserts is read at all
+    peer.send(request("MESSAGE", "sip:bob@mcx.example", via="127.0.88.66:5060",
                       extra=('P-Asserted-Identity: <sip:alice@',)), MC)
     await settle(0.5)
     assert [r.status for r in peer.responses()] == [400]
     assert len(mc.endpoint.layer) == 0  # 0.5 s > Timer J (64·T1): the transaction ended
+    await mc.endpoint.close()
+
+
+async def test_only_the_own_sip_core_asserts_who_asks_for_a_service() -> None:
+    """RFC 3325 §5: P-Asserted-Identity is trusted from within the trust domain only, the
+    MC server's own SIP core.  A host sending an SDS or a call straight to the MC server,
+    asserting alice (authorised), gets 403 and nothing goes on in her name."""
+    hub = MemoryHub()
+    mc = await make_mc(hub, core="127.0.88.1")
+    core = Peer(hub, "127.0.88.1")
+    attacker = Peer(hub, "127.0.88.66")
+    for n, method in enumerate(("MESSAGE", "INVITE", "PUBLISH")):
+        attacker.send(request(method, "sip:bob@mcx.example", via="127.0.88.66:5060",
+                              call_id=f"spoof{n}", extra=(f"P-Asserted-Identity: <{ALICE}>",
+                                                          "Contact: <sip:x@127.0.88.66>")), MC)
+    await settle()
+    finals = {(r.call_id, r.status, r.reason) for r in attacker.responses() if r.status >= 200}
+    assert finals == {(f"spoof{n}@review", 403, "Forbidden (not this system's SIP core)")
+                      for n in range(3)}
+    assert ALICE in mc.users and core.inbox == []
     await mc.endpoint.close()
