@@ -95,7 +95,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         await net.wait_ready()
         pids = node_pids(net)
         before = total_pss(pids)
-        before_live = sum([(await _live(net, name)).get("pss_kib", 0) for name in pids]) * 1024
+        start = {name: (await _live(net, name)).get("pss_kib", 0) * 1024 for name in pids}
+        before_live = sum(start.values())
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
         async with LoadGenerator(net, population, options) as generator:
             result = await generator.run()
@@ -112,11 +113,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             live = {name: await _live(net, name) for name in pids}
             trimmed = sum(report.get("pss_kib", 0) for report in live.values()) * 1024
             print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8} "
-                  f"{'live PSS':>9} {'blocks':>9}")
+                  f"{'live PSS':>9} {'blocks':>9} {'kB/UE':>7}")
             for name, (rss, peak, pss) in sorted(per_node.items()):
+                held = live[name].get("pss_kib", 0) * 1024
                 print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f} "
-                      f"{live[name].get('pss_kib', 0) / 1024:9.1f} "
-                      f"{live[name].get('blocks', 0):9d}")
+                      f"{held / 2**20:9.1f} {live[name].get('blocks', 0):9d} "
+                      f"{(held - start[name]) / max(1, registered) / 1024:7.2f}")
             per_ue = (after - before) / max(1, registered)
             per_ue_live = (trimmed - before_live) / max(1, registered)
             print(f"nodes' PSS: {before / 2**20:.1f} MB before, {after / 2**20:.1f} MB after: "
