@@ -226,6 +226,9 @@ class Gateway(SipNode):
         self._free.append(context.address)
         self.journal.delete("attached", context.address)
         self.endpoint.impairer.set(context.address, None)
+        # The address is given back: the flows it opened end with it (the next holder
+        # opens its own), as the accept-time check would refuse them now.
+        self.endpoint.disconnect(context.address)
         return json_response({"detached": context.address})
 
     # -- SIP ---------------------------------------------------------------------

@@ -254,6 +254,7 @@ class McServer(SipNode):
         self.group_calls = GroupCalls(self, self._term_route)
 
     def state(self) -> dict[str, object]:
+        self._purge_expired()  # a lapsed authorisation is not counted, request or not
         return {**describe(self.plan, self.sip_state()), "guards": self.endpoint.guard_state(),
                 "mode": self.mode,
                 "authorised_users": len(self.users), "refusals": len(self.refusals),

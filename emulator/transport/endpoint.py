@@ -140,6 +140,11 @@ class SipEndpoint:
     def local(self, transport: str) -> Address:
         return self._transports[transport].local
 
+    def disconnect(self, host: str) -> int:
+        """Close every TCP/TLS connection with ``host``; how many."""
+        return sum(adapter.disconnect(host) for adapter in self._transports.values()
+                   if isinstance(adapter, StreamTransport))
+
     def make_via(self, transport: str) -> Via:
         """A fresh top Via for a request sent on ``transport`` (branch and rport)."""
         local = self.local(transport)

@@ -210,6 +210,14 @@ class StreamTransport:
             if self.tap is not None:
                 self.tap("out", protocol.local, destination, data)
 
+    def disconnect(self, host: str) -> int:
+        """Close every connection with ``host`` (an address given back, say); how many."""
+        closing = [c for remote, c in self._connections.items() if remote.host == host]
+        for connection in closing:
+            if connection.transport is not None:
+                connection.transport.close()
+        return len(closing)
+
     async def close(self) -> None:
         self._closing = True
         self.guard.close()
