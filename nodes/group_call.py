@@ -186,9 +186,9 @@ class GroupCalls:
                     ", ".join(joined))
         node.endpoint.send_response(response, call.transaction)
         self.unacked.start(call.invite.call_id, response, call.transaction,
-                           lambda: self._unanswered(call, response))
+                           lambda: self._unanswered(call))
 
-    def _unanswered(self, call: GroupCall, response: Response) -> None:
+    def _unanswered(self, call: GroupCall) -> None:
         """64·T1 without the caller's ACK: the session ends with a BYE (§13.3.1.4), to the
         caller and to every member."""
         if self.calls.pop(call.invite.call_id, None) is not call:

@@ -187,9 +187,9 @@ class McClient(SipNode):
         self.calls_answered: deque[str] = deque(maxlen=100)
         self._dialogs: dict[str, Dialog] = {}
         self.unacked = AnswerRetransmitter(self)
+        """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
         self.media = MediaSessions()
         """The SDP sessions it offers and answers (each its own origin and ports)."""
-        """2xx to INVITE still retransmitted, by Call-ID, until their ACK (§13.3.1.4)."""
         self._registrations: dict[Address, tuple[str, int]] = {}
         """Per registrar: the Call-ID and the last CSeq of our REGISTERs (§10.2.4)."""
         self.instance = instance or f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
