@@ -103,6 +103,8 @@ class GroupCalls:
         self.term_route = term_route
         """The SIP core's terminating Route and address, for the INVITEs to members."""
         self.calls: dict[str, GroupCall] = {}
+        self._legs: dict[str, Leg] = {}
+        """The members' legs that have a dialog, by its Call-ID (as bounded as the calls)."""
         self.unacked = AnswerRetransmitter(node)
         """The callers' 200s not yet acknowledged."""
         self.media = MediaSessions()
@@ -159,8 +161,8 @@ class GroupCalls:
         leg.status = response.status
         if response.status < 300:
             leg.dialog = Dialog.as_uac(leg.invite, response)
-            ack = leg.dialog.request("ACK", self._via(leg.dialog), cseq=leg.dialog.invite_cseq)
-            self.node.endpoint.send_stateless(ack, leg.dialog.next_hop())
+            self._legs[leg.dialog.call_id] = leg
+            self._ack(leg.dialog)
             if call.answered or self.calls.get(call.invite.call_id) is not call:
                 self._bye(leg)  # the call ended (or was answered) without waiting for it
                 return
@@ -201,14 +203,11 @@ class GroupCalls:
 
     def on_member_2xx(self, response: Response) -> bool:
         """A member's 2xx again (our ACK was lost): ACK it again (§13.2.2.4)."""
-        for call in self.calls.values():
-            for leg in call.legs:
-                if leg.dialog is not None and leg.dialog.call_id == response.call_id:
-                    ack = leg.dialog.request("ACK", self._via(leg.dialog),
-                                             cseq=leg.dialog.invite_cseq)
-                    self.node.endpoint.send_stateless(ack, leg.dialog.next_hop())
-                    return True
-        return False
+        leg = self._legs.get(response.call_id)
+        if leg is None or leg.dialog is None:
+            return False
+        self._ack(leg.dialog)
+        return True
 
     # -- in the caller's dialog ------------------------------------------------------
     def on_ack(self, request: Request) -> bool:
@@ -228,18 +227,23 @@ class GroupCalls:
 
     def on_member_bye(self, request: Request, transaction: TransactionKey) -> bool:
         """A member leaves the call: its leg ends, the call goes on."""
-        for call in self.calls.values():
-            for leg in call.legs:
-                if leg.dialog is not None and leg.dialog.call_id == request.call_id:
-                    leg.dialog = None
-                    self.node.reply(request, transaction, 200)
-                    return True
-        return False
+        leg = self._legs.pop(request.call_id, None)
+        if leg is None:
+            return False
+        leg.dialog = None
+        self.node.reply(request, transaction, 200)
+        return True
 
     def _bye(self, leg: Leg) -> None:
         dialog, leg.dialog = leg.dialog, None
         if dialog is not None:
+            self._legs.pop(dialog.call_id, None)
             self._end(dialog)
+
+    def _ack(self, dialog: Dialog) -> None:
+        """The ACK of a member's 2xx, end to end along the dialog (§13.2.2.4)."""
+        ack = dialog.request("ACK", self._via(dialog), cseq=dialog.invite_cseq)
+        self.node.endpoint.send_stateless(ack, dialog.next_hop())
 
     def _end(self, dialog: Dialog) -> None:
         bye = dialog.request("BYE", self._via(dialog))

@@ -103,7 +103,6 @@ class StreamFramer:
             del buf[:total]
 
 
-
 def _content_length(head: bytes) -> int:
     """Find Content-Length (or compact ``l``) in a header block, without a full parse."""
     found: int | None = None
