@@ -8,7 +8,7 @@ p50/p90/p99/max per phase and for the migration in total, once with tcpdump capt
 (as runs do by default) and once without.
 
     python benchmarks/migration_latency.py [--ues 1000] [--rate 100]
-        [--placement inproc|proc] [--json FILE]
+        [--placement inproc|proc|netns] [--json FILE]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ues", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc"])
+    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc", "netns"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     topology = load_topology(topology_path("default"))

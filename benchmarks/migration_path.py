@@ -20,7 +20,9 @@ For each, the rate steps up until a step is not clean; a step is clean with no f
 call and under 1 % retransmissions.  Prints each target's highest clean rate and their
 ratio; ``--json FILE`` writes them.
 
-    python benchmarks/migration_path.py [--placement inproc|proc] [--users 2000]
+In netns placement the generated users share the crowd's namespace, and so does sipp.
+
+    python benchmarks/migration_path.py [--placement inproc|proc|netns] [--users 2000]
         [--rates 250,500,...] [--seconds 5] [--sources 4] [--json FILE]
 """
 
@@ -145,7 +147,7 @@ async def migration_target(placement: str, users: int, sources: int, work: Path,
         topology.limits, flood=FloodLimit(rate=1e6, burst=1_000_000)))
     population = populate(topology, users)
     net = Network(population.topology, run_dir=work / "run", placement=placement,
-                  capture=False)
+                  capture=False, crowd=population.ues)
     await net.start()
     await net.wait_ready()
     async with LoadGenerator(net, population,
@@ -226,7 +228,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         try:
             print(f"(a) {target.name}: sipp x{len(target.sources)} -> gateway -> partner "
                   "SIP core -> partner MC server", flush=True)
-            ours = await sweep(target, inject, rates, args.seconds, client_id)
+            with net.crowd_entered():  # netns: sipp sends from the crowd's namespace
+                ours = await sweep(target, inject, rates, args.seconds, client_id)
         finally:
             await net.stop()
         kam = await kamailio(work, target.domain)
@@ -253,7 +256,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc"])
+    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc", "netns"])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--sources", type=int, default=4,
                         help="sipp instances, each from its own attached address")

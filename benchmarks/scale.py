@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """10,000 migrated UEs in one partner system: time, peak RSS per node, memory per UE.
 
-Every node runs in its own process (``--placement proc``), so each node's memory is its
-own and the load generator's (the UEs themselves) is not counted.  The UEs, each with
+Every node runs in its own process (``--placement proc``, or ``netns``: each in its own
+namespace too), so each node's memory is its own and the load generator's (the UEs
+themselves) is not counted.  The UEs, each with
 its own user, tokens and address, go through the whole flow (``run_topology.py load``)
 at ``--rate``.  Then, once every transaction has drained (Timer J, 64*T1 = 32 s, and
 Timer K), it prints:
@@ -17,7 +18,8 @@ Timer K), it prints:
 token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
 nodes' summed PSS every minute, and its spread after the first.
 
-    python benchmarks/scale.py [--ues 10000] [--rate 200] [--soak 10] [--json FILE]
+    python benchmarks/scale.py [--ues 10000] [--rate 200] [--placement proc|netns]
+        [--soak 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -87,10 +89,10 @@ def total_pss(pids: dict[str, int]) -> int:
 async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     topology = load_topology(topology_path("default"))
     population = populate(topology, args.ues)
-    net = Network(population.topology, run_dir=work / "run", placement="proc",
-                  capture=not args.no_capture)
+    net = Network(population.topology, run_dir=work / "run", placement=args.placement,
+                  capture=not args.no_capture, crowd=population.ues)
     figures: dict[str, object] = {"ues": args.ues, "rate": args.rate,
-                                  "capture": not args.no_capture}
+                                  "placement": args.placement, "capture": not args.no_capture}
     async with net:
         await net.wait_ready()
         pids = node_pids(net)
@@ -174,6 +176,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ues", type=int, default=10000)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--placement", default="proc", choices=["proc", "netns"],
+                        help="each node its own process (memory is read per process)")
     parser.add_argument("--soak", type=int, default=0, metavar="MINUTES")
     parser.add_argument("--no-capture", action="store_true")
     parser.add_argument("--census", action="store_true",

@@ -434,6 +434,7 @@ def run_load(args: argparse.Namespace) -> int:
 
     from emulator.orchestration.load import LoadOptions
     from emulator.orchestration.loadreport import kpi_table
+    from emulator.orchestration.netns import NetnsError
     from emulator.orchestration.session import load
     from emulator.topology.population import PopulationError
 
@@ -461,7 +462,7 @@ def run_load(args: argparse.Namespace) -> int:
                 topology, LoadOptions(args.ues, args.rate, args.concurrency),
                 transport=args.transport, pcap_root=Path(args.pcaps),
                 placement=args.placement, capture=not args.no_capture, progress=progress))
-        except (PopulationError, ValueError) as exc:
+        except (PopulationError, ValueError, NetnsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -497,7 +498,7 @@ def _add_load_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     load.add_argument("--ues", type=int, required=True, help="how many UEs migrate")
     load.add_argument("--rate", type=float, default=100.0, help="UEs started per second")
     load.add_argument("--concurrency", type=int, default=1000, help="most UEs in flight")
-    load.add_argument("--placement", choices=["inproc", "proc"], default="inproc")
+    load.add_argument("--placement", choices=PLACEMENTS, default="inproc")
     load.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
                       help="force every SIP link to this transport")
     load.add_argument("--no-capture", action="store_true", help="run without any capture")

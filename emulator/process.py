@@ -45,19 +45,21 @@ _CLONE_NEWNET = 0x40000000
 
 
 def enter_netns(name: str) -> None:
-    """Move this process into the named network namespace (``ip netns add`` made it).
-
-    For a freshly forked node process, before it opens any socket: setns(2) on
-    ``/run/netns/<name>``.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
+    """Move the calling thread (a freshly forked node process: the process, before it
+    opens any socket) into the named network namespace (``ip netns add`` made it)."""
     fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns into {name}: {os.strerror(error)}")
+        setns(fd, name)
     finally:
         os.close(fd)
+
+
+def setns(fd: int, name: str) -> None:
+    """setns(2): the calling thread into the network namespace open as ``fd``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"setns into {name}: {os.strerror(error)}")
 
 
 EVENT_LOOP_ENV = "MCX_EVENT_LOOP"

@@ -22,7 +22,10 @@ Load UEs leave out their own reg-event subscription (the gateway, as P-CSCF, sti
 subscribes for each): it is not part of the migration, and would double the SIP load.
 
 UEs start at ``rate`` per second, at most ``concurrency`` in flight; nothing waits on a
-wall clock except that pacing.  Results are plain data for the report
+wall clock except that pacing.  They are the network's *crowd* (``Network(...,
+crowd=population.ues)``): on loopback each binds its own addresses, in netns placement they
+share the crowd's namespace (their sockets are opened there) and a radio attach gives each
+its pool address, as it does a UE node.  Results are plain data for the report
 (:mod:`.loadreport`).
 """
 
@@ -177,7 +180,12 @@ class LoadGenerator:
         topology = net.topology
         self.home = topology.system(population.template.home)
         self.partner = topology.system(topology.local_plmn.serves)
-        plans = ue_plans(topology, population.ues, net.run_dir)
+        crowd = {ue.name: ue for ue in net.crowd}  # as placed: netns moves their addresses
+        if any(ue.name not in crowd for ue in population.ues):
+            raise ValueError("the network was not built for this population's UEs: "
+                             "Network(population.topology, crowd=population.ues)")
+        plans = ue_plans(topology, tuple(crowd[ue.name] for ue in population.ues),
+                         net.run_dir)
         # One TLS client context for all: each would otherwise read the CA files again.
         context = tls_client(plans[0].credentials) if plans else None
         self.ues = [UserEquipment(plan, ssl_context=context) for plan in plans]
@@ -242,11 +250,12 @@ class LoadGenerator:
                     self.progress(stage, record)
 
         started = loop.time()
-        async with asyncio.TaskGroup() as group:
-            for index, (ue, record) in enumerate(zip(self.ues, records, strict=True)):
-                await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
-                await gate.acquire()
-                group.create_task(one(ue, record))
+        with self.net.crowd_entered():
+            async with asyncio.TaskGroup() as group:
+                for index, (ue, record) in enumerate(zip(self.ues, records, strict=True)):
+                    await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
+                    await gate.acquire()
+                    group.create_task(one(ue, record))
         return loop.time() - started
 
     async def _at_home(self, ue: UserEquipment, record: UeRecord) -> None:
@@ -270,7 +279,8 @@ class LoadGenerator:
         async with _phase(record, "security-token"):
             await ue.request_security_token(f"{self.home.issuer}/token", partner.idms_audience)
         async with _phase(record, "attach"):
-            address = await ue.attach(partner.attach_url, partner.sip_transport)
+            via = await self.net.radio_attach(ue.name)  # netns: the pool address it is given
+            address = await ue.attach(partner.attach_url, partner.sip_transport, via=via)
         self.net.names[address] = ue.name  # the capture names it there too
         async with _phase(record, "partner-token"):
             await ue.request_partner_token(partner.idms_token_endpoint)

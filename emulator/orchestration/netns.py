@@ -12,10 +12,18 @@ The layout is derived from the topology, in :func:`layout` (pure):
 * the primary and partner networks share no bridge and no route: "no interconnection" is a
   property of the network, not of the nodes' behaviour.
 
-Every route names an interface, not a next hop: routers and the gateway answer ARP for
-what lies behind them (proxy ARP), so they need no address of their own.  Addresses are
-the topology's, moved from 127.A.B.C to 198.(18+A).B.C (RFC 2544's benchmarking range);
+Every route to a node names an interface, not a next hop: routers and the gateway answer
+ARP for what lies behind them (proxy ARP), so they need no address of their own.  Addresses
+are the topology's, moved from 127.A.B.C to 198.(18+A).B.C (RFC 2544's benchmarking range);
 no namespace gets a default route or anything outside the run's own addresses.
+
+A load run's generated UEs (the *crowd*) share one namespace, ``crowd``, on their home
+access network and on the local PLMN's: it holds all their home addresses and the whole
+pool as its own (``ip route add local``: one route, not one address each), and ranges of
+many hosts are reached through one neighbour (a next hop that answers for the range), so
+the kernel's neighbour table, shared by every namespace and 1,024 entries by default,
+holds a few entries for them, not one per UE per node (at 100 UEs/s, one per UE overflowed
+it).  In a load run the pool is the crowd's alone: the topology's own UEs stay home.
 
 The bridges live in a switch namespace, so nothing is ever added to the host's own
 namespace.  Every name carries the run's prefix ``mcx-<pid>-``, which is how
@@ -31,12 +39,20 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 
+from emulator.process import enter_netns
+from emulator.process import setns
 from emulator.topology.model import Topology
+from emulator.topology.model import UeSpec
 
 PREFIX = "mcx-"
+CROWD = "crowd"
+"""The load UEs' shared namespace, by its key in :attr:`Layout.namespaces`."""
 _RUN_NAME = re.compile(r"mcx-(\d+)-")
 
 
@@ -58,7 +74,11 @@ class Interface:
     address: str | None
     """/32 on this interface; None for a router's (it answers ARP for others)."""
     routes: tuple[str, ...]
-    """Addresses reached through this interface."""
+    """Addresses reached through this interface, each its own neighbour."""
+    ranges: tuple[tuple[str, str], ...] = ()
+    """(CIDR, next hop) pairs: many hosts reached through one neighbour on this link, which
+    answers ARP for the next hop (a router's proxy ARP, the gateway's own address, the
+    crowd's local range)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,11 @@ class Namespace:
     interfaces: tuple[Interface, ...]
     forwards: bool = False
     """Routes between its interfaces, answering ARP for what lies behind them."""
+    local: tuple[tuple[str, str], ...] = ()
+    """(CIDR, interface) pairs: addresses the namespace holds as its own without configuring
+    each one (the crowd's homes and the pool), so it answers ARP for them and sockets bind
+    to them; what is sent from them leaves through that interface only (policy routing),
+    or not at all: a crowd UE migrated to the pool cannot reach its home system."""
 
 
 @dataclass(frozen=True)
@@ -84,46 +109,83 @@ class Layout:
     """What a UE attached to the access network reaches: the gateway and the served system."""
 
 
+def cidrs(hosts: Iterable[str]) -> tuple[str, ...]:
+    """The fewest CIDRs that hold exactly ``hosts``."""
+    return tuple(str(net) for net in ipaddress.collapse_addresses(
+        ipaddress.IPv4Network(host) for host in hosts))
+
+
 def layout(topology: Topology, prefix: str,
-           interconnect: tuple[tuple[str, str], ...] = ()) -> Layout:
+           interconnect: tuple[tuple[str, str], ...] = (),
+           crowd: tuple[UeSpec, ...] = ()) -> Layout:
     """Namespaces, interfaces and routes for ``topology`` (already in 198.18.0.0/15).
 
     ``interconnect`` names pairs of nodes of different systems joined by a link of their
     own (the interconnection baseline of 23.280 §10.6.3): only they, only each other.
+    ``crowd`` are a load run's UEs, not nodes: they share the ``crowd`` namespace.
     """
     plmn = topology.local_plmn
     gateway = plmn.gateway
     networks = [s.name for s in topology.systems] + [plmn.name]
-    homes = [s.name for s in topology.systems if any(u.home == s.name for u in topology.ues)]
+    homes = [s.name for s in topology.systems
+             if any(u.home == s.name for u in (*topology.ues, *crowd))]
     networks += [f"{home}-access" for home in homes]
     networks += [f"interconnection-{i}" for i in range(len(interconnect))]
     bridges = {network: f"br{i}" for i, network in enumerate(networks)}
     hosts = {s.name: tuple(n.host for n in s.nodes) for s in topology.systems}
     ue_homes = {s: tuple(u.host for u in topology.ues if u.home == s) for s in homes}
+    """Each home's UE nodes (the crowd's are ranges, below)."""
     served = hosts[plmn.serves] + (gateway.host,)
+    # Ranges reached through one neighbour: the pool through the gateway (its own address),
+    # the crowd's homes through their access router (proxy ARP for any of them), and the
+    # router reaches them through the crowd (which holds them all).
+    pool = tuple((cidr, gateway.host) for cidr in cidrs(plmn.ue_pool))
+    crowd_homes = {home: cidrs(u.host for u in crowd if u.home == home) for home in homes}
+
+    def via_crowd(home: str) -> tuple[tuple[str, str], ...]:
+        first = next((u.host for u in crowd if u.home == home), "")
+        return tuple((cidr, first) for cidr in crowd_homes[home])
+
     out: dict[str, Namespace] = {}
 
-    def add(node: str, interfaces: tuple[Interface, ...], forwards: bool = False) -> None:
-        out[node] = Namespace(node, f"{prefix}{len(out)}", interfaces, forwards)
+    def add(node: str, interfaces: tuple[Interface, ...], forwards: bool = False,
+            local: tuple[tuple[str, str], ...] = ()) -> None:
+        out[node] = Namespace(node, f"{prefix}{len(out)}", interfaces, forwards, local)
 
     for system in topology.systems:
         behind = ue_homes.get(system.name, ())
+        ranges = via_crowd(system.name) if system.name in homes else ()
         if system.name == plmn.serves:
-            behind += (gateway.host, *plmn.ue_pool)
+            behind += (gateway.host,)
+            ranges += pool
         for node in system.nodes:
             add(node.qualified_name, (Interface("eth0", bridges[system.name], node.host,
-                                                hosts[system.name] + behind),))
+                                                hosts[system.name] + behind, ranges),))
+    # With a crowd, the pool is all the crowd's: the gateway reaches it through one
+    # neighbour; otherwise each address is a UE namespace's of its own.
+    radio = Interface("eth1", bridges[plmn.name], gateway.host, (),
+                      tuple((cidr, plmn.ue_pool[0]) for cidr in cidrs(plmn.ue_pool))) \
+        if crowd else Interface("eth1", bridges[plmn.name], gateway.host, plmn.ue_pool)
     add(gateway.qualified_name, (
-        Interface("eth0", bridges[plmn.serves], gateway.host, hosts[plmn.serves]),
-        Interface("eth1", bridges[plmn.name], gateway.host, plmn.ue_pool)), forwards=True)
+        Interface("eth0", bridges[plmn.serves], gateway.host, hosts[plmn.serves]), radio),
+        forwards=True)
     for home in homes:
         add(f"{home}.access-router", (
             Interface("eth0", bridges[home], None, hosts[home]),
-            Interface("eth1", bridges[f"{home}-access"], None, ue_homes[home])),
+            Interface("eth1", bridges[f"{home}-access"], None, ue_homes[home],
+                      via_crowd(home))),
             forwards=True)
     for ue in topology.ues:
         add(ue.name, (Interface("eth0", bridges[f"{ue.home}-access"], ue.host,
                                 hosts[ue.home]),))
+    if crowd:
+        crowd_home_names = sorted({u.home for u in crowd})
+        add(CROWD, (*(Interface(f"eth{i}", bridges[f"{home}-access"], None, hosts[home])
+                      for i, home in enumerate(crowd_home_names)),
+                    Interface("radio0", bridges[plmn.name], None, served)),
+            local=(*((c, f"eth{i}") for i, home in enumerate(crowd_home_names)
+                     for c in crowd_homes[home]),
+                   *((c, "radio0") for c in cidrs(plmn.ue_pool))))
     by_name = {n.qualified_name: n.host for s in topology.systems for n in s.nodes}
     for i, pair in enumerate(interconnect):
         for end, other in (pair, pair[::-1]):
@@ -204,12 +266,25 @@ class NetnsNetwork:
 
     async def _configure(self, namespace: Namespace) -> None:
         batch = ["link set lo up"]
-        for interface in namespace.interfaces:
+        tables = {}
+        for index, interface in enumerate(namespace.interfaces):
             batch.append(f"link set {interface.name} up")
             if interface.address is not None:
                 batch.append(f"addr add {interface.address}/32 dev {interface.name}")
-            batch += [f"route replace {host}/32 dev {interface.name}"
-                      for host in interface.routes if host != interface.address]
+            # Consecutive hosts (a pool) as one route each range: the same reach, a short
+            # batch however big the pool.
+            routes = [f"route replace {cidr} dev {interface.name}" for cidr in
+                      cidrs(h for h in interface.routes if h != interface.address)]
+            routes += [f"route replace {cidr} via {hop} dev {interface.name} onlink"
+                       for cidr, hop in interface.ranges]
+            batch += routes
+            if namespace.local:  # the same routes in the interface's own table
+                tables[interface.name] = 100 + index
+                batch += [f"{route} table {100 + index}" for route in routes]
+        for cidr, interface_name in namespace.local:
+            batch += [f"route replace local {cidr} dev lo",
+                      f"rule add from {cidr} lookup {tables[interface_name]} pref 100",
+                      f"rule add from {cidr} unreachable pref 200"]
         await _ip("-n", namespace.name, "-batch", "-", batch=batch)
         settings = ["net.ipv6.conf.all.disable_ipv6=1"]  # the emulated networks are IPv4
         if namespace.forwards:
@@ -239,6 +314,20 @@ class NetnsNetwork:
         batch += [f"route replace {host}/32 dev {home.name}"
                   for host in home.routes if host != home.address]
         await _ip("-n", namespace.name, "-batch", "-", batch=batch)
+
+    @contextmanager
+    def entered(self, node: str) -> Iterator[None]:
+        """The calling thread in ``node``'s namespace, and back where it was at the end:
+        the sockets it opens meanwhile are that namespace's (and stay so)."""
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            enter_netns(self.namespace(node))
+            try:
+                yield
+            finally:
+                setns(own, "this thread's own namespace")
+        finally:
+            os.close(own)
 
     async def delete(self) -> None:
         """Remove every namespace of the run: their interfaces and bridges go with them."""

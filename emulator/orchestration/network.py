@@ -24,7 +24,9 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,10 @@ from emulator.capture.tap import TapWriter
 from emulator.keystore import SystemFiles
 from emulator.topology.model import Impairment
 from emulator.topology.model import Topology
+from emulator.topology.model import UeSpec
 from nodes import NodePlan
 
+from .netns import CROWD
 from .netns import PREFIX
 from .netns import NetnsNetwork
 from .netns import check_privileges
@@ -76,16 +80,22 @@ class Network:
     runs without any capture; ``placement`` is ``inproc`` (every node in this
     process) or ``proc`` (every infrastructure node its own OS process; see
     :mod:`.placement`); ``seed`` varies the random choices of impaired links.
+    ``crowd`` are a load run's UEs (:mod:`.load`), driven from this process rather than
+    run as nodes; in netns placement they share one namespace (:meth:`crowd_entered`).
     """
 
     def __init__(self, topology: Topology, faults: Faults | None = None, *,
                  run_dir: Path | None = None, transport: str | None = None,
-                 capture: bool = True, placement: str = "inproc", seed: int = 0) -> None:
+                 capture: bool = True, placement: str = "inproc", seed: int = 0,
+                 crowd: tuple[UeSpec, ...] = ()) -> None:
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
         topology = topology.with_transport(transport) if transport else topology
         # netns: the same topology, moved from 127.0.0.0/15 to 198.18.0.0/15.
         self.topology = topology.with_hosts(netns_host) if placement == "netns" else topology
+        self.crowd = tuple(dataclasses.replace(ue, host=netns_host(ue.host)) for ue in crowd) \
+            if placement == "netns" else crowd
+        """The crowd's UEs, with their addresses in this placement."""
         self.faults = faults or Faults()
         self.seed = seed
         self.placement = placement
@@ -185,29 +195,29 @@ class Network:
                 self.topology.system(p.primary).node("mc-server").qualified_name
                 for p in partner.migration_profiles}
         ) if self.faults.partner_mode == "interconnection" else ()
-        self.netns = NetnsNetwork(layout(self.topology, self.prefix, interconnect))
+        self.netns = NetnsNetwork(layout(self.topology, self.prefix, interconnect, self.crowd))
         await self.netns.create()
         return self.netns.namespace
 
     async def _start_capture(self) -> None:
         if not self._want_capture:
             return
+        # The pool's addresses speak only with nodes, which the filter names: leaving them
+        # out keeps the BPF program small however big the pool is.
+        pool = set(self.topology.local_plmn.ue_pool)
+        hosts = [h for h in self.names if h not in pool]
         if self.netns is not None:
             if shutil.which("tcpdump") is None:
                 raise RuntimeError("tcpdump not found (Debian package tcpdump)")
             for network, bridge in self.netns.layout.bridges.items():
-                capture = KernelCapture(self.run_dir / f"capture-{network}.pcap",
-                                        list(self.names), interface=bridge,
-                                        namespace=self.netns.layout.switch, buffer_kib=16384)
+                capture = KernelCapture(self.run_dir / f"capture-{network}.pcap", hosts,
+                                        interface=bridge, namespace=self.netns.layout.switch,
+                                        buffer_kib=16384)
                 self.kernel_captures.append(capture)
                 await capture.start()
             self.capture_method = BRIDGES_METHOD
         elif kernel_capture_available():
-            # The pool's addresses speak only with nodes, which the filter names: leaving
-            # them out keeps the BPF program small however big the pool is.
-            pool = set(self.topology.local_plmn.ue_pool)
-            capture = KernelCapture(self.run_dir / "capture.pcap",
-                                    [h for h in self.names if h not in pool])
+            capture = KernelCapture(self.run_dir / "capture.pcap", hosts)
             self.kernel_captures.append(capture)
             await capture.start()
             self.capture_method = KERNEL_METHOD
@@ -281,17 +291,34 @@ class Network:
 
         ``allocate`` False plugs the UE in with a pool address the gateway has not
         handed out (its last): a device on the access network that never attached.
+        A UE of the crowd needs no move: its namespace holds the whole pool.
         """
         if self.netns is None:
             return None
+        if self.crowd and ue in self.netns.layout.namespaces:
+            raise ValueError(f"{ue} cannot attach: in a load run in netns placement the "
+                             "pool's addresses are the crowd's")
         if allocate:
             gateway = self.runner.nodes[self.topology.local_plmn.gateway.qualified_name]
             assert isinstance(gateway, ProcessNode)
             address = str((await gateway.call("allocate", {"ue": ue}))["result"])
         else:
             address = self.topology.local_plmn.ue_pool[-1]
-        await self.netns.move_to_access(ue, address)
+        if not self.crowd:
+            await self.netns.move_to_access(ue, address)
         return address
+
+    @contextmanager
+    def crowd_entered(self) -> Iterator[None]:
+        """In netns placement, the calling thread in the crowd's namespace until the end:
+        every socket it opens meanwhile (a load UE's) is there, on the home access
+        network and the local PLMN's.  Elsewhere the crowd is on loopback: nothing to do.
+        Nothing else of the run may open a socket on this thread meanwhile."""
+        if self.netns is None or not self.crowd:
+            yield
+            return
+        with self.netns.entered(CROWD):
+            yield
 
     async def radio_detach(self, ue: str) -> None:
         """In netns placement, the UE's radio leaves the local PLMN and its home access comes

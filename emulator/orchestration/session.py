@@ -211,12 +211,10 @@ async def load(topology: Topology, options: LoadOptions, *, transport: str | Non
                ) -> tuple[LoadResult, Path, list[Path]]:
     """``load``: ``options.ues`` users copied from the topology's migrating one migrate at
     ``options.rate``; the result, the run directory and the report files written there."""
-    if placement == "netns":
-        raise ValueError("load runs on loopback for now: use --placement inproc or proc")
     population = populate(topology, options.ues)
     run_dir = pcap_root / run_id("load")
     network = Network(population.topology, run_dir=run_dir, transport=transport,
-                      placement=placement, capture=capture)
+                      placement=placement, capture=capture, crowd=population.ues)
     async with network:
         await network.wait_ready()
         result = await run_load(network, population, options, progress)

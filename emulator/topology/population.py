@@ -10,7 +10,8 @@ run drives the generated ones from the load generator (``emulator.orchestration.
 
 Names and addresses are PROJECT-DEFINED: user ``alice`` gives ``alice-00001`` ...; an MC
 service ID ``sip:alice.data@d`` gives ``sip:alice-00001.data@d``; home addresses come
-from ``127.64.0.0/16`` upwards, pool addresses from the block after the homes.
+from ``127.1.0.0/17``, pool addresses from ``127.1.128.0/17``: both inside 127.0.0.0/15,
+which the netns placement maps onto 198.18.0.0/15 (the shipped topologies use 127.0/16).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from .model import MigrationProfileSpec
 from .model import Topology
 from .model import UeSpec
 
-MAX_UES = 60_000
-"""Enough for a mass migration, and every address still inside 127.64.0.0/10."""
-HOME_BASE = ipaddress.IPv4Address("127.64.0.0")
+MAX_UES = 32_000
+"""Enough for a mass migration; the pool (these and the topology's own UEs) still fits
+its /17."""
+HOME_BASE = ipaddress.IPv4Address("127.1.0.0")
+POOL_BASE = ipaddress.IPv4Address("127.1.128.0")
 
 
 class PopulationError(ValueError):
@@ -70,15 +73,17 @@ def populate(topology: Topology, count: int) -> Population:
     if clash is not None:
         raise PopulationError(f"system {home.name} already has a user {clash}")
     homes = [str(HOME_BASE + 1 + i) for i in range(count)]
-    # The pool: the block after the homes, big enough for the template's UEs too.
+    # The pool: big enough for the template's UEs too.
     pool_size = count + len(topology.local_plmn.ue_pool)
-    pool_base = HOME_BASE + 65536 * (1 + count // 65536)
-    pool = tuple(str(pool_base + 1 + i) for i in range(pool_size))
+    if pool_size > 32_766:
+        raise PopulationError(f"a pool of {pool_size} addresses does not fit "
+                              f"{POOL_BASE}/17: fewer UEs")
+    pool = tuple(str(POOL_BASE + 1 + i) for i in range(pool_size))
     used = set(topology.host_names())
     overlap = next((h for h in (*homes, *pool) if h in used), None)
     if overlap is not None:
         raise PopulationError(f"generated address {overlap} is already a host of the "
-                              "topology (load runs use 127.64.0.0/10)")
+                              "topology (load runs use 127.1.0.0/16)")
 
     def renamed(uri: str | None, name: str) -> str | None:
         if uri is None:

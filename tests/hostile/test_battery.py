@@ -72,7 +72,7 @@ async def running(tmp_path: Path, placement: str, *, timers: TimerConfig = DEFAU
     topology = dataclasses.replace(load_topology(DEFAULT_TOPOLOGY), sip_timers=timers)
     population = populate(topology, 3)
     net = Network(population.topology, run_dir=tmp_path / "run", placement=placement,
-                  capture=capture)
+                  capture=capture, crowd=population.ues)
     async with net:
         await net.wait_ready()
         await migrate(net, population, 0)

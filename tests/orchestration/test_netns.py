@@ -21,6 +21,7 @@ from emulator.capture import first_difference
 from emulator.orchestration import SCENARIOS
 from emulator.orchestration import Network
 from emulator.orchestration import run_scenario
+from emulator.orchestration.netns import CROWD
 from emulator.orchestration.netns import NetnsError
 from emulator.orchestration.netns import check_privileges
 from emulator.orchestration.netns import layout
@@ -29,6 +30,7 @@ from emulator.orchestration.placement import NodeDied
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
+from emulator.topology.population import populate
 from tests.support.scenarios import NETNS_SENSITIVE
 from tests.support.up import running_up
 
@@ -67,6 +69,25 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in listing.splitlines() if line.startswith("mcx-")]
 
 
+BOUND_PROBE = """
+import json, socket, sys
+results = {}
+for source, host, port in json.loads(sys.argv[1]):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.bind((source, 0))
+        s.connect((host, port))
+        ok = True
+    except OSError:
+        ok = False
+    finally:
+        s.close()
+    results[f"{source}>{host}"] = ok
+print(json.dumps(results))
+"""
+
+
 def reach(namespace: str, targets: list[tuple[str, int]]) -> dict[str, bool]:
     """Real connect attempts from inside ``namespace``: which (host, port) answer."""
     done = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", PROBE,
@@ -94,6 +115,38 @@ def test_the_layout_joins_no_primary_node_to_any_partner_node(topology: Topology
     assert netns_host("127.1.2.3") == "198.19.2.3"
     with pytest.raises(ValueError, match=r"198\.18\.0\.0/15"):
         netns_host("127.5.0.1")
+
+
+def test_a_crowd_shares_one_namespace_and_the_neighbour_table_holds_a_few_entries(
+        topology: Topology) -> None:
+    """A load run's UEs: one namespace on the primary's access network and the local
+    PLMN's, holding their homes and the pool as ranges; every node reaches them through one
+    neighbour per range (one per UE overflowed the kernel's table at 100 UEs/s)."""
+    population = populate(topology, 1000)
+    crowd = tuple(dataclasses.replace(ue, host=netns_host(ue.host)) for ue in population.ues)
+    plan = layout(population.topology.with_hosts(netns_host), "mcx-test-", crowd=crowd)
+    namespace = plan.namespaces[CROWD]
+    assert [(i.name, i.bridge) for i in namespace.interfaces] == [
+        ("eth0", plan.bridges["primary-access"]), ("radio0", plan.access)]
+    # Homes 198.19.0.1..198.19.3.232, pool 198.19.128.1..: a handful of ranges each.
+    assert ("198.19.0.1/32", "eth0") in namespace.local
+    assert ("198.19.128.1/32", "radio0") in namespace.local
+    assert len(namespace.local) < 30
+    mapped = population.topology.with_hosts(netns_host)
+    eth0, radio0 = namespace.interfaces
+    assert set(eth0.routes) == {n.host for n in mapped.system("primary").nodes}
+    assert set(radio0.routes) == {n.host for n in mapped.system("partner").nodes} | {
+        mapped.local_plmn.gateway.host}
+    assert eth0.address is None and radio0.address is None and not namespace.forwards
+    # One next hop per range: the first home (proxy-ARPed by the access router), the
+    # gateway for the pool, the first pool address (the crowd) at the gateway's radio side.
+    idms = plan.namespaces["primary.idms"].interfaces[0]
+    assert {hop for _, hop in idms.ranges} == {"198.19.0.1"}
+    partner_idms = plan.namespaces["partner.idms"].interfaces[0]
+    assert {hop for _, hop in partner_idms.ranges} == {"198.18.30.1"}
+    assert not set(partner_idms.routes) & {ue.host for ue in crowd}
+    radio = plan.namespaces["visited-plmn.gateway"].interfaces[1]
+    assert radio.routes == () and {hop for _, hop in radio.ranges} == {"198.19.128.1"}
 
 
 def test_without_root_the_error_names_the_capability_and_the_way_out(
@@ -138,6 +191,37 @@ async def test_the_partner_cannot_reach_the_primary_nor_the_migrated_ue(
         assert not any(reach(ue, primary).values())  # migrated: never again
         assert reach(ue, [(partner_idms.host, partner_idms.https_port or 0)])[
             f"tcp:{partner_idms.host}:{partner_idms.https_port}"]  # the partner, via gateway
+    assert namespaces() == []
+
+
+@root_only
+async def test_a_crowd_ue_reaches_its_home_from_home_and_the_partner_from_the_pool_only(
+        topology: Topology, tmp_path: Path) -> None:
+    """The crowd is every load UE at once, at home and migrated: what leaves from a home
+    address goes to the home system only, what leaves from a pool address to the local
+    PLMN only (policy routing), so its namespace never joins primary and partner."""
+    population = populate(topology, 2)
+    async with Network(population.topology, run_dir=tmp_path / "run", placement="netns",
+                       capture=False, crowd=population.ues) as network:
+        assert network.netns is not None
+        home, other = (ue.host for ue in network.crowd)
+        pool = network.topology.local_plmn.ue_pool[0]
+        idms = network.topology.system("primary").node("idms")
+        partner = network.topology.system("partner").node("idms")
+        to_home, to_partner = (idms.host, idms.https_port), (partner.host, partner.https_port)
+        done = subprocess.run(
+            ["ip", "netns", "exec", network.netns.namespace(CROWD), sys.executable, "-c",
+             BOUND_PROBE, json.dumps([(home, *to_home), (other, *to_home),
+                                      (home, *to_partner), (pool, *to_partner),
+                                      (pool, *to_home)])],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {
+            f"{home}>{idms.host}": True, f"{other}>{idms.host}": True,
+            f"{home}>{partner.host}": False, f"{pool}>{partner.host}": True,
+            f"{pool}>{idms.host}": False}
+        with pytest.raises(ValueError, match="pool's addresses are the crowd's"):
+            await network.radio_attach("ue-alice")
     assert namespaces() == []
 
 

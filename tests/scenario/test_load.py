@@ -1,8 +1,9 @@
 """Load mode (``run_topology.py load``): many generated users migrate; judged from the
 capture and from the report files, not from the generator's own counts alone.
 
-Hosts: the gateway 127.0.30.1, the partner MC server 127.0.20.3; generated UEs attach
-from 127.65.0.0/16 (emulator/topology/population.py).
+Hosts on loopback: the gateway 127.0.30.1, the partner MC server 127.0.20.3; generated UEs
+live at home in 127.1.0.0/17 and attach from 127.1.128.0/17
+(emulator/topology/population.py).  In netns placement the same, in 198.18.0.0/15.
 """
 
 from __future__ import annotations
@@ -27,31 +28,50 @@ KERNEL = os.geteuid() == 0 and shutil.which("tcpdump") is not None
 needs_kernel = pytest.mark.skipif(not KERNEL or shutil.which("tshark") is None,
                                   reason="needs root, tcpdump and tshark")
 UES = 12
+ADDRESSES = {
+    # placement: gateway, partner MC server, homes, pool, the primary's and partner's nodes
+    "inproc": ("127.0.30.1", "127.0.20.3", "127.1.0.0/17", "127.1.128.0/17",
+               "127.0.10.0/24", "127.0.20.0/24"),
+    "netns": ("198.18.30.1", "198.18.20.3", "198.19.0.0/17", "198.19.128.0/17",
+              "198.18.10.0/24", "198.18.20.0/24"),
+}
 
 
 @needs_kernel
+@pytest.mark.parametrize("placement", ["inproc", "netns"])
 async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path,
+                                                         placement: str) -> None:
     result, run_dir, files = await load(mcx_topology, LoadOptions(UES, rate=40),
-                                        pcap_root=tmp_path)
+                                        pcap_root=tmp_path, placement=placement)
     assert result.registered == UES and not result.failures
+    gateway, mc_server, homes, pool, primary, partner = ADDRESSES[placement]
     capture = run_dir / "capture.pcapng"
     # Each UE's REGISTER from its own attached address, and the gateway's 200 back to it.
-    sent = sip_fields(capture, 'sip.Method == "REGISTER" && ip.src == 127.65.0.0/16 && '
-                      "ip.dst == 127.0.30.1", "ip.src", "sip.from.user")
+    sent = sip_fields(capture, f'sip.Method == "REGISTER" && ip.src == {pool} && '
+                      f"ip.dst == {gateway}", "ip.src", "sip.from.user")
     assert len({r[0] for r in sent}) == UES
     assert {r[1] for r in sent} == {f"alice-{i:05d}.visitor" for i in range(1, UES + 1)}
     # The capture names each attached address after its UE (Name Resolution Block).
     named = tshark("-r", str(capture), "-N", "n", "-Y", 'sip.Method == "REGISTER" && '
-                   "ip.src == 127.65.0.0/16", "-T", "fields", "-e", "ip.src_host").stdout
+                   f"ip.src == {pool}", "-T", "fields", "-e", "ip.src_host").stdout
     assert set(named.split()) == {f"ue-alice-{i:05d}" for i in range(1, UES + 1)}
     answered = sip_fields(capture, 'sip.CSeq.method == "REGISTER" && sip.Status-Code == 200 '
-                          "&& ip.src == 127.0.30.1 && ip.dst == 127.65.0.0/16", "ip.dst")
+                          f"&& ip.src == {gateway} && ip.dst == {pool}", "ip.dst")
     assert len({r[0] for r in answered}) == UES
     # The partner MC server authorised every one of them (third-party REGISTER, 200).
     authorised = sip_fields(capture, 'sip.CSeq.method == "REGISTER" && sip.Status-Code == 200 '
-                            "&& ip.src == 127.0.20.3", "sip.to.user")
+                            f"&& ip.src == {mc_server}", "sip.to.user")
     assert {r[0] for r in authorised} >= {f"alice-{i:05d}.visitor" for i in range(1, UES + 1)}
+    # At home each UE spoke with its primary only, migrated with the partner only; and no
+    # packet between the systems.
+    logins = tshark("-r", str(capture), "-Y", f"ip.src == {homes} && ip.dst == {primary}",
+                    "-T", "fields", "-e", "ip.src").stdout
+    assert len(set(logins.split())) == UES
+    for never in (f"ip.addr == {homes} && ip.addr == {partner}",
+                  f"ip.addr == {pool} && ip.addr == {primary}",
+                  f"ip.addr == {primary} && ip.addr == {partner}"):
+        assert tshark("-r", str(capture), "-Y", never).stdout == "", never
     # The report: the same counts, every phase, and the plot in both formats.
     report = json.loads((run_dir / "load.json").read_text())
     assert report["registered"] == UES and report["failures"] == {}
@@ -66,7 +86,7 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
 
 @pytest.mark.parametrize("arguments,message", [
     (["--ues", "0"], "--ues and --concurrency must be at least 1"),
-    (["--ues", "70000"], "within 1..60000"),
+    (["--ues", "70000"], "within 1..32000"),
     (["--ues", "5", "--rate", "0"], "--rate above 0"),
 ])
 def test_bad_load_arguments_get_a_clear_error(arguments: list[str], message: str,

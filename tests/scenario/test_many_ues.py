@@ -185,7 +185,7 @@ def sds_text(ue: str) -> str:
 async def test_four_migrated_ues_call_and_message_at_the_same_time(tmp_path: Path) -> None:
     population = populate(load_topology(DEFAULT_TOPOLOGY), UES)
     net = Network(population.topology, run_dir=tmp_path / "run", placement="inproc",
-                  capture=True)
+                  capture=True, crowd=population.ues)
     topology = net.topology
     partner = topology.system(topology.local_plmn.serves)
     primary = topology.system(population.template.home)
