@@ -49,7 +49,15 @@ class SourcePolicer:
 
     def check(self, host: str, now: float) -> Verdict:
         limit = self.limit
-        bucket = self._buckets.get(host)
+        buckets = self._buckets
+        # A bucket idle long enough to have refilled is the same as none: it goes, so the
+        # table holds the sources of the last few seconds, not every UE it ever saw.
+        while buckets:
+            oldest = next(iter(buckets.values()))
+            if (now - oldest.at) * limit.rate < limit.burst:
+                break
+            buckets.popitem(last=False)
+        bucket = buckets.get(host)
         if bucket is None:
             bucket = self._buckets[host] = _Bucket(float(limit.burst), now)
             if len(self._buckets) > limit.max_sources:

@@ -33,15 +33,17 @@ Tables = dict[str, dict[str, Any]]
 class Journal:
     """A node's durable tables; ``Journal(None)`` keeps nothing (a node outside a run).
 
-    The live rows are held as the JSON lines that say them, not as decoded values: the
-    node has its own tables, and a second decoded copy of each row would cost every
-    registered user a kilobyte or more in each durable node (``benchmarks/scale.py``).
+    The journal holds no row in memory, only each live row's key (the node's own tables
+    hold the same key objects): the node has its tables, and even the rows' JSON lines
+    cost every registered user about half a kilobyte in each durable node
+    (``benchmarks/scale.py``).  A rewrite reads the file back instead and keeps each key's
+    last line, a transient copy that goes when the rewrite is done.
     """
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        self._lines: dict[str, dict[str, str]] = {}
-        """table -> key -> the line a rewrite writes for it."""
+        self._keys: dict[str, set[str]] = {}
+        """table -> the keys it holds."""
         self.restored = 0
         """Entries read back at open: what the node had before it (re)started."""
         self._file: Any = None
@@ -50,36 +52,36 @@ class Journal:
 
     @property
     def tables(self) -> Tables:
-        """The live tables, decoded (what a restart would read back)."""
-        return {table: {key: json.loads(line)["v"] for key, line in rows.items()}
-                for table, rows in self._lines.items()}
+        """The live tables, decoded: what a restart would read back (from the file)."""
+        if self.path is None or not self.path.exists():
+            return {}
+        return _decoded(_scan(self.path))
 
     def open(self) -> Tables:
         """Read what an earlier life of the node kept; start appending.  Returns the tables."""
         if self.path is None:
             return {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tables = _read(self.path) if self.path.exists() else {}
-        self.restored = sum(len(rows) for rows in tables.values())
-        self._lines = {table: {key: _line(table, key, value) for key, value in rows.items()}
-                       for table, rows in tables.items()}
-        self._live = self.restored
-        self._rewrite()
-        return tables
+        lines = _scan(self.path) if self.path.exists() else {}
+        self._keys = {table: set(rows) for table, rows in lines.items()}
+        self.restored = self._live = sum(len(rows) for rows in lines.values())
+        self._rewrite(lines)
+        return _decoded(lines)
 
     def put(self, table: str, key: str, value: Any) -> None:
         if self.path is None:
             return
-        line = _line(table, key, value)
-        rows = self._lines.setdefault(table, {})
-        self._live += key not in rows
-        rows[key] = line
-        self._append(line)
+        keys = self._keys.setdefault(table, set())
+        if key not in keys:
+            keys.add(key)
+            self._live += 1
+        self._append(_line(table, key, value))
 
     def delete(self, table: str, key: str) -> None:
-        rows = self._lines.get(table)
-        if rows is None or rows.pop(key, None) is None:
+        keys = self._keys.get(table)
+        if keys is None or key not in keys:
             return
+        keys.discard(key)
         self._live -= 1
         self._append(json.dumps({"t": table, "k": key}, separators=(",", ":")) + "\n")
 
@@ -101,8 +103,9 @@ class Journal:
         if self._appended > max(MIN_COMPACTION, 2 * self._live):
             self._rewrite()
 
-    def _rewrite(self) -> None:
-        """The live tables, atomically in place of the file (a crash keeps old or new).
+    def _rewrite(self, lines: dict[str, dict[str, str]] | None = None) -> None:
+        """The live tables (``lines``, or the file's last line per key), atomically in place
+        of the file (a crash keeps old or new).
 
         If it cannot (no descriptor left under a flood, a full disk), the node goes on
         appending to the file it has, and tries again after as many lines more.
@@ -111,8 +114,10 @@ class Journal:
         self._appended = 0
         temporary = self.path.with_suffix(".tmp")
         try:
+            if lines is None:
+                lines = _scan(self.path)
             with temporary.open("w") as out:
-                for rows in self._lines.values():
+                for rows in lines.values():
                     out.writelines(rows.values())
             fresh = temporary.open("a", buffering=1)  # line-buffered: a write per line
         except OSError as exc:
@@ -127,8 +132,9 @@ def _line(table: str, key: str, value: Any) -> str:
     return json.dumps({"t": table, "k": key, "v": value}, separators=(",", ":")) + "\n"
 
 
-def _read(path: Path) -> Tables:
-    tables: Tables = {}
+def _scan(path: Path) -> dict[str, dict[str, str]]:
+    """table -> key -> the last line that set it, for the keys the file leaves live."""
+    tables: dict[str, dict[str, str]] = {}
     with path.open() as lines:
         for number, line in enumerate(lines, 1):
             try:
@@ -141,10 +147,16 @@ def _read(path: Path) -> Tables:
                 logger.warning("%s:%d: skipped (%s)", path, number, exc)
                 continue
             if "v" in record:
-                tables.setdefault(table, {})[key] = record["v"]
+                tables.setdefault(table, {})[key] = line if line.endswith("\n") else \
+                    line + "\n"
             else:
                 tables.get(table, {}).pop(key, None)
     return tables
+
+
+def _decoded(lines: dict[str, dict[str, str]]) -> Tables:
+    return {table: {key: json.loads(line)["v"] for key, line in rows.items()}
+            for table, rows in lines.items()}
 
 
 __all__ = ["Journal", "Tables"]

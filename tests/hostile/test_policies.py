@@ -42,8 +42,27 @@ def test_a_bucket_refills_at_the_rate_and_never_beyond_the_burst() -> None:
 def test_the_bucket_table_is_bounded() -> None:
     policer = SourcePolicer(FLOOD)
     for n in range(1000):
-        policer.check(f"127.1.{n // 256}.{n % 256}", now=float(n))
+        policer.check(f"127.1.{n // 256}.{n % 256}", now=n / 1000)
     assert len(policer) == FLOOD.max_sources
+
+
+def test_a_bucket_idle_until_refilled_is_let_go_and_a_busy_one_kept() -> None:
+    """10,000 registered UEs, each heard from once, leave no bucket once they are quiet:
+    a full bucket is what a source never heard from gets anyway."""
+    policer = SourcePolicer(FLOOD)
+    for _ in range(30):
+        policer.check("127.0.60.66", now=0.0)  # a flooder, 10 over its burst
+    for n in range(50):
+        policer.check(f"127.1.0.{n}", now=0.5)
+    assert len(policer) == 51
+    # 2 s (burst / rate) after the flood's last message: its bucket is full again.
+    assert policer.check("127.1.1.1", now=2.0) is Verdict.PASS
+    assert len(policer) == 51  # the flooder's went; the others are not full yet
+    assert policer.check("127.1.1.1", now=2.6) is Verdict.PASS
+    assert len(policer) == 1
+    # Forgetting changed nothing a source could notice: the flooder starts full.
+    assert [policer.check("127.0.60.66", now=2.6) for _ in range(21)][-2:] == \
+        [Verdict.PASS, Verdict.REFUSE]
 
 
 LOGIN = LoginLimit(max_failures=5, window=300.0, lockout=60.0, slowdown=0.5,
