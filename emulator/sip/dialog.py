@@ -10,8 +10,6 @@ set as Route headers and go to the first of them (loose routing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .builder import new_request
 from .events import Address
 from .headers import NameAddress
@@ -21,15 +19,41 @@ from .message import Response
 from .uri import URI
 
 
-@dataclass(slots=True)
 class Dialog:
-    call_id: str
-    local: NameAddress
-    remote: NameAddress
-    remote_target: URI
-    route_set: tuple[str, ...]
-    local_cseq: int
-    invite_cseq: int
+    """One dialog's state (§12).  The addresses are kept as their text and parsed when
+    used (the parse memos make that cheap): a registered UE's reg-event dialog lives in
+    the SIP core and in the gateway for its whole stay, and parsed it cost ~1 kB in each
+    (``benchmarks/scale.py``)."""
+
+    __slots__ = ("_local", "_remote", "_remote_target", "call_id", "invite_cseq",
+                 "local_cseq", "route_set")
+
+    def __init__(self, call_id: str, local: NameAddress, remote: NameAddress,
+                 remote_target: URI, route_set: tuple[str, ...], local_cseq: int,
+                 invite_cseq: int) -> None:
+        self.call_id = call_id
+        self._local = str(local)
+        self._remote = str(remote)
+        self._remote_target = str(remote_target)
+        self.route_set = route_set
+        self.local_cseq = local_cseq
+        self.invite_cseq = invite_cseq
+
+    @property
+    def local(self) -> NameAddress:
+        return NameAddress.parse(self._local)
+
+    @property
+    def remote(self) -> NameAddress:
+        return NameAddress.parse(self._remote)
+
+    @property
+    def remote_target(self) -> URI:
+        return URI.parse(self._remote_target)
+
+    def __repr__(self) -> str:
+        return (f"Dialog({self.call_id!r}, local={self._local!r}, remote={self._remote!r}, "
+                f"target={self._remote_target!r}, cseq={self.local_cseq})")
 
     @classmethod
     def as_uac(cls, invite: Request, response: Response) -> Dialog:
