@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import sys
 import urllib.parse
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -332,11 +333,12 @@ class IdentityProvider:
                    now: float) -> str:
         """A fresh authorization code for an authenticated user: the redirect URL."""
         username = user.username
-        granted = tuple(s for s in request.scope if s == "openid" or s in user.scopes)
+        granted = _shared(s for s in request.scope if s == "openid" or s in user.scopes)
         code = secrets.token_urlsafe(24)
         self._purge(now)
-        kept = _Code(request.client_id, request.redirect_uri, request.code_challenge, username,
-                     granted, request.nonce, now + self.code_lifetime)
+        kept = _Code(sys.intern(request.client_id), sys.intern(request.redirect_uri),
+                     request.code_challenge, username, granted, request.nonce,
+                     now + self.code_lifetime)
         _put(self._codes, code, kept, kept.expires_at, now)
         query = urllib.parse.urlencode({"code": code, "state": request.state})
         separator = "&" if "?" in request.redirect_uri else "?"
@@ -345,6 +347,9 @@ class IdentityProvider:
     # ----------------------------------------------------------- token
     def token(self, form: Mapping[str, str], *, now: float) -> dict[str, Any]:
         """The token endpoint (RFC 6749 §3.2): dispatch on grant_type."""
+        # Each request also forgets what expired: codes live a minute, and the requests that
+        # add rows (logins) may be long over when a mass migration's exchanges come.
+        self._purge(now)
         grant = form.get("grant_type", "")
         if grant == GRANT_AUTHORIZATION_CODE:
             return self._authorization_code(form, now)
@@ -406,6 +411,7 @@ class IdentityProvider:
         """Keep ``kept`` under a fresh refresh token (only its digest, and in the journal)."""
         refresh = secrets.token_urlsafe(32)
         self._purge(now)
+        kept.client_id, kept.scope = sys.intern(kept.client_id), _shared(kept.scope)
         key = _digest(refresh)
         _put(self._refresh, key, kept, kept.expires_at, now)
         self._note("refresh", key, {
@@ -640,6 +646,12 @@ def _put(table: ExpiringTable[str, Any], key: str, value: Any, expires_at: float
     except TableFull:
         raise Refusal("temporarily_unavailable", "the IdMS holds too many live grants; "
                                                  "retry later", 503) from None
+
+
+def _shared(scope: Iterable[str]) -> tuple[str, ...]:
+    """``scope`` with each name the one shared string of that name: a kept row's scope
+    then costs its tuple, not a copy of every name (a dozen per user, every user)."""
+    return tuple(sys.intern(name) for name in scope)
 
 
 def _digest(token: str) -> str:
