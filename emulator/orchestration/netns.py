@@ -133,8 +133,8 @@ def layout(topology: Topology, prefix: str,
     networks += [f"interconnection-{i}" for i in range(len(interconnect))]
     bridges = {network: f"br{i}" for i, network in enumerate(networks)}
     hosts = {s.name: tuple(n.host for n in s.nodes) for s in topology.systems}
+    # Each home's UE nodes, one route each (the crowd's are ranges, below).
     ue_homes = {s: tuple(u.host for u in topology.ues if u.home == s) for s in homes}
-    """Each home's UE nodes (the crowd's are ranges, below)."""
     served = hosts[plmn.serves] + (gateway.host,)
     # Ranges reached through one neighbour: the pool through the gateway (its own address),
     # the crowd's homes through their access router (proxy ARP for any of them), and the
@@ -266,7 +266,7 @@ class NetnsNetwork:
 
     async def _configure(self, namespace: Namespace) -> None:
         batch = ["link set lo up"]
-        tables = {}
+        tables: dict[str, int] = {}
         for index, interface in enumerate(namespace.interfaces):
             batch.append(f"link set {interface.name} up")
             if interface.address is not None:
