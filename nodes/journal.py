@@ -39,7 +39,7 @@ class Journal:
     (``benchmarks/scale.py``).  A rewrite reads the file back instead and keeps each key's
     last line, a transient copy that goes when the rewrite is done.  The price is time: a
     rewrite decodes every line it reads, ~12 ms per 1,000 live rows (120 ms at 10,000
-    registered UEs, once per twice that many changes), against ~2 ms from memory.
+    registered UEs, once per twice that many changes), where writing held lines took ~5 ms.
     """
 
     def __init__(self, path: str | Path | None) -> None:
