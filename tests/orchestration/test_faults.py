@@ -59,6 +59,28 @@ def test_the_journal_gives_back_what_was_kept_and_skips_a_torn_line(tmp_path: Pa
     again.close()
 
 
+def test_the_journal_reads_back_any_key_and_skips_a_damaged_row(tmp_path: Path) -> None:
+    """A rewrite reads each line's table and key without decoding its value: keys that JSON
+    escapes come back the same, and a row whose value is damaged is skipped, not fatal."""
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    odd = ['sip:"quoted"@x', "sip:\u00e9t\u00e9@x", "sip:a\\b@x", "sip:a,\"k\":\"b@x"]
+    for n, key in enumerate(odd):
+        journal.put("users", key, {"n": n})
+    journal.delete("users", odd[0])
+    journal.close()
+    with path.open("a") as out:  # a whole line, newline and all, with a broken value
+        out.write('{"t":"users","k":"sip:broken@x","v":{"n":}\n')
+    again = Journal(path)
+    assert again.open() == {"users": {key: {"n": n} for n, key in enumerate(odd) if n}}
+    again._rewrite()  # from the file: the same rows again
+    again.close()
+    last = Journal(path)
+    assert last.open() == {"users": {key: {"n": n} for n, key in enumerate(odd) if n}}
+    last.close()
+
+
 def test_the_journal_stays_bounded_by_what_is_live(tmp_path: Path) -> None:
     path = tmp_path / "node.jsonl"
     journal = Journal(path)
