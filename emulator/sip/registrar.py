@@ -47,13 +47,6 @@ class Binding:
     def remaining(self, now: float) -> int:
         return max(0, round(self.expires_at - now))
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Binding):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return (f"Binding({self._contact!r}, call_id={self.call_id!r}, cseq={self.cseq}, "
                 f"expires_at={self.expires_at})")

@@ -28,7 +28,7 @@ MAX_UES = 32_000
 """Enough for a mass migration; the pool (these and the topology's own UEs) still fits
 its /17."""
 HOME_BASE = ipaddress.IPv4Address("127.1.0.0")
-POOL_BASE = ipaddress.IPv4Address("127.1.128.0")
+POOL = ipaddress.IPv4Network("127.1.128.0/17")
 
 
 class PopulationError(ValueError):
@@ -75,10 +75,10 @@ def populate(topology: Topology, count: int) -> Population:
     homes = [str(HOME_BASE + 1 + i) for i in range(count)]
     # The pool: big enough for the template's UEs too.
     pool_size = count + len(topology.local_plmn.ue_pool)
-    if pool_size > 32_766:
-        raise PopulationError(f"a pool of {pool_size} addresses does not fit "
-                              f"{POOL_BASE}/17: fewer UEs")
-    pool = tuple(str(POOL_BASE + 1 + i) for i in range(pool_size))
+    if pool_size > POOL.num_addresses - 2:
+        raise PopulationError(f"a pool of {pool_size} addresses does not fit {POOL}: "
+                              "fewer UEs")
+    pool = tuple(str(POOL.network_address + 1 + i) for i in range(pool_size))
     used = set(topology.host_names())
     overlap = next((h for h in (*homes, *pool) if h in used), None)
     if overlap is not None:
