@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import sys
 from collections import deque
 from dataclasses import dataclass
 from dataclasses import field
@@ -313,7 +314,9 @@ class Gateway(SipNode):
             if response.status == 200 and self.attached.get(context.address) is context:
                 try:
                     context.registered = bool(response.contacts)
-                    context.service_route = tuple(response.headers.values("Service-Route"))
+                    # Interned: the registrar gives every UE the same route.
+                    context.service_route = tuple(
+                        map(sys.intern, response.headers.values("Service-Route")))
                     context.associated = tuple(
                         NameAddress.parse(v).uri.aor
                         for v in response.headers.values("P-Associated-URI"))

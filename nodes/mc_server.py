@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import sys
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Mapping
@@ -174,7 +175,8 @@ class ServiceAuthoriser:
             if fmt.service == "mcptt" and service_id != impu:
                 raise AuthorisationRefused(f"token's mcptt_id {service_id} is not the "
                                            f"registered identity {impu}")
-            services[fmt.service] = service_id
+            # Interned: the MCPTT ID is the IMPU, which keys the tables (``URI.aor``).
+            services[fmt.service] = sys.intern(service_id)
         if not services and refused:
             raise AuthorisationRefused("; ".join(refused))
         if "mcptt" not in services and not any(v == impu for v in services.values()):

@@ -10,6 +10,8 @@ set as Route headers and go to the first of them (loose routing).
 
 from __future__ import annotations
 
+import sys
+
 from .builder import new_request
 from .events import Address
 from .headers import NameAddress
@@ -35,7 +37,7 @@ class Dialog:
         self._local = str(local)
         self._remote = str(remote)
         self._remote_target = str(remote_target)
-        self.route_set = route_set
+        self.route_set = tuple(map(sys.intern, route_set))  # the same for many dialogs
         self.local_cseq = local_cseq
         self.invite_cseq = invite_cseq
 

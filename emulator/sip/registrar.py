@@ -11,6 +11,7 @@ binding.  Plain data and functions of ``now``; nothing is sent.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -37,8 +38,9 @@ class Binding:
         self.call_id = call_id
         self.cseq = cseq
         self.expires_at = expires_at
-        self.path = path
-        self.source = source
+        # Interned: every UE behind one P-CSCF shows the same Path and source.
+        self.path = tuple(map(sys.intern, path))
+        self.source = sys.intern(source)
 
     @property
     def contact(self) -> Contact:
@@ -57,7 +59,7 @@ BindingKey = tuple[str, str, str, int | None, str]
 
 def contact_key(uri: URI) -> BindingKey:
     """The fields §19.1.4 compares, as a dictionary key."""
-    return (uri.scheme, uri.user or "", uri.host.lower(), uri.port, uri.transport)
+    return (uri.scheme, uri.user or "", uri.host.lower(), uri.port, sys.intern(uri.transport))
 
 
 class RegistrationRefused(Exception):

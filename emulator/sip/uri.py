@@ -8,6 +8,7 @@ serialises back to the same characters.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -151,13 +152,17 @@ class URI:
 
     @property
     def aor(self) -> str:
-        """The address-of-record form: scheme, user and host, no port or params (§10.3 step 5)."""
+        """The address-of-record form: scheme, user and host, no port or params (§10.3 step 5).
+
+        Interned: a registered user's AOR keys the location, its expiry, the reg-event
+        subscriptions, the journal and the MC server's tables, each from another message;
+        one string serves them all (interned strings still go when nothing holds them)."""
         if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
+            return sys.intern(f"{self.scheme}:{self.opaque}")
         if self.scheme == "tel":
-            return f"tel:{self.user}"
+            return sys.intern(f"tel:{self.user}")
         user = f"{self.user}@" if self.user else ""
-        return f"{self.scheme}:{user}{self.host.lower()}"
+        return sys.intern(f"{self.scheme}:{user}{self.host.lower()}")
 
     # -- modification -------------------------------------------------------
     def with_param(self, name: str, value: str | None = None) -> URI:
