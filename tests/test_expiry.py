@@ -29,6 +29,16 @@ def test_a_renewed_entry_is_not_purged_at_its_old_deadline() -> None:
     assert table.pop("alice") == "renewed" and table.purge(40.0) == []
 
 
+def test_a_key_put_again_at_the_same_deadline_goes_once() -> None:
+    table: ExpiringTable[str, dict[str, int]] = ExpiringTable(10)
+    # Values that cannot be ordered, at equal deadlines: the heap never compares them.
+    table.put("alice", {"n": 1}, 10.0, now=0.0)
+    table.put("bob", {"n": 2}, 10.0, now=0.0)
+    table.put("alice", {"n": 3}, 10.0, now=1.0)
+    assert table.purge(10.0) == [("bob", {"n": 2}), ("alice", {"n": 3})]
+    assert len(table) == 0 and table.purge(20.0) == []
+
+
 def test_a_full_table_takes_a_new_key_only_once_something_expired() -> None:
     table: ExpiringTable[int, None] = ExpiringTable(3)
     for key in range(3):

@@ -158,3 +158,25 @@ async def test_an_expired_registration_ends_its_subscriptions_with_event_expired
         contact = reginfo.parse(last.body).registrations[0].contacts[0]
         assert (contact.state, contact.event) == ("terminated", "expired")
         assert len(core.location) == 0 and len(core.reg_event) == 0
+
+
+async def test_a_new_subscription_on_a_live_call_id_replaces_the_old_one() -> None:
+    """An initial SUBSCRIBE (no To tag) on a Call-ID already subscribed: one subscription
+    stays, and the registration's end is told to it once."""
+    async with registering() as (core, mc, ue):
+        await until(lambda: bool(mc.held))
+        mc.answer(200)
+        ue.send(subscribe(1), core_addr())
+        await until(lambda: len(ue.requests("NOTIFY")) == 1)
+        again = subscribe(1).replace(b"tag=s1", b"tag=s1b").replace(b"z9hG4bKsub1x",
+                                                                    b"z9hG4bKsub1bx")
+        ue.send(again, core_addr())
+        await until(lambda: len(ue.requests("NOTIFY")) == 2)
+        assert ue.responses()[-1].status == 200 and len(core.reg_event) == 1
+        core.expire(core.endpoint.now() + 601)
+        await until(lambda: len(ue.requests("NOTIFY")) >= 3)
+        await asyncio.sleep(0)  # a duplicate would have been sent in the same turn
+        ended = [n for n in ue.requests("NOTIFY")
+                 if n.headers.get("Subscription-State", "").startswith("terminated")]
+        assert len(ended) == 1 and ended[0].to.tag == "s1b"
+        assert len(core.reg_event) == 0
