@@ -12,7 +12,8 @@ Timer K), it prints:
 * each node's peak RSS (VmHWM) and current RSS;
 * the memory per registered UE: the nodes' PSS summed (their RSS counts pages shared
   with the zygote they were forked from), after draining, less what they held before the
-  load, divided by the UEs registered.
+  load, divided by the UEs registered; both read once every node has collected its
+  garbage and handed its free pages back.
 
 ``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
 token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
