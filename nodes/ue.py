@@ -198,6 +198,9 @@ class McClient(SipNode):
         """The Contact's user part: an opaque token, not the node's name (nor the IMPU)."""
         self.watches: dict[Address, RegWatch] = {}
         """Per registrar: our reg-event subscription (24.229 §5.1.1.3)."""
+        self.ended: dict[Address, RegState] = {}
+        """Per registrar: the last state of a subscription the network ended, until
+        :meth:`registration_ended` reads it (one per registrar at most)."""
 
     async def stop(self) -> None:
         self.unacked.close()
@@ -263,6 +266,9 @@ class McClient(SipNode):
             for registrar, known in list(self.watches.items()):
                 if known is watch:
                     del self.watches[registrar]
+                    # It may end before our de-REGISTER's 200 has been read (the core
+                    # sends both at once): kept for registration_ended.
+                    self.ended[registrar] = state
 
     async def subscribe_reg(self, registration: Registration) -> RegState:
         """SUBSCRIBE to our own registration (24.229 §5.1.1.3), and wait for the first
@@ -279,6 +285,7 @@ class McClient(SipNode):
                                 subscribe.uri, registration.service_route, 1, 1),
                          asyncio.get_running_loop().create_future())
         self.watches[registration.core] = watch
+        self.ended.pop(registration.core, None)
         response = await self.endpoint.request(subscribe, registration.core)
         if response.status >= 300:
             self.watches.pop(registration.core, None)
@@ -292,7 +299,7 @@ class McClient(SipNode):
         de-REGISTER), at most a transaction timeout; None without a subscription."""
         watch = self.watches.get(registrar)
         if watch is None:
-            return None
+            return self.ended.pop(registrar, None)
         timers = self.endpoint.layer.timers
         await asyncio.wait_for(watch.ended.wait(), 64 * timers.t1)
         return watch.latest

@@ -1,8 +1,21 @@
-"""SIP over UDP: one socket, datagram boundaries are message boundaries (§18.1.1)."""
+"""SIP over UDP: one socket, datagram boundaries are message boundaries (§18.1.1).
+
+The socket is read straight off the event loop (``add_reader``), not through asyncio's
+datagram transport, for two reasons that ``benchmarks/scale.py`` and
+``benchmarks/migration_path.py`` measure:
+
+* asyncio receives every datagram into a fresh 256 kB ``bytes`` that it then shrinks to
+  the datagram's size.  Each burst of SIP thus carves the C heap into holes around the
+  datagrams still alive, and after the burst a SIP node kept ~8 MB it could not hand
+  back.  Here a datagram is read into one reused buffer and copied out at its size.
+* asyncio reads one datagram per socket per turn of the loop; under load a SIP node
+  spends its turns polling.  Here one turn reads up to :data:`BATCH` datagrams.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 
@@ -15,64 +28,103 @@ from .base import Tap
 logger = logging.getLogger(__name__)
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF: a burst of REGISTERs (or a GC pause) must not overflow the default ~200 kB
+buffer, or drops become retransmissions under load."""
+MAX_DATAGRAM = 65535
+"""Larger than any UDP payload over IPv4 (65,507) or IPv6 without jumbograms (65,527), so
+no datagram is ever cut short by the receive buffer."""
+BATCH = 16
+"""Datagrams read per readiness of the socket: fewer polls under load, and still a turn
+for the node's other sockets and timers every few milliseconds."""
+MAX_PENDING = 1024
+"""Datagrams queued while the kernel's send buffer is full; beyond that they are dropped,
+as a full network would (retransmissions recover, §17.1.2.1)."""
 
 
-class UdpTransport(asyncio.DatagramProtocol):
+class UdpTransport:
     """A bound UDP socket.  Create with :meth:`open`."""
 
-    def __init__(self, receiver: Receiver, tap: Tap | None, on_error: ErrorHandler | None) -> None:
+    def __init__(self, sock: socket.socket, receiver: Receiver, tap: Tap | None,
+                 on_error: ErrorHandler | None) -> None:
+        self._sock = sock
         self._receiver = receiver
         self._tap = tap
         self._on_error = on_error
-        self._transport: asyncio.DatagramTransport | None = None
-        self._local = Address("udp", "0.0.0.0", 0)
+        self._loop = asyncio.get_running_loop()
+        self._buffer = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buffer)
+        self._pending: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
+        self._closed = False
+        host, port = sock.getsockname()[:2]
+        self._local = Address("udp", host, port)
 
     @classmethod
     async def open(cls, host: str, port: int, receiver: Receiver, *, tap: Tap | None = None,
                    on_error: ErrorHandler | None = None) -> UdpTransport:
+        """Bind ``host``:``port`` (0: any free port); OSError when it cannot be bound."""
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: cls(receiver, tap, on_error), local_addr=(host, port))
-        return protocol
+        try:  # an address literal (every plan's): no resolver, no thread
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                       flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            except OSError:
+                pass
+            sock.bind(address)
+            transport = cls(sock, receiver, tap, on_error)
+            loop.add_reader(sock, transport._read_ready)
+        except BaseException:
+            sock.close()
+            raise
+        return transport
 
     @property
     def local(self) -> Address:
         return self._local
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # A burst of REGISTERs (or a GC pause) must not overflow the
-            # default ~200 kB buffer: drops become retransmissions under load.
+    def _read_ready(self) -> None:
+        for _ in range(BATCH):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            except OSError:
-                pass
-        host, port = transport.get_extra_info("sockname")[:2]
-        self._local = Address("udp", host, port)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        source = Address("udp", addr[0], addr[1])
-        if self._tap is not None:
-            self._tap("in", self._local, source, data)
-        self._receiver(data, source, stream=False)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable surfaces here on Linux; nothing to match it to
-        # reliably, so retransmission timers deal with it (§17.1.2.2).
-        logger.debug("udp %s: %s", self._local, exc)
+                size, addr = self._sock.recvfrom_into(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error queued on the socket; nothing to match it to reliably, so
+                # retransmission timers deal with it (§17.1.2.2).
+                logger.debug("udp %s: %s", self._local, exc)
+                continue
+            data = bytes(self._view[:size])
+            source = Address("udp", addr[0], addr[1])
+            if self._tap is not None:
+                self._tap("in", self._local, source, data)
+            self._receiver(data, source, stream=False)
+            if self._closed:  # the receiver closed us
+                return
 
     def send(self, data: bytes, destination: Address) -> None:
-        if self._transport is None or self._transport.is_closing():
+        if self._closed:
             if self._on_error is not None:
                 self._on_error(destination, "UDP socket closed")
             return
+        target = (destination.host, destination.port)
         try:
-            self._transport.sendto(data, (destination.host, destination.port))
-        except (OSError, OverflowError, TypeError, ValueError) as exc:
-            # A bad destination (a peer's rport=70000, a non-ASCII host) must not get
-            # as far as asyncio, which closes the whole socket on a non-OSError.
+            if self._pending:  # keep the order: behind what waits already
+                self._queue(data, target)
+            else:
+                try:
+                    self._sock.sendto(data, target)
+                except (BlockingIOError, InterruptedError):
+                    self._queue(data, target)
+                    self._loop.add_writer(self._sock, self._write_ready)
+        except (OSError, OverflowError, TypeError, ValueError, UnicodeError) as exc:
+            # A bad destination (a peer's rport=70000, a non-ASCII host) must not end the
+            # socket: the peer's message is refused, the node goes on.
             logger.info("udp %s: cannot send to %s: %s", self._local, destination, exc)
             if self._on_error is not None:
                 self._on_error(destination, f"send failed: {exc}")
@@ -80,6 +132,28 @@ class UdpTransport(asyncio.DatagramProtocol):
         if self._tap is not None:
             self._tap("out", self._local, destination, data)
 
+    def _queue(self, data: bytes, target: tuple[str, int]) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            raise OSError("send queue full")
+        self._pending.append((data, target))
+
+    def _write_ready(self) -> None:
+        while self._pending:
+            data, target = self._pending[0]
+            try:
+                self._sock.sendto(data, target)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.info("udp %s: cannot send to %s: %s", self._local, target, exc)
+            self._pending.popleft()
+        self._loop.remove_writer(self._sock)
+
     async def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        self._loop.remove_reader(self._sock)
+        self._loop.remove_writer(self._sock)
+        self._sock.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from emulator.documents import reginfo
 from emulator.sip.events import Address
 from emulator.sip.message import Request
 from emulator.sip.message import Response
@@ -16,6 +17,7 @@ from .support import Peer
 from .support import on_hub
 from .support import request
 from .support import settle
+from .support import sip
 
 UE_HOST = "127.0.88.30"
 UE = Address("udp", UE_HOST, 5060)
@@ -143,4 +145,53 @@ async def test_reinvite_keeps_the_dialog_and_unknown_ones_get_481() -> None:
     again = [r for r in caller.responses() if r.status == 200][-1]
     assert again.cseq.seq == 2 and again.to.tag == first.to.tag
     assert ue._dialogs["d2@review"].local.tag == first.to.tag
+    await ue.stop()
+
+
+async def test_the_notify_that_ends_the_subscription_may_come_before_the_200() -> None:
+    """RFC 3680 §5.2 / 24.229 §5.1.1.4: a de-REGISTER ends the UE's reg-event
+    subscription with a terminating NOTIFY, which the core sends together with the
+    REGISTER's 200, so it may be read first; the UE still reports the registration
+    terminated, not "no subscription"."""
+    hub = MemoryHub()
+    ue = await make_ue(hub)
+
+    def notify(peer: Peer, subscribe: Request, state: str, event: str, cseq: int) -> None:
+        document = reginfo.RegInfo(cseq - 1, "full", (reginfo.RegistrationInfo(
+            "sip:bob@mcx.example", "r1", state, (reginfo.ContactInfo(
+                "c1", state, event, f"sip:bob@{UE_HOST}"),)),))
+        body = reginfo.render(document)
+        subscription = "terminated;reason=noresource" if state == "terminated" else \
+            "active;expires=600"
+        peer.send(sip([f"NOTIFY sip:bob@{UE_HOST} SIP/2.0",
+                       f"Via: SIP/2.0/UDP 127.0.88.50:5060;branch=z9hG4bKn{cseq}",
+                       "From: <sip:bob@mcx.example>;tag=core", f"To: {subscribe.from_}",
+                       f"Call-ID: {subscribe.call_id}", f"CSeq: {cseq} NOTIFY",
+                       "Event: reg", f"Subscription-State: {subscription}",
+                       f"Content-Type: {reginfo.MIME_TYPE}"], body), UE)
+
+    subscriptions: list[Request] = []
+
+    def core(peer: Peer, message: Request | Response, source: Address) -> None:
+        if not isinstance(message, Request):
+            return
+        if message.method == "SUBSCRIBE":
+            subscriptions.append(message)
+            peer.send(message.make_response(200, to_tag="core").to_bytes(), source)
+            notify(peer, message, "active", "registered", 1)
+        elif message.method == "REGISTER" and message.expires == 0:
+            notify(peer, subscriptions[0], "terminated", "unregistered", 2)  # first...
+            peer.send(message.make_response(200, to_tag="core").to_bytes(), source)
+        elif message.method == "REGISTER":
+            peer.send(message.make_response(200, to_tag="core").to_bytes(), source)
+
+    registrar = Peer(hub, "127.0.88.50", on_message=core)
+    registration = await ue.register(registrar.address, "sip:bob@mcx.example",
+                                     domain="mcx.example")
+    assert (await ue.subscribe_reg(registration)).state == "active"
+    await ue.unregister(registrar.address, "sip:bob@mcx.example", domain="mcx.example")
+    ended = await ue.registration_ended(registrar.address)
+    assert ended is not None and ended.state == "terminated"
+    assert ended.events == ("unregistered",)
+    assert await ue.registration_ended(registrar.address) is None  # read once
     await ue.stop()

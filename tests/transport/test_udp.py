@@ -1,0 +1,154 @@
+"""The UDP transport (emulator/transport/udp.py) on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from emulator.sip.events import Address
+from emulator.transport import udp
+from emulator.transport.udp import UdpTransport
+
+HOST = "127.0.77.1"
+
+
+class Inbox:
+    """A receiver that records datagrams and wakes a waiter at a count."""
+
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes, Address]] = []
+        self.want = 0
+        self.enough = asyncio.Event()
+
+    def __call__(self, data: bytes, source: Address, *, stream: bool) -> None:
+        assert not stream
+        self.datagrams.append((data, source))
+        if len(self.datagrams) >= self.want:
+            self.enough.set()
+
+    async def wait(self, count: int) -> None:
+        self.want = count
+        if len(self.datagrams) < count:
+            await asyncio.wait_for(self.enough.wait(), 10)
+
+
+async def test_a_burst_is_read_whole_in_order_and_tapped() -> None:
+    """Datagrams queued before the loop turns (a burst) are all read, more than one batch
+    of them, in order, each shown to the tap with where it came from."""
+    inbox, tapped = Inbox(), []
+    transport = await UdpTransport.open(HOST, 0, inbox,
+                                        tap=lambda *seen: tapped.append(seen))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.77.2", 0))
+    count = 5 * udp.BATCH + 3
+    try:
+        for index in range(count):
+            sender.sendto(b"OPTIONS %d" % index, (HOST, transport.local.port))
+        await inbox.wait(count)
+        assert [data for data, _ in inbox.datagrams] == [b"OPTIONS %d" % i for i in range(count)]
+        source = Address("udp", "127.0.77.2", sender.getsockname()[1])
+        assert {s for _, s in inbox.datagrams} == {source}
+        assert tapped[0] == ("in", transport.local, source, b"OPTIONS 0")
+    finally:
+        sender.close()
+        await transport.close()
+
+
+async def test_the_largest_datagram_arrives_uncut() -> None:
+    """The receive buffer holds any UDP payload (65,507 bytes over IPv4): nothing is cut."""
+    inbox = Inbox()
+    receiver = await UdpTransport.open(HOST, 0, inbox)
+    sender = await UdpTransport.open("127.0.77.3", 0, Inbox())
+    big = bytes(range(256)) * 255 + b"x" * 227
+    assert len(big) == 65507
+    try:
+        sender.send(big, receiver.local)
+        await inbox.wait(1)
+        assert inbox.datagrams[0][0] == big
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_bad_destination_is_reported_and_the_socket_goes_on() -> None:
+    """A peer's rport=70000 or a non-ASCII host: the error handler hears of it, nothing
+    is sent or tapped, and the socket still sends to good destinations."""
+    inbox, errors, tapped = Inbox(), [], []
+    receiver = await UdpTransport.open(HOST, 0, inbox)
+    sender = await UdpTransport.open("127.0.77.4", 0, Inbox(),
+                                     tap=lambda *seen: tapped.append(seen),
+                                     on_error=lambda where, why: errors.append(where))
+    try:
+        for bad in (Address("udp", HOST, 70000), Address("udp", "hôte.example", 5060)):
+            sender.send(b"x", bad)
+        assert [e.port for e in errors] == [70000, 5060] and tapped == []
+        sender.send(b"still here", receiver.local)
+        await inbox.wait(1)
+        assert inbox.datagrams[0][0] == b"still here"
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+class _FullSocket:
+    """A socket whose send buffer is full until ``drain``: sendto raises EAGAIN."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.full = True
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, target: tuple[str, int]) -> int:
+        if self.full:
+            raise BlockingIOError
+        self.sent.append(data)
+        return self.real.sendto(data, target)
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+async def test_a_full_send_buffer_queues_in_order_and_bounded() -> None:
+    """EAGAIN from the kernel: datagrams wait in order and go when the socket is writable;
+    beyond the bound they are refused to the error handler (dropped, as a full network
+    would), never held without limit."""
+    inbox, errors = Inbox(), []
+    receiver = await UdpTransport.open(HOST, 0, inbox)
+    sender = await UdpTransport.open("127.0.77.5", 0, Inbox(),
+                                     on_error=lambda where, why: errors.append(why))
+    full = _FullSocket(sender._sock)
+    sender._sock = full  # type: ignore[assignment]
+    try:
+        for index in range(udp.MAX_PENDING + 2):
+            sender.send(b"%d" % index, receiver.local)
+        assert len(errors) == 2 and "queue full" in errors[0]
+        full.full = False  # the kernel's buffer drains: the writer callback sends the rest
+        await inbox.wait(udp.MAX_PENDING)
+        assert [d for d, _ in inbox.datagrams] == [b"%d" % i for i in range(udp.MAX_PENDING)]
+        sender.send(b"after", receiver.local)  # straight out again, behind nothing
+        await inbox.wait(udp.MAX_PENDING + 1)
+        assert inbox.datagrams[-1][0] == b"after"
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_port_in_use_is_an_error_and_close_is_final() -> None:
+    """Binding a taken port raises OSError (no socket left open); after close, a send is
+    reported, not attempted."""
+    first = await UdpTransport.open(HOST, 0, Inbox())
+    with pytest.raises(OSError):
+        await UdpTransport.open(HOST, first.local.port, Inbox())
+    errors: list[str] = []
+    second = await UdpTransport.open("127.0.77.6", 0, Inbox(),
+                                     on_error=lambda where, why: errors.append(why))
+    await second.close()
+    await second.close()  # twice is harmless
+    second.send(b"x", first.local)
+    assert errors == ["UDP socket closed"]
+    await first.close()
