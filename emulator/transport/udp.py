@@ -1,13 +1,13 @@
 """SIP over UDP: one socket, datagram boundaries are message boundaries (§18.1.1).
 
 The socket is read straight off the event loop (``add_reader``), not through asyncio's
-datagram transport, for two reasons that ``benchmarks/scale.py`` and
-``benchmarks/migration_path.py`` measure:
+datagram transport, which under load costs several times the CPU per datagram
+(``benchmarks/udp_receive.py``: ~27 against ~7.5 µs for a 1,200-byte datagram sent and
+received, on this project's 2-core machine):
 
-* asyncio receives every datagram into a fresh 256 kB ``bytes`` that it then shrinks to
-  the datagram's size.  Each burst of SIP thus carves the C heap into holes around the
-  datagrams still alive, and after the burst a SIP node kept ~8 MB it could not hand
-  back.  Here a datagram is read into one reused buffer and copied out at its size.
+* asyncio receives every datagram into a fresh 256 kB ``bytes`` and then shrinks it to
+  the datagram's size (a large allocation and a reallocation per datagram).  Here a
+  datagram is read into one reused buffer and copied out at its size.
 * asyncio reads one datagram per socket per turn of the loop; under load a SIP node
   spends its turns polling.  Here one turn reads up to :data:`BATCH` datagrams.
 """
