@@ -316,6 +316,11 @@ class SipNode(Readiness):
         if max_forwards is not None and max_forwards <= 0:
             self.reply(request, transaction, 483)
             return
+        if not self.endpoint.serves(destination.transport):
+            # A Route or Request-URI naming a transport we have not (a peer's
+            # ";transport=tcp060"): nothing can be sent, a transport error (§16.9).
+            self.reply(request, transaction, 503, "Service Unavailable (unsupported transport)")
+            return
         request.headers.set("Max-Forwards", (max_forwards if max_forwards is not None else 71) - 1)
         self.push_via(request, destination.transport)
 

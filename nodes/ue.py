@@ -727,6 +727,8 @@ class UserEquipment:
                          if ids.get(f"{fmt.service}_id") is not None)
         parts = () if publish or expires == 0 else self._info_parts(token, ids)
         client = self._client(visited)
+        if expires == 0:  # only the end this de-REGISTER brings counts
+            client.ended.pop(core, None)
         registration = await client.register(
             core, impu, domain=domain, expires=expires, services=services,
             headers=tuple(headers), parts=parts)

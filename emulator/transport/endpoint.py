@@ -140,6 +140,10 @@ class SipEndpoint:
     def local(self, transport: str) -> Address:
         return self._transports[transport].local
 
+    def serves(self, transport: str) -> bool:
+        """Whether this endpoint has ``transport`` (udp, tcp, tls) to send on."""
+        return transport in self._transports
+
     def disconnect(self, host: str) -> int:
         """Close every TCP/TLS connection with ``host``; how many."""
         return sum(adapter.disconnect(host) for adapter in self._transports.values()

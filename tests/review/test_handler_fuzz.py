@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -149,6 +150,7 @@ async def exercise(kind: str, batch: list[bytes]) -> None:
 @settings(deadline=None, max_examples=300, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(NODES)), st.integers(0, 2**64 - 1))
+@example("gateway", 54828)  # an in-dialog UPDATE routed to ";transport=tcp060": 503, no crash
 def test_every_request_gets_one_final_answer_and_every_layer_drains(kind: str,
                                                                     seed: int) -> None:
     rng = random.Random(seed)
