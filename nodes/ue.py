@@ -364,6 +364,8 @@ class McClient(SipNode):
         """A REGISTER of ``impu`` at ``registrar`` (§10.2): To and From are the IMPU, the
         Request-URI the registrar's ``domain`` (default: the IMPU's).  One Call-ID per
         registrar, CSeq one higher each time, so refreshes are ordered (§10.2.4)."""
+        if expires == 0:  # a de-REGISTER: only the subscription's end it brings counts
+            self.ended.pop(registrar, None)
         call_id, cseq = self._registrations.get(registrar, (new_call_id(self.host), 0))
         self._registrations[registrar] = (call_id, cseq + 1)
         identity = NameAddress.build(impu)
@@ -727,8 +729,6 @@ class UserEquipment:
                          if ids.get(f"{fmt.service}_id") is not None)
         parts = () if publish or expires == 0 else self._info_parts(token, ids)
         client = self._client(visited)
-        if expires == 0:  # only the end this de-REGISTER brings counts
-            client.ended.pop(core, None)
         registration = await client.register(
             core, impu, domain=domain, expires=expires, services=services,
             headers=tuple(headers), parts=parts)

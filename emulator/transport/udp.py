@@ -2,8 +2,8 @@
 
 The socket is read straight off the event loop (``add_reader``), not through asyncio's
 datagram transport, which under load costs several times the CPU per datagram
-(``benchmarks/udp_receive.py``: ~27 against ~7.5 µs for a 1,200-byte datagram sent and
-received, on this project's 2-core machine):
+(``benchmarks/udp_receive.py``: ~27-32 against ~7.5 µs for a 1,200-byte datagram sent
+and received, on this project's 2-core machine):
 
 * asyncio receives every datagram into a fresh 256 kB ``bytes`` and then shrinks it to
   the datagram's size (a large allocation and a reallocation per datagram).  Here a

@@ -194,4 +194,8 @@ async def test_the_notify_that_ends_the_subscription_may_come_before_the_200() -
     assert ended is not None and ended.state == "terminated"
     assert ended.events == ("unregistered",)
     assert await ue.registration_ended(registrar.address) is None  # read once
+    # An end the network made earlier is not the answer to a later de-REGISTER.
+    ue.ended[registrar.address] = ended
+    await ue.unregister(registrar.address, "sip:bob@mcx.example", domain="mcx.example")
+    assert await ue.registration_ended(registrar.address) is None
     await ue.stop()
