@@ -13,7 +13,9 @@ Timer K), it prints:
 * the memory per registered UE: the nodes' PSS summed (their RSS counts pages shared
   with the zygote they were forked from), after draining, less what they held before the
   load, divided by the UEs registered; both read once every node has collected its
-  garbage and handed its free pages back.
+  garbage and handed its free pages back;
+* per node, the objects a full garbage collection walks then and how long that one took
+  (the pause a node's full collections cost at this size).
 
 ``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
 token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
@@ -118,12 +120,13 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             after = total_pss(pids)
             per_node = {name: memory(pid) for name, pid in pids.items()}
             print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8} "
-                  f"{'live PSS':>9} {'blocks':>9} {'kB/UE':>7}")
+                  f"{'live PSS':>9} {'blocks':>9} {'kB/UE':>7} {'tracked':>9} {'GC ms':>6}")
             for name, (rss, peak, pss) in sorted(per_node.items()):
                 held = live[name].get("pss_kib", 0) * 1024
                 print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f} "
                       f"{held / 2**20:9.1f} {live[name].get('blocks', 0):9d} "
-                      f"{(held - start[name]) / max(1, registered) / 1024:7.2f}")
+                      f"{(held - start[name]) / max(1, registered) / 1024:7.2f} "
+                      f"{live[name].get('tracked', 0):9d} {live[name].get('gc_ms', 0):6.1f}")
             per_ue = (after - before) / max(1, registered)
             print(f"nodes' PSS, each node collected and trimmed: {before / 2**20:.1f} MB "
                   f"before, {after / 2**20:.1f} MB after: {per_ue / 1024:.2f} kB per "

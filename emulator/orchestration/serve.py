@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from emulator.process import run
+from emulator.process import settle
 from emulator.process import trim
 from nodes import Node
 from nodes import NodePlan
@@ -51,6 +52,7 @@ async def serve_plan(plan: NodePlan, control: str | None = None) -> int:
             writer.write((json.dumps({"ready": plan.name, "state": node.state()}) +
                           "\n").encode())
             link = asyncio.create_task(_answer(node, reader, writer, stop))
+        settle()  # after saying so: start-up's own time stays what it was
         await stop.wait()
     finally:
         trimming.cancel()

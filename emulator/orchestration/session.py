@@ -23,6 +23,8 @@ from emulator.capture.ladder import LadderError
 from emulator.capture.ladder import extract
 from emulator.capture.ladder import render_text
 from emulator.capture.tshark import tshark_command
+from emulator.process import settle
+from emulator.process import settled
 from emulator.topology.bundled import DEFAULT_TOPOLOGY
 from emulator.topology.bundled import topology_path
 from emulator.topology.loader import load_topology
@@ -194,6 +196,7 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
             temporary.replace(state_file)
             written = True
             print(f"ready: state in {state_file}, captures in {run_dir}", flush=True)
+            settle()  # inproc, the nodes are this process's heap
             await stop.wait()
             print("stopping", flush=True)
     finally:
@@ -217,5 +220,6 @@ async def load(topology: Topology, options: LoadOptions, *, transport: str | Non
                       placement=placement, capture=capture, crowd=population.ues)
     async with network:
         await network.wait_ready()
-        result = await run_load(network, population, options, progress)
+        with settled():  # inproc, the nodes' start-up is out of the load's collections
+            result = await run_load(network, population, options, progress)
     return result, run_dir, write_report(result, run_dir)
