@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import gc
 import json
 import shutil
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
+from emulator.process import settle  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
 from emulator.topology.model import FloodLimit  # noqa: E402
@@ -161,12 +161,11 @@ async def migration_target(placement: str, users: int, sources: int, work: Path,
     for ue in generator.ues:
         token = ue.partner_token or {}
         lines.append(f"{generator.access[ue.name].partner_impu};{token['access_token']};")
-    # The set-up's garbage (thousands of logins' TLS and HTTP objects, in this process when
-    # inproc) is collected now and what stays is frozen (gc.freeze): otherwise the first
-    # full collection lands in a measured step, a ~0.7 s pause at 8,000 users that sipp
-    # answers with retransmissions.
-    gc.collect()
-    gc.freeze()
+    # Settled as `up` settles once ready, and after the set-up's own garbage (thousands of
+    # logins' TLS and HTTP objects, in this process when inproc): otherwise the first full
+    # collection lands in a measured step, a ~0.7 s pause at 8,000 users that sipp answers
+    # with retransmissions.
+    settle()
     inject = work / "users.csv"
     inject.write_text("SEQUENTIAL\n" + "\n".join(lines) + "\n")
     gateway = net.topology.local_plmn.gateway
