@@ -9,6 +9,7 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v ip      >/dev/null 2>&1 || need+=(iproute2)
 command -v kamailio >/dev/null 2>&1 || need+=(kamailio)   # topology kamailio-edge
 command -v capinfos >/dev/null 2>&1 || need+=(wireshark-common)
+command -v gcc     >/dev/null 2>&1 || need+=(gcc)       # mypyc: the compiled SIP core
 [ ${#need[@]} -eq 0 ] && exit 0
 # MCX_REQUIRE_TOOLS=1 (CI): what cannot be installed fails here, not as skipped tests.
 fail=0; [ "${MCX_REQUIRE_TOOLS:-}" = 1 ] && fail=1

@@ -5,6 +5,8 @@ bytes to send come out (aioquic's shape).  Import from here, e.g.
 ``from emulator.sip import Request, TransactionLayer, new_request``.
 """
 
+# First: it decides whether the modules below load compiled (mypyc) or from source.
+from . import compiled  # noqa: F401
 from .builder import cancel_for
 from .builder import new_branch
 from .builder import new_call_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
@@ -43,7 +44,7 @@ class Headers:
 
     __slots__ = ("_cache", "_items")
 
-    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, items: Iterable[tuple[str, object]] | None = None) -> None:
         self._items: list[tuple[str, str, str]] = []
         # Parsed typed views (see ``typed``); any mutation clears it.
         self._cache: dict[str, object] = {}
@@ -52,9 +53,8 @@ class Headers:
 
     @classmethod
     def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
-        new = cls.__new__(cls)
+        new = cls()  # (not cls.__new__: mypyc's compiled classes have none to call)
         new._items = items
-        new._cache = {}
         return new
 
     def typed(self, key: str, parse: Callable[[Headers], T]) -> T:

@@ -178,7 +178,8 @@ class Message:
         lines.append("")
         return "\r\n".join(lines).encode("utf-8") + self.body
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:  # (an alias assigned in the class body: mypyc has none)
+        return self.to_bytes()
 
 
 class Request(Message):
@@ -343,7 +344,9 @@ def _split_head(data: bytes, stream: bool) -> tuple[list[str], bytes]:
     elif not stream and data.endswith(b"\r\n"):
         # A datagram's end is unambiguous, so a missing empty line after the
         # last header is forgiven (RFC 4475 §3.1.2.15's baddn ends this way).
-        end, body = len(data) - 2, b""
+        # (max: a datagram of nothing but CRLFs gives end < start, which compiled code
+        # (mypyc) does not slice to b"" as Python does.)
+        end, body = max(len(data) - 2, start), b""
     else:
         raise RemoteProtocolError("no empty line after the headers", None)
     try:

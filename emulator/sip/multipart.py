@@ -102,7 +102,9 @@ class MultipartBody:
             next_delim = body.find(b"\r\n" + delimiter, line_end)
             if next_delim < 0:
                 raise MultipartError("no closing boundary")
-            parts.append(_parse_part(body[line_end + 2:next_delim]))
+            # The delimiter line's CRLF may be the one before the next delimiter (an
+            # empty part): clamp, since compiled code (mypyc) does not slice backwards to b"".
+            parts.append(_parse_part(body[line_end + 2:max(next_delim, line_end + 2)]))
             if len(parts) > _MAX_PARTS:
                 raise MultipartError(f"more than {_MAX_PARTS} body parts")
             position = next_delim + 2

@@ -122,6 +122,7 @@ def test_missing_close_delimiter(data: bytes) -> None:
     (b"--B\r\nContent-Type: \xff\xfe\r\n\r\nx\r\n--B--", "B"),  # headers not UTF-8
     (b"--\r\n\r\nx\r\n----", ""),  # empty boundary
     (b"x", "b" * 71),  # boundary longer than 70 (RFC 2046 §5.1.1)
+    (b"--B\r\n--B--\r\n", "B"),  # the next delimiter right after the first: no part at all
 ])
 def test_malformed_multipart(data: bytes, boundary: str) -> None:
     with pytest.raises(MultipartError):

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from emulator.sip import compiled
+
 REQUIRE_TOOLS = os.environ.get("MCX_REQUIRE_TOOLS") == "1"
 
 TOOLS = {
@@ -39,6 +41,10 @@ def which(tool: str) -> str | None:
 def missing() -> list[str]:
     """What a complete run lacks here: tools, and root (captures, namespaces, prlimit)."""
     out = [f"{tool} ({source})" for tool, source in TOOLS.items() if which(tool) is None]
+    # What make setup builds is what CI must test (the sources are tested on their own too:
+    # tests/sip/test_compiled.py); a deliberate MCX_SIP_PURE=1 does not excuse a missing build.
+    if (state := compiled.choose(environ={})) != "compiled":
+        out.append(f"the compiled SIP core (gcc; make setup builds it): {state}")
     if os.geteuid() != 0:
         out.append("root (kernel captures, network namespaces)")
     return out
