@@ -141,6 +141,7 @@ class Gateway(SipNode):
                 "flood": {"sources": len(self.policer), "refused": self.policer.refused,
                           "dropped": self.policer.dropped},
                 "guards": {**self.endpoint.guard_state(), "https": self.http.guard_state()},
+                "overload": self.overload.state(),
                 # Listed only while short: every control-link answer carries the state.
                 "attached": {c.address: c.name for c in itertools.islice(
                     self.attached.values(), STATE_ROWS)},

@@ -258,6 +258,7 @@ class McServer(SipNode):
     def state(self) -> dict[str, object]:
         self._purge_expired()  # a lapsed authorisation is not counted, request or not
         return {**describe(self.plan, self.sip_state()), "guards": self.endpoint.guard_state(),
+                "overload": self.overload.state(),
                 "mode": self.mode,
                 "authorised_users": len(self.users), "refusals": len(self.refusals),
                 "affiliations": {g: sorted(m) for g, m in self.affiliations.items()},

@@ -38,6 +38,7 @@ from emulator.topology.model import ConnectionLimits
 from emulator.topology.model import FloodLimit
 from emulator.topology.model import Impairment
 from emulator.topology.model import LoginLimit
+from emulator.topology.model import OverloadLimit
 
 ROLES = ("idms", "cms", "gms", "mc-server", "sip-core", "gateway", "ue")
 
@@ -266,6 +267,8 @@ class NodePlan:
     """Its stream listeners' caps and time-outs (the topology's ``limits.connections``)."""
     sip_timers: TimerConfig = DEFAULT_TIMERS
     """T1, T2 and T4 of its SIP transactions (the topology's ``sip_timers``)."""
+    overload: OverloadLimit = field(default_factory=OverloadLimit)
+    """When its SIP side sheds new requests (the topology's ``limits.overload``)."""
 
     def __post_init__(self) -> None:
         expected = ROLE_OPTIONS.get(self.role)

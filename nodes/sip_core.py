@@ -115,6 +115,7 @@ class SipCore(SipNode):
 
     def state(self) -> dict[str, object]:
         return {**describe(self.plan, self.sip_state()), "guards": self.endpoint.guard_state(),
+                "overload": self.overload.state(),
                 "registered_aors": self.location.aor_count, "bindings": len(self.location),
                 "reg_event_subscriptions": len(self.reg_event),
                 "restored": self.journal.restored}

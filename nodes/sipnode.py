@@ -31,6 +31,7 @@ from emulator.sip.timers import TimerConfig
 from emulator.sip.uri import URI
 from emulator.topology.model import ConnectionLimits
 from emulator.topology.model import Impairment
+from emulator.topology.model import OverloadLimit
 from emulator.transport.base import Tap
 from emulator.transport.endpoint import SipEndpoint
 from emulator.transport.guard import DEFAULT_CONNECTION_LIMITS
@@ -38,6 +39,7 @@ from emulator.transport.guard import DEFAULT_CONNECTION_LIMITS
 from .base import Readiness
 from .journal import Journal
 from .journal import Tables
+from .overload import OverloadGate
 from .plan import Impaired
 from .plan import Listener
 from .plan import NodePlan
@@ -106,6 +108,9 @@ class AnswerRetransmitter:
             on_give_up()
 
 
+NO_OVERLOAD_CONTROL = OverloadLimit(enabled=False)
+
+
 class SipNode(Readiness):
     """A node with a SIP endpoint on ``host``, listening as ``listeners`` say.
 
@@ -118,7 +123,8 @@ class SipNode(Readiness):
                  impairments: tuple[Impaired, ...] = (),
                  state_file: str | None = None,
                  connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
-                 timers: TimerConfig = DEFAULT_TIMERS) -> None:
+                 timers: TimerConfig = DEFAULT_TIMERS,
+                 overload: OverloadLimit = NO_OVERLOAD_CONTROL) -> None:
         super().__init__()
         self.name = name
         self.host = host
@@ -126,6 +132,9 @@ class SipNode(Readiness):
         self.server_ssl = server_ssl
         self.connection_limits = connection_limits
         self.endpoint = SipEndpoint(name, self, tap=tap, client_ssl=client_ssl, timers=timers)
+        self.overload = OverloadGate(overload)
+        """Sheds new requests while the node is behind (nodes.overload): the network's
+        nodes, by the topology's ``limits.overload``; a UE serves whatever it gets."""
         self.impaired: dict[str, Impairment | None] = {}
         """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
@@ -139,7 +148,8 @@ class SipNode(Readiness):
     def planned(plan: NodePlan) -> dict[str, Any]:
         """What a network node's plan says of its SIP side, as keyword arguments."""
         return {"impairments": plan.impairments, "state_file": plan.state_file,
-                "connection_limits": plan.connection_limits, "timers": plan.sip_timers}
+                "connection_limits": plan.connection_limits, "timers": plan.sip_timers,
+                "overload": plan.overload}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self._ports())}>"
@@ -150,7 +160,9 @@ class SipNode(Readiness):
             tls = self.server_ssl if listener.protocol == "tls" else None
             await self.endpoint.listen(listener.protocol, listener.host, listener.port,
                                        server_ssl=tls, connection_limits=self.connection_limits,
-                                       admit=self.admits_connection)
+                                       admit=self.admits_connection,
+                                       on_wait=self._queue_wait if self.overload.limit.enabled
+                                       else None)
         self._mark_ready()
 
     async def stop(self) -> None:
@@ -204,6 +216,9 @@ class SipNode(Readiness):
     def is_self(self, address: Address) -> bool:
         return address.host == self.host and address.port in self._ports()
 
+    def _queue_wait(self, wait: float) -> None:
+        self.overload.observe(wait, self.endpoint.now())
+
     # -- TransactionUser -------------------------------------------------------
     def request_received(self, event: RequestReceived) -> None:
         request = event.request
@@ -211,6 +226,11 @@ class SipNode(Readiness):
             self.on_ack(request, event.source)
             return
         assert event.transaction is not None
+        if self.overload.refuses(request):  # through its transaction: a retransmission of
+            # it gets the same 503, never a second look
+            self.reply(request, event.transaction, 503, "Service Unavailable (overload)",
+                       headers=(("Retry-After", str(self.overload.limit.retry_after)),))
+            return
         if request.method == "CANCEL":
             self.on_cancel(request, event.source, event.transaction)
             return

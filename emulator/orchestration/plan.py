@@ -96,6 +96,7 @@ def plan_network(topology: Topology, faults: Faults, run_dir: Path, *,
     plans += [planner.ue(spec) for spec in topology.ues]
     return tuple(replace(plan, impairments=planner.impairments(plan.name),
                          connection_limits=topology.limits.connections,
+                         overload=topology.limits.overload,
                          sip_timers=topology.sip_timers,
                          state_file=str(run_dir / "state" / f"{plan.name}.jsonl")
                          if plan.role in DURABLE_ROLES and not faults.amnesia else None)

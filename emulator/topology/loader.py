@@ -44,6 +44,7 @@ from .model import LoginLimit
 from .model import McSystem
 from .model import MigrationProfileSpec
 from .model import Node
+from .model import OverloadLimit
 from .model import SipInterface
 from .model import Topology
 from .model import UeSpec
@@ -493,6 +494,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "rate": (0.001, 1_000_000), "burst": (1, 1_000_000), "retry_after": (0, 86400),
     "max_sources": (1, 10_000_000), "max_failures": (1, 1000), "window": (0.01, 86400),
     "lockout": (0.0, 86400), "slowdown": (0.0, 60), "max_tracked": (1, 10_000_000),
+    "target": (0.001, 60), "interval": (0.0, 60),
 }
 
 
@@ -506,8 +508,13 @@ def _fields(reader: _Reader, key: str, kind: type[Any]) -> Any:
     for spec in dataclasses.fields(kind):
         if not sub.has(spec.name):
             continue
+        if isinstance(spec.default, bool):  # a switch: true or false, nothing else
+            values[spec.name] = sub.get(spec.name, (bool,))
+            continue
         whole = isinstance(spec.default, int)
         raw = sub.get(spec.name, (int, float, str))
+        if isinstance(raw, bool):
+            raise reader.doc.error(sub._child(spec.name), "must be a number, not a boolean")
         try:
             value = _quantity(spec.name, raw, {"": 1.0, **_UNITS}, "a number")
         except ImpairmentError as exc:
@@ -525,10 +532,11 @@ def _fields(reader: _Reader, key: str, kind: type[Any]) -> Any:
 
 
 def _limits(reader: _Reader) -> Limits:
-    """The optional ``limits`` section: ``connections``, ``flood`` and ``login``, each a
-    mapping of the fields of its dataclass."""
+    """The optional ``limits`` section: ``connections``, ``flood``, ``login`` and
+    ``overload``, each a mapping of the fields of its dataclass."""
     limits = Limits(_fields(reader, "connections", ConnectionLimits),
-                    _fields(reader, "flood", FloodLimit), _fields(reader, "login", LoginLimit))
+                    _fields(reader, "flood", FloodLimit), _fields(reader, "login", LoginLimit),
+                    _fields(reader, "overload", OverloadLimit))
     reader.done()
     if limits.connections.max_per_source > limits.connections.max_connections:
         raise reader.doc.error(f"{reader.path}.connections.max_per_source",

@@ -300,6 +300,29 @@ class FloodLimit:
 
 
 @dataclass(frozen=True)
+class OverloadLimit:
+    """When a SIP node sheds new requests because it is behind (project-defined figures).
+
+    A node measures how long each UDP datagram waited in its socket's receive queue (the
+    kernel's receive timestamp against the moment it is read).  When that wait has stayed
+    above ``target`` for ``interval``, the node is overloaded: it answers new requests
+    (outside a dialog; ACK and CANCEL are never refused) with 503 and Retry-After (RFC 3261
+    §21.5.4) instead of serving them, until a datagram is read within ``target`` again.
+    Past capacity, the requests it serves keep being answered before their senders
+    retransmit (T1, 500 ms), instead of every request waiting, retransmitting and adding
+    to the queue.  The same rule as CoDel's (RFC 8289): a standing queue, not a burst."""
+
+    enabled: bool = True
+    target: float = 0.05
+    """Seconds a datagram may wait in the queue: a tenth of T1."""
+    interval: float = 0.2
+    """Seconds the wait must stay above ``target`` before shedding starts: longer than a
+    burst or a full garbage collection (~60 ms at 10,000 UEs)."""
+    retry_after: int = 2
+    """Seconds the 503's Retry-After asks the sender to wait."""
+
+
+@dataclass(frozen=True)
 class LoginLimit:
     """Password guessing at the IdMS (project-defined figures): per user and per source,
     failures first slow the answer down, then lock logins out for a while."""
@@ -322,6 +345,7 @@ class Limits:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     flood: FloodLimit = field(default_factory=FloodLimit)
     login: LoginLimit = field(default_factory=LoginLimit)
+    overload: OverloadLimit = field(default_factory=OverloadLimit)
 
 
 @dataclass(frozen=True)

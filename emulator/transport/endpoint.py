@@ -90,6 +90,11 @@ class SipEndpoint:
         self.screen: Callable[[bytes, Address], bool] | None = None
         """The node's look at each message before it is parsed (False: not processed);
         the gateway's flood control."""
+        self.queue_clock: Callable[[], float] = time.time
+        """What a UDP datagram's kernel receive timestamp (wall clock) is compared with to
+        tell its wait in the queue (``on_wait`` of :meth:`listen`); read at listen.  The
+        wall clock itself, not the loop's: a step of the system clock then skews the
+        waits of the datagrams around it only.  A test passes one that runs ahead."""
 
     def __repr__(self) -> str:
         return f"<SipEndpoint {self.name} {sorted(map(str, self.addresses))}>"
@@ -99,11 +104,13 @@ class SipEndpoint:
                      server_ssl: ssl.SSLContext | None = None,
                      hub: MemoryHub | None = None,
                      connection_limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
-                     admit: Callable[[str], bool] | None = None) -> Address:
+                     admit: Callable[[str], bool] | None = None,
+                     on_wait: Callable[[float], None] | None = None) -> Address:
         """Open a transport (udp, tcp, tls, or in-memory when ``hub`` is given).
 
         For tcp and tls, ``connection_limits`` and ``admit(host)`` guard the accepted
-        connections (``emulator.transport.guard``)."""
+        connections (``emulator.transport.guard``).  For udp, ``on_wait(seconds)`` hears
+        how long each datagram waited in the socket's receive queue."""
         self._loop = asyncio.get_running_loop()
         if transport in self._transports:
             raise ValueError(f"{self.name} already listens on {transport}")
@@ -112,7 +119,8 @@ class SipEndpoint:
             adapter = MemoryTransport(hub, Address(transport, host, port), self._receive, self.tap)
         elif transport == "udp":
             adapter = await UdpTransport.open(host, port, self._receive, tap=self.tap,
-                                              on_error=self._unreachable)
+                                              on_error=self._unreachable, on_wait=on_wait,
+                                              clock=self.queue_clock)
         elif transport in ("tcp", "tls"):
             adapter = await StreamTransport.open(
                 transport, host, port, self._receive, tap=self.tap, on_error=self._unreachable,

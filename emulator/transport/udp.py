@@ -10,6 +10,10 @@ and received, on this project's 2-core machine):
   datagram is read into one reused buffer and copied out at its size.
 * asyncio reads one datagram per socket per turn of the loop; under load a SIP node
   spends its turns polling.  Here one turn reads up to :data:`BATCH` datagrams.
+
+With ``on_wait``, every datagram's wait in the socket's receive queue is measured (the
+kernel's receive timestamp, ``SO_TIMESTAMPNS``, against the moment it is read) and
+reported: what a node's overload control (``nodes.overload``) decides from.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import asyncio
 import collections
 import logging
 import socket
+import struct
+import time
+from collections.abc import Callable
+from functools import lru_cache
 
 from emulator.sip.events import Address
 
@@ -36,17 +44,39 @@ no datagram is ever cut short by the receive buffer."""
 BATCH = 16
 """Datagrams read per readiness of the socket: fewer polls under load, and still a turn
 for the node's other sockets and timers every few milliseconds."""
+SO_TIMESTAMPNS = 35
+"""<asm-generic/socket.h> (x86-64, arm64), which Python's socket module does not name; the
+control message it brings is SCM_TIMESTAMPNS, the same number: a ``struct timespec``."""
+_TIMESPEC = struct.Struct("@qq")
 MAX_PENDING = 1024
 """Datagrams queued while the kernel's send buffer is full; beyond that they are dropped,
 as a full network would (retransmissions recover, §17.1.2.1)."""
+
+
+@lru_cache(maxsize=4096)
+def is_address_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address, which sendto() takes as it is.  Given a
+    name, sendto() would resolve it, synchronously: a request routed to a domain (a UE's
+    BYE to ``sip:alice@partner.example``) held the whole node for the resolver's 5 s
+    time-out.  Nodes are addressed by IP here; no RFC 3263 lookup is made."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 class UdpTransport:
     """A bound UDP socket.  Create with :meth:`open`."""
 
     def __init__(self, sock: socket.socket, receiver: Receiver, tap: Tap | None,
-                 on_error: ErrorHandler | None) -> None:
+                 on_error: ErrorHandler | None, on_wait: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._sock = sock
+        self._on_wait = on_wait
+        self._clock = clock
         self._receiver = receiver
         self._tap = tap
         self._on_error = on_error
@@ -60,8 +90,13 @@ class UdpTransport:
 
     @classmethod
     async def open(cls, host: str, port: int, receiver: Receiver, *, tap: Tap | None = None,
-                   on_error: ErrorHandler | None = None) -> UdpTransport:
-        """Bind ``host``:``port`` (0: any free port); OSError when it cannot be bound."""
+                   on_error: ErrorHandler | None = None,
+                   on_wait: Callable[[float], None] | None = None,
+                   clock: Callable[[], float] = time.time) -> UdpTransport:
+        """Bind ``host``:``port`` (0: any free port); OSError when it cannot be bound.
+
+        ``on_wait(seconds)`` hears how long each datagram waited to be read, by ``clock``
+        (the kernel stamps with the wall clock; a test passes one that runs ahead)."""
         loop = asyncio.get_running_loop()
         try:  # an address literal (every plan's): no resolver, no thread
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
@@ -77,8 +112,11 @@ class UdpTransport:
             except OSError:
                 pass
             sock.bind(address)
-            transport = cls(sock, receiver, tap, on_error)
-            loop.add_reader(sock, transport._read_ready)
+            if on_wait is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            transport = cls(sock, receiver, tap, on_error, on_wait, clock)
+            loop.add_reader(sock, transport._read_ready if on_wait is None
+                            else transport._read_ready_timed)
         except BaseException:
             sock.close()
             raise
@@ -99,12 +137,35 @@ class UdpTransport:
                 # retransmission timers deal with it (§17.1.2.2).
                 logger.debug("udp %s: %s", self._local, exc)
                 continue
-            data = bytes(self._view[:size])
-            source = Address("udp", addr[0], addr[1])
-            if self._tap is not None:
-                self._tap("in", self._local, source, data)
-            self._receiver(data, source, stream=False)
-            if self._closed:  # the receiver closed us
+            if not self._deliver(size, addr):
+                return
+
+    def _deliver(self, size: int, addr: tuple[str, int]) -> bool:
+        """The datagram in the buffer, up; False once the receiver has closed us."""
+        data = bytes(self._view[:size])
+        source = Address("udp", addr[0], addr[1])
+        if self._tap is not None:
+            self._tap("in", self._local, source, data)
+        self._receiver(data, source, stream=False)
+        return not self._closed
+
+    def _read_ready_timed(self) -> None:
+        """:meth:`_read_ready`, and each datagram's wait in the queue to ``on_wait``."""
+        assert self._on_wait is not None
+        space = socket.CMSG_SPACE(_TIMESPEC.size)
+        for _ in range(BATCH):
+            try:
+                size, ancillary, _, addr = self._sock.recvmsg_into((self._view,), space)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.debug("udp %s: %s", self._local, exc)
+                continue
+            for level, kind, stamp in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
+                    self._on_wait(max(0.0, self._clock() - seconds - nanoseconds * 1e-9))
+            if not self._deliver(size, addr):
                 return
 
     def send(self, data: bytes, destination: Address) -> None:
@@ -114,6 +175,8 @@ class UdpTransport:
             return
         target = (destination.host, destination.port)
         try:
+            if not is_address_literal(destination.host):
+                raise ValueError("not an IP address (no name is resolved)")
             if self._pending:  # keep the order: behind what waits already
                 self._queue(data, target)
             else:

@@ -41,6 +41,7 @@ from emulator.sip.timers import TimerConfig
 from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import load_topology
 from emulator.topology.model import Impairment
+from emulator.topology.model import OverloadLimit
 from emulator.topology.population import Population
 from emulator.topology.population import populate
 from tests.support.flood import idle_connections
@@ -67,9 +68,12 @@ class Stage(NamedTuple):
 
 @asynccontextmanager
 async def running(tmp_path: Path, placement: str, *, timers: TimerConfig = DEFAULT_TIMERS,
-                  capture: bool = False) -> AsyncIterator[Stage]:
+                  capture: bool = False, overload_control: bool = True) -> AsyncIterator[Stage]:
     """The topology up, UE 0 migrated and registered: the stage an attack starts from."""
     topology = dataclasses.replace(load_topology(DEFAULT_TOPOLOGY), sip_timers=timers)
+    if not overload_control:
+        topology = dataclasses.replace(topology, limits=dataclasses.replace(
+            topology.limits, overload=OverloadLimit(enabled=False)))
     population = populate(topology, 3)
     net = Network(population.topology, run_dir=tmp_path / "run", placement=placement,
                   capture=capture, crowd=population.ues)
@@ -282,7 +286,10 @@ async def scan(tool: str, source: str, *args: str) -> str:
 
 async def test_sipvicious_scans_crash_no_node_and_enumerate_no_user(tmp_path: Path,
                                                                     placement: str) -> None:
-    async with running(tmp_path, placement) as (net, _, state, before):
+    # Fifteen scans at once are more than inproc's one core serves: overload control would
+    # answer some requests with 503, which svwar lists as found (noise, no user).  What is
+    # asked here is whether the answers tell users apart, so the nodes serve every request.
+    async with running(tmp_path, placement, overload_control=False) as (net, _, state, before):
         # Every name a user goes by, at home and as a visitor, and the generated ones.
         names = {user.name for system in net.topology.systems for user in system.users}
         names |= {p.partner_identity.split(":")[1].split("@")[0]

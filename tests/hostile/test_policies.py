@@ -5,10 +5,14 @@ per-source token bucket (nodes.flood) and the IdMS's login throttle
 from __future__ import annotations
 
 from emulator.identity.lockout import LoginThrottle
+from emulator.sip import Headers
+from emulator.sip import Request
 from emulator.topology.model import FloodLimit
 from emulator.topology.model import LoginLimit
+from emulator.topology.model import OverloadLimit
 from nodes.flood import SourcePolicer
 from nodes.flood import Verdict
+from nodes.overload import OverloadGate
 
 FLOOD = FloodLimit(rate=10.0, burst=20, retry_after=5, max_sources=100)
 
@@ -111,3 +115,48 @@ def test_the_throttle_table_is_bounded() -> None:
     for n in range(1000):
         throttle.failed(f"user{n}", f"127.1.{n // 256}.{n % 256}", now=float(n))
     assert len(throttle) == LOGIN.max_tracked
+
+
+# -- overload control (nodes/overload.py) -----------------------------------------------
+
+def _request(to_tag: str | None = None, method: str = "REGISTER") -> Request:
+    to = "<sip:alice@partner.example>" + (f";tag={to_tag}" if to_tag else "")
+    return Request(method, "sip:partner.example", Headers([
+        ("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKov"), ("Max-Forwards", 70),
+        ("From", "<sip:alice@partner.example>;tag=a"), ("To", to),
+        ("Call-ID", "ov"), ("CSeq", f"1 {method}")]))
+
+
+def test_a_burst_or_a_pause_does_not_shed_a_standing_queue_does() -> None:
+    gate = OverloadGate(OverloadLimit(target=0.05, interval=0.2))
+    # A garbage collection's worth of backlog: waits above target, drained within 0.2 s.
+    for step in range(10):
+        gate.observe(0.08, now=step * 0.015)
+    gate.observe(0.01, now=0.16)
+    gate.observe(0.09, now=0.3)  # another, shorter one
+    gate.observe(0.02, now=0.35)
+    assert not gate.shedding and not gate.refuses(_request())
+    # A queue that stands: above target from 1.0 s on, for the interval.
+    gate.observe(0.2, now=1.0)
+    gate.observe(0.3, now=1.19)
+    assert not gate.shedding
+    gate.observe(0.3, now=1.25)
+    assert gate.shedding and gate.episodes == 1
+    assert gate.refuses(_request()) and gate.shed == 1
+    # One datagram read within target ends it.
+    gate.observe(0.04, now=1.3)
+    assert not gate.shedding and not gate.refuses(_request())
+    assert gate.state() == {"shedding": False, "shed": 1, "episodes": 1, "wait_ms": 40.0}
+
+
+def test_shedding_spares_dialogs_acks_and_cancels_and_can_be_switched_off() -> None:
+    gate = OverloadGate(OverloadLimit(target=0.05, interval=0.0))
+    gate.observe(1.0, now=0.0)
+    assert gate.shedding
+    assert gate.refuses(_request(method="INVITE"))
+    assert not gate.refuses(_request(to_tag="b", method="BYE"))
+    assert not gate.refuses(_request(method="ACK"))
+    assert not gate.refuses(_request(method="CANCEL"))
+    off = OverloadGate(OverloadLimit(enabled=False, interval=0.0))
+    off.observe(10.0, now=0.0)
+    assert not off.shedding and not off.refuses(_request())

@@ -16,6 +16,7 @@ from emulator.topology import TopologyError
 from emulator.topology import load_topology
 from emulator.topology import parse_topology
 from emulator.topology import topology_path
+from emulator.topology.model import OverloadLimit
 from emulator.topology.population import populate
 from nodes.sipnode import SipNode
 from nodes.ue import McClient
@@ -140,6 +141,9 @@ def _line_of(text: str, needle: str) -> int:
     ("t4: 5s", "t5: 5s", "sip_timers.t5", "unknown key"),
     ("max_per_source: 64", "max_per_source: 2000", "limits.connections.max_per_source",
      "must not exceed max_connections"),
+    ("enabled: true", "enabled: 1", "limits.overload.enabled", "must be bool"),
+    ("target: 50ms", "target: true", "limits.overload.target", "not a boolean"),
+    ("interval: 200ms", "interval: 2min", "limits.overload.interval", "2min"),
 ])
 def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: str) -> None:
     assert old in TEXT, old
@@ -165,6 +169,13 @@ def test_errors_name_line_and_key_path(old: str, new: str, path: str, message: s
 def test_structural_errors(text: str, message: str) -> None:
     with pytest.raises(TopologyError, match=message):
         parse_topology(text, "bad.yaml")
+
+
+def test_overload_limits_reach_every_nodes_plan(tmp_path: Path) -> None:
+    topology = parse_topology(TEXT.replace("target: 50ms", "target: 80ms"), "o.yaml")
+    assert topology.limits.overload == OverloadLimit(target=0.08)
+    plans = plan_network(topology, Faults(), tmp_path)
+    assert {plan.overload for plan in plans} == {topology.limits.overload}
 
 
 def test_sip_timers_reach_every_sip_node_of_the_run(tmp_path: Path) -> None:

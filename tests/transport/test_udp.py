@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -152,3 +153,36 @@ async def test_a_port_in_use_is_an_error_and_close_is_final() -> None:
     second.send(b"x", first.local)
     assert errors == ["UDP socket closed"]
     await first.close()
+
+
+async def test_each_datagrams_wait_in_the_queue_is_measured_from_the_kernels_stamp() -> None:
+    """With ``on_wait``, the kernel's receive timestamp of each datagram is read: against a
+    clock 5 s ahead, each waited 5 s (plus what it really waited, which is little)."""
+    inbox, waits = Inbox(), []
+    transport = await UdpTransport.open(HOST, 0, inbox, on_wait=waits.append,
+                                        clock=lambda: time.time() + 5.0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for index in range(3):
+            sender.sendto(b"OPTIONS %d" % index, (HOST, transport.local.port))
+        await inbox.wait(3)
+        assert len(waits) == 3
+        assert all(5.0 <= wait < 5.0 + 10 for wait in waits), waits
+    finally:
+        sender.close()
+        await transport.close()
+
+
+async def test_a_name_is_refused_at_once_never_resolved() -> None:
+    """sendto() would resolve a name synchronously (the resolver's 5 s time-out, with the
+    node's loop held): a destination that is not an address literal is an error at once."""
+    errors: list[tuple[Address, str]] = []
+    transport = await UdpTransport.open(HOST, 0, Inbox(),
+                                        on_error=lambda where, why: errors.append((where, why)))
+    try:
+        transport.send(b"BYE", Address("udp", "partner.example", 5060))
+        transport.send(b"BYE", Address("udp", "127.0.77.9", 9))  # a literal: sent
+        assert errors == [(Address("udp", "partner.example", 5060),
+                           "send failed: not an IP address (no name is resolved)")]
+    finally:
+        await transport.close()
