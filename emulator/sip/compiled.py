@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -57,7 +58,7 @@ def extensions(directory: Path = HERE) -> list[Path]:
     return found
 
 
-def choose(directory: Path = HERE, environ: os._Environ[str] | dict[str, str] = os.environ) -> str:
+def choose(directory: Path = HERE, environ: Mapping[str, str] = os.environ) -> str:
     """``"compiled"`` when the extensions may be used, else ``"source: <why>"``."""
     if environ.get("MCX_SIP_PURE") == "1":
         return "source: MCX_SIP_PURE=1"

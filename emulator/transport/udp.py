@@ -113,7 +113,11 @@ class UdpTransport:
                 pass
             sock.bind(address)
             if on_wait is not None:
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                except OSError as exc:  # another kernel ABI: no waits, the rest as usual
+                    logger.warning("udp %s:%s: no receive timestamps (%s): no overload "
+                                   "control", host, port, exc)
             transport = cls(sock, receiver, tap, on_error, on_wait, clock)
             loop.add_reader(sock, transport._read_ready if on_wait is None
                             else transport._read_ready_timed)
