@@ -127,12 +127,25 @@ class SipOutcome:
     service_route: tuple[str, ...] = ()
     registration: RegState | None = None
     """For a REGISTER: what the reg event then said (24.229 §5.1.1.3), if subscribed."""
+    retry_after: int | None = None
+    """Seconds a 503 or 500 asked to wait before trying again (RFC 3261 §20.33)."""
 
     @classmethod
     def of(cls, response: Response, registration: RegState | None = None) -> SipOutcome:
         return cls(response.status, response.reason,
                    tuple(response.headers.get_all("Warning")),
-                   tuple(response.headers.values("Service-Route")), registration)
+                   tuple(response.headers.values("Service-Route")), registration,
+                   _retry_after(response))
+
+
+def _retry_after(response: Response) -> int | None:
+    """The delta-seconds of Retry-After (§20.33: ``delta-seconds [comment] *(; param)``)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    seconds = value.split(";", 1)[0].split("(", 1)[0].strip()
+    return int(seconds) if seconds.isascii() and seconds.isdigit() and len(seconds) < 10 \
+        else None
 
 
 @dataclass

@@ -52,6 +52,7 @@ from emulator.sip.events import Address
 from emulator.topology.population import Population
 from nodes import UserEquipment
 from nodes.base import tls_client
+from nodes.ue import SipOutcome
 
 from .network import Network
 from .plan import ue_plans
@@ -75,6 +76,8 @@ class UeRecord:
     phases: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
     """``phase: status error``; None when the UE registered."""
+    retries: int = 0
+    """REGISTERs sent again after a 503 with Retry-After (see :func:`retrying`)."""
 
     @property
     def migration(self) -> float | None:
@@ -134,6 +137,7 @@ class LoadResult:
             "ues": self.options.ues, "rate": self.options.rate, "placement": self.placement,
             "capture": self.capture, "seconds": round(self.seconds, 3),
             "registered": self.registered, "failures": dict(self.failures),
+            "retries": sum(r.retries for r in self.records),
             "phases_ms": phases,
             "kpi": {"name": "TS 22.179 KPI 1 (project reading: migration time)",
                     "limit_ms": KPI_LIMIT * 1000, "share": KPI_SHARE, "met": self.kpi_met()},
@@ -301,12 +305,35 @@ class LoadGenerator:
             ids["mcvideo_id"] = migration.partner_mcvideo_id
         gateway = Address(partner.sip_transport, partner.sip_core_host, partner.sip_core_port)
         async with _phase(record, "register"):
-            outcome = await ue.register(
+            outcome = await retrying(lambda: ue.register(
                 gateway, partner.sip_domain, partner.partner_impu, partner.partner_impi,
                 token, ids, visited=True, via_p_cscf=True,
-                expires=self.options.registration_expires, subscribe=False)
+                expires=self.options.registration_expires, subscribe=False), record)
             if outcome.status != 200:
                 raise Refusal(outcome.reason, outcome.reason, outcome.status)
+
+
+RETRIES = 3
+"""REGISTERs a UE sends again after a 503 that says when (project-defined)."""
+MAX_RETRY_AFTER = 30
+"""Longest Retry-After a load UE waits; longer, it gives up (the run would only stall)."""
+
+
+async def retrying(attempt: Callable[[], Awaitable[SipOutcome]], record: UeRecord, *,
+                   sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> SipOutcome:
+    """``attempt()``, and again after a 503 with Retry-After, as the response asks (RFC 3261
+    §21.5.4: a node that sheds load says when to come back; overload control does).  At
+    most :data:`RETRIES` times, counted in ``record.retries``; the wait is part of the
+    phase, as it is of what the user waits."""
+    outcome = await attempt()
+    for _ in range(RETRIES):
+        wait = outcome.retry_after
+        if outcome.status != 503 or wait is None or wait > MAX_RETRY_AFTER:
+            break
+        record.retries += 1
+        await sleep(wait)
+        outcome = await attempt()
+    return outcome
 
 
 @asynccontextmanager

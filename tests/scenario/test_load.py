@@ -17,9 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from emulator.orchestration.load import MAX_RETRY_AFTER
+from emulator.orchestration.load import RETRIES
 from emulator.orchestration.load import LoadOptions
+from emulator.orchestration.load import UeRecord
+from emulator.orchestration.load import retrying
 from emulator.orchestration.session import load
+from emulator.sip import Response
+from emulator.sip import parse_message
 from emulator.topology import Topology
+from nodes.ue import SipOutcome
 from tests.support.wire import sip_fields
 from tests.support.wire import tshark
 
@@ -96,3 +103,43 @@ def test_bad_load_arguments_get_a_clear_error(arguments: list[str], message: str
                           timeout=60)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+# -- a load UE after a 503 that says when to come back (emulator/orchestration/load.py) --
+
+def _outcome(status: int, retry_after: str | None = None) -> SipOutcome:
+    extra = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
+    response = parse_message(
+        (f"SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKr\r\n"
+         f"From: <sip:a@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\n"
+         f"{extra}Content-Length: 0\r\n\r\n").encode())
+    assert isinstance(response, Response)
+    return SipOutcome.of(response)
+
+
+def test_retry_after_is_read_as_rfc_3261_writes_it() -> None:
+    assert _outcome(503, "2").retry_after == 2
+    assert _outcome(503, "18000 (maintenance);duration=3600").retry_after == 18000
+    assert _outcome(503, "soon").retry_after is None
+    assert _outcome(503).retry_after is None
+
+
+async def test_a_load_ue_registers_again_when_and_only_as_a_503_asks() -> None:
+    async def run(answers: list[SipOutcome]) -> tuple[SipOutcome, UeRecord, list[float]]:
+        record, slept, queue = UeRecord("ue-0"), [], list(answers)
+
+        async def attempt() -> SipOutcome:
+            return queue.pop(0)
+
+        async def sleep(seconds: float) -> None:  # simulated: the waits are recorded
+            slept.append(seconds)
+
+        return await retrying(attempt, record, sleep=sleep), record, slept
+
+    outcome, record, slept = await run([_outcome(503, "2"), _outcome(200)])
+    assert (outcome.status, record.retries, slept) == (200, 1, [2])
+    for refusal in (_outcome(503), _outcome(503, str(MAX_RETRY_AFTER + 1)), _outcome(403, "1")):
+        outcome, record, slept = await run([refusal, _outcome(200)])
+        assert (outcome.status, record.retries, slept) == (refusal.status, 0, [])
+    outcome, record, slept = await run([_outcome(503, "1")] * (RETRIES + 1))
+    assert (outcome.status, record.retries, slept) == (503, RETRIES, [1] * RETRIES)
