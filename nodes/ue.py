@@ -139,13 +139,11 @@ class SipOutcome:
 
 
 def _retry_after(response: Response) -> int | None:
-    """The delta-seconds of Retry-After (§20.33: ``delta-seconds [comment] *(; param)``)."""
-    value = response.headers.get("Retry-After")
-    if value is None:
+    """A Retry-After the UE can read; a malformed one is as good as none."""
+    try:
+        return response.retry_after
+    except ValueError:
         return None
-    seconds = value.split(";", 1)[0].split("(", 1)[0].strip()
-    return int(seconds) if seconds.isascii() and seconds.isdigit() and len(seconds) < 10 \
-        else None
 
 
 @dataclass

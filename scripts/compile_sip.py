@@ -46,7 +46,7 @@ def clean(policy: Any) -> None:
 
 def missing_tools() -> list[str]:
     missing = []
-    if shutil.which(sysconfig.get_config_var("CC").split()[0] or "cc") is None:
+    if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
         missing.append("a C compiler (Debian: gcc)")
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         missing.append("Python's headers (Debian: python3-dev)")

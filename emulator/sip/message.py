@@ -155,6 +155,18 @@ class Message:
         return min(int(value), 2**32 - 1)
 
     @property
+    def retry_after(self) -> int | None:
+        """The Retry-After header as delta-seconds (§20.33: its comment and parameters
+        dropped), None when absent."""
+        value = self.headers.get("Retry-After")
+        if value is None:
+            return None
+        seconds = value.split(";", 1)[0].split("(", 1)[0].strip()
+        if not (seconds.isascii() and seconds.isdigit()):
+            raise ValueError(f"bad Retry-After {value!r}")
+        return min(int(seconds), 2**32 - 1)
+
+    @property
     def event_package(self) -> str:
         """The package of the Event header (RFC 6665 §8.2.1, parameters dropped),
         lower-cased; empty when absent."""

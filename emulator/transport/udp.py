@@ -48,6 +48,7 @@ SO_TIMESTAMPNS = 35
 """<asm-generic/socket.h> (x86-64, arm64), which Python's socket module does not name; the
 control message it brings is SCM_TIMESTAMPNS, the same number: a ``struct timespec``."""
 _TIMESPEC = struct.Struct("@qq")
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 MAX_PENDING = 1024
 """Datagrams queued while the kernel's send buffer is full; beyond that they are dropped,
 as a full network would (retransmissions recover, §17.1.2.1)."""
@@ -156,10 +157,10 @@ class UdpTransport:
     def _read_ready_timed(self) -> None:
         """:meth:`_read_ready`, and each datagram's wait in the queue to ``on_wait``."""
         assert self._on_wait is not None
-        space = socket.CMSG_SPACE(_TIMESPEC.size)
         for _ in range(BATCH):
             try:
-                size, ancillary, _, addr = self._sock.recvmsg_into((self._view,), space)
+                size, ancillary, _, addr = self._sock.recvmsg_into((self._view,),
+                                                                    _TIMESTAMP_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

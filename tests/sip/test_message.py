@@ -285,6 +285,23 @@ def test_contact_wildcard_q_and_bad_expires() -> None:
         Contact.parse("<sip:a@b>;expires=soon").expires  # noqa: B018
 
 
+def test_retry_after_is_delta_seconds_without_comment_or_parameters() -> None:
+    """RFC 3261 §20.33: ``Retry-After: 18000 (maintenance);duration=3600``."""
+    def with_retry_after(value: str | None) -> Request:
+        request = Request("OPTIONS", "sip:b@example.com")
+        if value is not None:
+            request.headers.add("Retry-After", value)
+        return request
+
+    assert with_retry_after("2").retry_after == 2
+    assert with_retry_after("18000 (maintenance);duration=3600").retry_after == 18000
+    assert with_retry_after("99999999999").retry_after == 2**32 - 1
+    assert with_retry_after(None).retry_after is None
+    for bad in ("soon", "", "\u00b2"):
+        with pytest.raises(ValueError):
+            with_retry_after(bad).retry_after  # noqa: B018
+
+
 def test_route_record_route_path_service_route_lists() -> None:
     data = sip_bytes([
         "SIP/2.0 200 OK",
