@@ -39,6 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from typing import cast
 
 from emulator.topology.model import ConnectionLimits
 
@@ -128,11 +129,13 @@ class GuardedConnection(asyncio.Protocol):
         self.completed = 0
         """Messages completed so far (0: still a candidate for eviction)."""
         self._early: list[bytes] = []
+        self._pre_tls: list[bytes] | None = None
+        """TLS: bytes the loop read before the TLS layer took the transport over."""
         self._lost = False
 
     # ------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         guard = self.guard
         if self.raw is not None:  # TLS: start_tls does not call it again, but be sure
             return
@@ -149,11 +152,17 @@ class GuardedConnection(asyncio.Protocol):
             self._serve(transport)
             return
         transport.pause_reading()  # until start_tls has put TLS in between
+        self._pre_tls = []
         guard.spawn(self._handshake(transport))
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         assert self.guard.ssl_context is not None
+        # uvloop ignores a pause_reading() made in connection_made (as asyncio did before
+        # CPython gh-103607): a ClientHello may have reached us, not the TLS layer.  It
+        # goes to the TLS protocol once start_tls has made it (its connection_made runs
+        # one loop turn after the call; the client waits for the ServerHello meanwhile).
+        loop.call_soon(loop.call_soon, self._replay, transport)
         try:
             tls = await loop.start_tls(transport, self, self.guard.ssl_context, server_side=True,
                                        ssl_handshake_timeout=self.guard.limits.header_timeout)
@@ -169,6 +178,23 @@ class GuardedConnection(asyncio.Protocol):
             return
         self._serve(tls)
 
+    def _replay(self, transport: asyncio.Transport) -> None:
+        early, self._pre_tls = self._pre_tls, None
+        tls = transport.get_protocol()
+        if not early or tls is self or transport.is_closing():
+            return
+        data = b"".join(early)
+        if hasattr(tls, "get_buffer"):  # both loops' SSL protocols (uvloop's: duck-typed)
+            buffered = cast(asyncio.BufferedProtocol, tls)
+            while data:
+                buffer = memoryview(buffered.get_buffer(len(data)))
+                size = min(len(buffer), len(data))
+                buffer[:size] = data[:size]
+                buffered.buffer_updated(size)
+                data = data[size:]
+        else:
+            cast(asyncio.Protocol, tls).data_received(data)
+
     def _serve(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.guard.serving[transport] = self
@@ -182,7 +208,9 @@ class GuardedConnection(asyncio.Protocol):
         self.last_byte = self.guard.now()
         if self.busy_since is None and not self.guard.framed:
             self.busy_since = self.last_byte
-        if self.inner is None:
+        if self._pre_tls is not None:
+            self._pre_tls.append(data)
+        elif self.inner is None:
             self._early.append(data)  # TLS app data that came with the handshake's end
         else:
             self.inner.data_received(data)

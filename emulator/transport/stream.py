@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
@@ -45,7 +46,7 @@ class _Connection(asyncio.Protocol):
         """The listener guard's view of an accepted connection (None: one we opened)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.remote = Address(self.owner.name, host, port)

@@ -13,8 +13,10 @@ import logging
 import ssl
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 import pytest
+import uvloop
 
 from emulator.identity import issue_server_certificate
 from emulator.identity import make_ca
@@ -320,6 +322,52 @@ async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) ->
         assert endpoint.guard_state()["tls"]["refused"] == {"not admitted": 1}
     finally:
         await endpoint.close()
+
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_over_tls_a_client_hello_read_before_the_handshake_began_is_not_lost(
+        tmp_path: Path, loop: str) -> None:
+    """uvloop ignores pause_reading() in connection_made: a ClientHello sent with the
+    connect reached the guard before start_tls; it must reach the TLS layer, or the
+    handshake hangs until the client gives up (seen under load as login timeouts)."""
+    now = dt.datetime.now(dt.UTC)
+    ca = make_ca("Guard test", now=now)
+    certificate, key = write_credential(
+        tmp_path, "idms", issue_server_certificate(ca, "idms", hosts=["127.0.60.12"], now=now))
+    limits = ConnectionLimits(max_connections=200, max_per_source=200)
+
+    async def main() -> int:
+        guard = ListenerGuard("tls", limits, lambda _: _Echo(),
+                              ssl_context=server_context(str(certificate), str(key)))
+        server = await guard.listen("127.0.60.12", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = client_context([ca.certificate_pem()])
+
+        async def echoed() -> bool:
+            reader, writer = await asyncio.open_connection(
+                "127.0.60.12", port, ssl=client, server_hostname="127.0.60.12")
+            writer.write(b"x")
+            answer = await reader.readexactly(1)
+            writer.close()
+            return answer == b"x"
+
+        try:  # many at once: some ClientHellos arrive before their handshake task runs
+            done = await asyncio.wait_for(asyncio.gather(*(echoed() for _ in range(100))), 60)
+        finally:
+            guard.close()
+            server.close()
+        return sum(done)
+
+    assert (uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())) == 100
 
 
 class _Silent:
