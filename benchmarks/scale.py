@@ -14,6 +14,10 @@ Timer K), it prints:
   with the zygote they were forked from), after draining, less what they held before the
   load, divided by the UEs registered; both read once every node has collected its
   garbage and handed its free pages back;
+* the same per UE of the second half: the UEs migrate in two halves, each drained and
+  read, so the second half's growth over its UEs is what one more UE costs, without what
+  the load costs once whatever its size (pages a node un-shares from the zygote as its
+  code first runs, the bounded memos filling, the heap a burst leaves part-used);
 * per node, the objects a full garbage collection walks then and how long that one took
   (the pause a node's full collections cost at this size).
 
@@ -29,10 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -106,42 +113,59 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         start = {name: (await _live(net, name)).get("pss_kib", 0) * 1024 for name in pids}
         before = total_pss(pids)
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
-        async with LoadGenerator(net, population, options) as generator:
-            result = await generator.run()
-            registered = result.registered
+        half = args.ues // 2
+        halves = (dataclasses.replace(population, ues=population.ues[:half]),
+                  dataclasses.replace(population, ues=population.ues[half:]))
+        async with contextlib.AsyncExitStack() as stack:
+            generators = [await stack.enter_async_context(LoadGenerator(net, part, options))
+                          for part in halves]
+            results, marks = [], []
+            for generator in generators:
+                results.append(await generator.run())
+                await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
+                # What each node holds for live objects: collected, free pages handed back.
+                live = {name: await _live(net, name) for name in pids}
+                marks.append((sum(r.registered for r in results), total_pss(pids), live))
+            records = [record for result in results for record in result.records]
+            seconds = sum(result.seconds for result in results)
+            migration = sorted(m for r in records if (m := r.migration) is not None)
+            registered = marks[-1][0]
+            failures = sum((result.failures for result in results), Counter[str]())
             print(f"{registered} of {args.ues} UEs registered; migrations took "
-                  f"{result.seconds:.1f} s at {args.rate:g}/s; failures: "
-                  f"{dict(result.failures) or 'none'}", flush=True)
-            print(f"migration latency: {percentiles(result.samples('migration'))}", flush=True)
-            print(f"draining transactions ({DRAIN:.0f} s) ...", flush=True)
-            await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
-            # What each node holds for live objects: collected, free pages handed back.
-            live = {name: await _live(net, name) for name in pids}
-            after = total_pss(pids)
+                  f"{seconds:.1f} s at {args.rate:g}/s (two halves, a drain between); "
+                  f"failures: {dict(failures) or 'none'}", flush=True)
+            print(f"migration latency: {percentiles(migration)}", flush=True)
+            (first, middle, halfway), (_, after, live) = marks
             per_node = {name: memory(pid) for name, pid in pids.items()}
             print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8} "
-                  f"{'live PSS':>9} {'blocks':>9} {'kB/UE':>7} {'tracked':>9} {'GC ms':>6}")
+                  f"{'live PSS':>9} {'blocks':>9} {'kB/UE':>7} {'marginal':>8} "
+                  f"{'tracked':>9} {'GC ms':>6}")
             for name, (rss, peak, pss) in sorted(per_node.items()):
                 held = live[name].get("pss_kib", 0) * 1024
+                mid = halfway[name].get("pss_kib", 0) * 1024
                 print(f"{name:28} {rss / 2**20:8.1f} {peak / 2**20:8.1f} {pss / 2**20:8.1f} "
                       f"{held / 2**20:9.1f} {live[name].get('blocks', 0):9d} "
                       f"{(held - start[name]) / max(1, registered) / 1024:7.2f} "
+                      f"{(held - mid) / max(1, registered - first) / 1024:8.2f} "
                       f"{live[name].get('tracked', 0):9d} {live[name].get('gc_ms', 0):6.1f}")
             per_ue = (after - before) / max(1, registered)
+            marginal = (after - middle) / max(1, registered - first)
             print(f"nodes' PSS, each node collected and trimmed: {before / 2**20:.1f} MB "
-                  f"before, {after / 2**20:.1f} MB after: {per_ue / 1024:.2f} kB per "
-                  "registered UE", flush=True)
+                  f"before, {middle / 2**20:.1f} MB after {first} UEs, {after / 2**20:.1f} MB "
+                  f"after {registered}: {per_ue / 1024:.2f} kB per registered UE in all, "
+                  f"{marginal / 1024:.2f} kB per UE of the second half", flush=True)
             if args.census:
                 for name in sorted(live):
                     print(f"{name}: {live[name].get('census')}")
                     if "allocated" in live[name]:
                         print(f"{name}: {live[name]['allocated']}")
-            figures.update(registered=registered, seconds=round(result.seconds, 2),
-                           failures=dict(result.failures), per_ue_bytes=round(per_ue),
-                           pss_before=before, pss_after=after,
+            figures.update(registered=registered, seconds=round(seconds, 2),
+                           failures=dict(failures), per_ue_bytes=round(per_ue),
+                           marginal_per_ue_bytes=round(marginal),
+                           pss_before=before, pss_halfway=middle, pss_after=after,
                            nodes={n: {"rss": r, "peak": p, "pss": q, "live": live[n]}
                                   for n, (r, p, q) in per_node.items()},
-                           migration_ms=percentiles(result.samples("migration")))
+                           migration_ms=percentiles(migration))
             if args.soak:
                 samples = []
                 # Every UE once a minute: the round paced to end well within it.
@@ -149,13 +173,16 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 for minute in range(1, args.soak + 1):
                     loop = asyncio.get_running_loop()
                     started = loop.time()
-                    again = await generator.reregister(soak_rate)
+                    again, lost = 0, Counter[str]()
+                    for generator in generators:
+                        round_ = await generator.reregister(soak_rate)
+                        again += round_.registered
+                        lost += round_.failures
                     await asyncio.sleep(max(0.0, 60 - (loop.time() - started)))
                     pss = total_pss(pids)
                     samples.append(pss)
-                    print(f"soak minute {minute}: {again.registered} re-registered, "
-                          f"{len(again.failures)} failure reasons, nodes' PSS "
-                          f"{pss / 2**20:.1f} MB", flush=True)
+                    print(f"soak minute {minute}: {again} re-registered, failures: "
+                          f"{dict(lost) or 'none'}, nodes' PSS {pss / 2**20:.1f} MB", flush=True)
                 later = samples[1:] or samples
                 spread = (max(later) - min(later)) / min(later)
                 print(f"PSS spread after the first minute: {spread:.1%}")
