@@ -14,7 +14,6 @@ p50/p90/p99/max per phase and for the migration in total, once with tcpdump capt
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from rich.console import Console  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.loadreport import kpi_table  # noqa: E402
 from emulator.orchestration.session import load  # noqa: E402
+from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
 
@@ -45,7 +45,7 @@ def main() -> int:
     figures = {}
     with tempfile.TemporaryDirectory(prefix="mcx-latency-") as tmp:
         for capture in (True, False):
-            result, _, _ = asyncio.run(load(topology, LoadOptions(args.ues, args.rate),
+            result, _, _ = run_loop(load(topology, LoadOptions(args.ues, args.rate),
                                             pcap_root=Path(tmp), placement=args.placement,
                                             capture=capture))
             console.print(kpi_table(result))

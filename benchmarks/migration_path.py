@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
+from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.process import settle  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
@@ -290,7 +291,7 @@ def main() -> int:
     if SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
-    figures = asyncio.run(main_async(args))
+    figures = run_loop(main_async(args))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -50,6 +50,7 @@ from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import percentiles  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
+from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.sip.timers import DEFAULT_TIMERS  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
@@ -214,7 +215,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcx-scale-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
+        figures = run_loop(run(args, Path(tmp)))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

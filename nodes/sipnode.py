@@ -19,6 +19,7 @@ from typing import Any
 
 from emulator.sip.builder import cancel_for
 from emulator.sip.builder import new_tag
+from emulator.sip.builder import stateless_tag
 from emulator.sip.events import Address
 from emulator.sip.events import RequestReceived
 from emulator.sip.events import ResponseReceived
@@ -109,6 +110,7 @@ class AnswerRetransmitter:
 
 
 NO_OVERLOAD_CONTROL = OverloadLimit(enabled=False)
+OVERLOADED = "Service Unavailable (overload)"
 
 
 class SipNode(Readiness):
@@ -135,6 +137,8 @@ class SipNode(Readiness):
         self.overload = OverloadGate(overload)
         """Sheds new requests while the node is behind (nodes.overload): the network's
         nodes, by the topology's ``limits.overload``; a UE serves whatever it gets."""
+        if overload.enabled:
+            self.endpoint.layer.before_transaction = self._shed
         self.impaired: dict[str, Impairment | None] = {}
         """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
@@ -219,6 +223,16 @@ class SipNode(Readiness):
     def _queue_wait(self, wait: float) -> None:
         self.overload.observe(wait, self.endpoint.now())
 
+    def _shed(self, request: Request) -> Response | None:
+        """A new non-INVITE request while shedding: 503 with Retry-After, stateless (as
+        Kamailio's ``sl_send_reply`` answers for its overload modules), so a refusal costs
+        no transaction; a retransmission gets the same answer, To tag included."""
+        if not self.overload.refuses(request):
+            return None
+        response = request.make_response(503, OVERLOADED, to_tag=stateless_tag(request))
+        response.headers.add("Retry-After", str(self.overload.limit.retry_after))
+        return response
+
     # -- TransactionUser -------------------------------------------------------
     def request_received(self, event: RequestReceived) -> None:
         request = event.request
@@ -226,9 +240,10 @@ class SipNode(Readiness):
             self.on_ack(request, event.source)
             return
         assert event.transaction is not None
-        if self.overload.refuses(request):  # through its transaction: a retransmission of
-            # it gets the same 503, never a second look
-            self.reply(request, event.transaction, 503, "Service Unavailable (overload)",
+        if request.method == "INVITE" and self.overload.refuses(request):
+            # Through its transaction, which absorbs the ACK; other methods were screened
+            # statelessly before the layer made one (_shed).
+            self.reply(request, event.transaction, 503, OVERLOADED,
                        headers=(("Retry-After", str(self.overload.limit.retry_after)),))
             return
         if request.method == "CANCEL":

@@ -12,6 +12,7 @@ Pure code: random identifiers come from :mod:`secrets`, nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterable
 
@@ -32,6 +33,14 @@ def new_branch() -> str:
 def new_tag() -> str:
     """A From/To tag: random, at least 32 bits (§19.3)."""
     return secrets.token_hex(4)
+
+
+def stateless_tag(request: Request) -> str:
+    """The To tag of a stateless answer to ``request``: the same for the same request and
+    its retransmissions (§8.2.7), from the §17.2.3 matching fields, ours alone."""
+    via = request.top_via
+    seed = f"{via.branch}\0{via.host}\0{request.call_id}\0{request.from_.tag}\0{request.cseq}"
+    return "sl" + hashlib.sha256(seed.encode()).hexdigest()[:12]
 
 
 def new_call_id(host: str) -> str:

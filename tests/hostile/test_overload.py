@@ -52,14 +52,20 @@ async def test_a_node_behind_refuses_new_requests_and_serves_again_once_caught_u
         refused = await _answer(client)
         assert (refused.status, refused.headers.get("Retry-After")) == (503, "7")
         assert refused.reason == "Service Unavailable (overload)"
-        # Its retransmission is the same transaction's: the same 503, from the layer.
+        # Refused statelessly (§8.2.7): no transaction kept; its retransmission gets the
+        # same 503, To tag included.
+        assert len(node.endpoint.layer) == 0
         client.sendto(_register("one"), (HOST, port))
         again = await _answer(client)
         assert (again.status, again.to.tag) == (503, refused.to.tag)
+        assert len(node.endpoint.layer) == 0
+        # Another request gets another tag.
+        client.sendto(_register("four"), (HOST, port))
+        assert (await _answer(client)).to.tag not in (None, refused.to.tag)
         # A request in a dialog is part of what the node serves already (SipNode: 501).
         client.sendto(_register("two", ";tag=b"), (HOST, port))
         assert (await _answer(client)).status == 501
-        assert node.overload.state()["shed"] == 1
+        assert node.overload.state()["shed"] == 3
         behind[0] = 0.0  # caught up: the next datagram is read in time
         client.sendto(_register("three"), (HOST, port))
         assert (await _answer(client)).status == 501

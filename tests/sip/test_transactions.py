@@ -739,3 +739,35 @@ def test_invite_loss_recovered_by_timer_a() -> None:
     assert count[0] == 4
     assert [type(e) for e in drain(wire.server)] == [RequestReceived]
     assert wire.client.transaction_state(key) == State.PROCEEDING  # got the 100 Trying
+
+
+def test_a_screened_request_is_answered_statelessly_and_leaves_no_transaction() -> None:
+    """§8.2.7: the TU's look before a transaction (overload control's 503) answers a new
+    non-INVITE request with none made; INVITE and what it lets through go on as before."""
+    from emulator.sip.builder import stateless_tag
+
+    server = layer()
+    screened: list[str] = []
+
+    def screen(request: Request) -> Response | None:
+        screened.append(request.method)
+        if request.method == "OPTIONS":
+            return None
+        return request.make_response(503, to_tag=stateless_tag(request))
+
+    server.before_transaction = screen
+    register = make_request("REGISTER", branch="z9hG4bK-one")
+    for now in (0.0, 0.5):  # the request, then its retransmission: the same answer
+        server.receive(register.to_bytes(), UAC, now=now)
+        assert drain(server) == []
+        ((data, destination),) = server.messages_to_send()
+        answer = parse_message(data)
+        assert isinstance(answer, Response) and destination == UAC
+        assert (answer.status, answer.to.tag) == (503, stateless_tag(register))
+        assert len(server) == 0
+    other = make_request("REGISTER", branch="z9hG4bK-two")
+    assert stateless_tag(other) != stateless_tag(register)
+    server.receive(make_request("OPTIONS").to_bytes(), UAC, now=1.0)
+    server.receive(make_request("INVITE").to_bytes(), UAC, now=1.0)
+    assert [type(e) for e in drain(server)] == [RequestReceived, RequestReceived]
+    assert len(server) == 2 and screened == ["REGISTER", "REGISTER", "OPTIONS"]
