@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import percentiles  # noqa: E402
+from emulator.orchestration.load import raise_descriptor_limit  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.sip.timers import DEFAULT_TIMERS  # noqa: E402
@@ -114,6 +115,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         start = {name: (await _live(net, name)).get("pss_kib", 0) * 1024 for name in pids}
         before = total_pss(pids)
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
+        raise_descriptor_limit(8 * args.ues + 4096)  # the first half's stay open meanwhile
         half = args.ues // 2
         halves = (dataclasses.replace(population, ues=population.ues[:half]),
                   dataclasses.replace(population, ues=population.ues[half:]))

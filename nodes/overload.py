@@ -27,7 +27,8 @@ class OverloadGate:
         self.limit = limit
         self.shedding = False
         self.shed = 0
-        """New requests refused so far."""
+        """New requests refused so far (a retransmission of a refused one is screened, and
+        counted, again: the refusal is stateless)."""
         self.episodes = 0
         """Times shedding began."""
         self.wait = 0.0

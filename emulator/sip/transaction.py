@@ -214,7 +214,11 @@ class TransactionLayer:
                 self._events.append(RequestReceived(request, source, None))
                 return
             if self.before_transaction is not None and method != "INVITE":
-                answer = self.before_transaction(request)
+                try:
+                    answer = self.before_transaction(request)
+                except Exception:  # the TU's defect: the request is served as if unscreened
+                    logger.exception("%s: before_transaction failed", self.name)
+                    answer = None
                 if answer is not None:
                     self._outgoing.append((answer.to_bytes(), source))
                     return

@@ -160,9 +160,11 @@ class GuardedConnection(asyncio.Protocol):
         assert self.guard.ssl_context is not None
         # uvloop ignores a pause_reading() made in connection_made (as asyncio did before
         # CPython gh-103607): a ClientHello may have reached us, not the TLS layer.  It
-        # goes to the TLS protocol once start_tls has made it (its connection_made runs
-        # one loop turn after the call; the client waits for the ServerHello meanwhile).
-        loop.call_soon(loop.call_soon, self._replay, transport)
+        # goes to the TLS protocol start_tls makes, on the next turn, before that
+        # protocol's connection_made and resume_reading (start_tls queues them after this):
+        # both loops' SSL protocols keep what arrives before the handshake for it, and
+        # whatever the socket holds still comes after, in order.
+        loop.call_soon(self._replay, transport)
         try:
             tls = await loop.start_tls(transport, self, self.guard.ssl_context, server_side=True,
                                        ssl_handshake_timeout=self.guard.limits.header_timeout)

@@ -8,9 +8,13 @@ on real TCP and TLS listeners on 127.0.60.x.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from typing import cast
@@ -368,6 +372,99 @@ def test_over_tls_a_client_hello_read_before_the_handshake_began_is_not_lost(
         return sum(done)
 
     assert (uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())) == 100
+
+
+
+def _split_hello_client(host: str, port: int, context: ssl.SSLContext,
+                        go: threading.Event, sent: threading.Event, result: list[object]) -> None:
+    """A TLS client whose ClientHello goes in two segments: the second once ``go``."""
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=host)
+    try:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        sock.sendall(hello[:100])
+        go.wait(5)
+        sock.sendall(hello[100:])
+        time.sleep(0.05)  # in the server's socket before its loop runs again
+        sent.set()
+        sock.settimeout(10)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake") from None
+                incoming.write(data)
+        tls.write(b"x")
+        sock.sendall(outgoing.read())
+        while True:
+            try:
+                result.append(tls.read(1))
+                break
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+    except Exception as exc:  # reported to the test
+        result.append(repr(exc))
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_over_tls_a_client_hello_split_around_the_handshake_start_stays_in_order(
+        tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first segment read before the handshake began (uvloop), its second waiting in
+    the socket when start_tls resumes reading: the first must reach the TLS layer first."""
+    now = dt.datetime.now(dt.UTC)
+    ca = make_ca("Guard test", now=now)
+    certificate, key = write_credential(
+        tmp_path, "idms", issue_server_certificate(ca, "idms", hosts=["127.0.60.13"], now=now))
+    first_read, go, sent = threading.Event(), threading.Event(), threading.Event()
+    received, handshake = GuardedConnection.data_received, GuardedConnection._handshake
+
+    def data_received(self: GuardedConnection, data: bytes) -> None:
+        received(self, data)
+        if self._pre_tls:
+            first_read.set()
+
+    async def late_handshake(self: GuardedConnection, transport: asyncio.Transport) -> None:
+        for _ in range(500):  # asyncio's loop keeps the pause: no early read comes
+            if first_read.is_set():
+                break
+            await asyncio.sleep(0.001)
+        go.set()
+        sent.wait(5)  # the loop held until the second segment is in the socket
+        await handshake(self, transport)
+
+    monkeypatch.setattr(GuardedConnection, "data_received", data_received)
+    monkeypatch.setattr(GuardedConnection, "_handshake", late_handshake)
+    result: list[object] = []
+
+    async def main() -> None:
+        guard = ListenerGuard("tls", ConnectionLimits(max_connections=10, max_per_source=10),
+                              lambda _: _Echo(),
+                              ssl_context=server_context(str(certificate), str(key)))
+        server = await guard.listen("127.0.60.13", 0)
+        client = threading.Thread(target=_split_hello_client, args=(
+            "127.0.60.13", server.sockets[0].getsockname()[1],
+            client_context([ca.certificate_pem()]), go, sent, result))
+        client.start()
+        try:
+            while client.is_alive():
+                await asyncio.sleep(0.01)
+        finally:
+            client.join()
+            guard.close()
+            server.close()
+
+    uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
+    assert result == [b"x"]
 
 
 class _Silent:
