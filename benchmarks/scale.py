@@ -125,6 +125,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             results, marks = [], []
             for generator in generators:
                 results.append(await generator.run())
+                print(f"{len(generator.ues)} UEs migrated; draining transactions "
+                      f"({DRAIN:.0f} s) ...", flush=True)
                 await asyncio.sleep(DRAIN)  # Timer J/K: what a completed transaction holds
                 # What each node holds for live objects: collected, free pages handed back.
                 live = {name: await _live(net, name) for name in pids}
