@@ -186,16 +186,14 @@ class GuardedConnection(asyncio.Protocol):
         if not early or tls is self or transport.is_closing():
             return
         data = b"".join(early)
-        if hasattr(tls, "get_buffer"):  # both loops' SSL protocols (uvloop's: duck-typed)
-            buffered = cast(asyncio.BufferedProtocol, tls)
-            while data:
-                buffer = memoryview(buffered.get_buffer(len(data)))
-                size = min(len(buffer), len(data))
-                buffer[:size] = data[:size]
-                buffered.buffer_updated(size)
-                data = data[size:]
-        else:
-            cast(asyncio.Protocol, tls).data_received(data)
+        # Both loops' SSL protocols are buffered protocols (uvloop's without the base class).
+        buffered = cast(asyncio.BufferedProtocol, tls)
+        while data:
+            buffer = memoryview(buffered.get_buffer(len(data)))
+            size = min(len(buffer), len(data))
+            buffer[:size] = data[:size]
+            buffered.buffer_updated(size)
+            data = data[size:]
 
     def _serve(self, transport: asyncio.Transport) -> None:
         self.transport = transport

@@ -14,7 +14,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 from typing import Any
 from typing import cast
@@ -302,17 +301,25 @@ async def test_over_tcp_half_a_message_is_cut_off_at_the_header_timeout(core: Si
     assert core.endpoint.guard_state()["tcp"]["refused"] == {"incomplete message": 1}
 
 
-async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) -> None:
+def _tls_server(tmp_path: Path, host: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context for ``host``, client context trusting its CA)."""
     now = dt.datetime.now(dt.UTC)
     ca = make_ca("Guard test", now=now)
     certificate, key = write_credential(
-        tmp_path, "core", issue_server_certificate(ca, "core", hosts=["127.0.60.11"], now=now))
+        tmp_path, "server", issue_server_certificate(ca, "server", hosts=[host], now=now))
+    return server_context(str(certificate), str(key)), client_context([ca.certificate_pem()])
+
+
+def _run_on(loop: str, main: Any) -> Any:
+    return uvloop.run(main) if loop == "uvloop" else asyncio.run(main)
+
+
+async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) -> None:
+    server_ssl, client = _tls_server(tmp_path, "127.0.60.11")
     endpoint = SipEndpoint("guarded-tls", user=None)  # type: ignore[arg-type]
-    await endpoint.listen("tls", "127.0.60.11", 0,
-                          server_ssl=server_context(str(certificate), str(key)),
+    await endpoint.listen("tls", "127.0.60.11", 0, server_ssl=server_ssl,
                           admit=lambda host: host == "127.0.60.3")
     target = endpoint.local("tls")
-    client = client_context([ca.certificate_pem()])
     try:
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             await asyncio.wait_for(asyncio.open_connection(
@@ -326,7 +333,6 @@ async def test_over_tls_a_refused_peer_never_gets_a_handshake(tmp_path: Path) ->
         assert endpoint.guard_state()["tls"]["refused"] == {"not admitted": 1}
     finally:
         await endpoint.close()
-
 
 
 class _Echo(asyncio.Protocol):
@@ -343,18 +349,13 @@ def test_over_tls_a_client_hello_read_before_the_handshake_began_is_not_lost(
     """uvloop ignores pause_reading() in connection_made: a ClientHello sent with the
     connect reached the guard before start_tls; it must reach the TLS layer, or the
     handshake hangs until the client gives up (seen under load as login timeouts)."""
-    now = dt.datetime.now(dt.UTC)
-    ca = make_ca("Guard test", now=now)
-    certificate, key = write_credential(
-        tmp_path, "idms", issue_server_certificate(ca, "idms", hosts=["127.0.60.12"], now=now))
+    server_ssl, client = _tls_server(tmp_path, "127.0.60.12")
     limits = ConnectionLimits(max_connections=200, max_per_source=200)
 
     async def main() -> int:
-        guard = ListenerGuard("tls", limits, lambda _: _Echo(),
-                              ssl_context=server_context(str(certificate), str(key)))
+        guard = ListenerGuard("tls", limits, lambda _: _Echo(), ssl_context=server_ssl)
         server = await guard.listen("127.0.60.12", 0)
         port = server.sockets[0].getsockname()[1]
-        client = client_context([ca.certificate_pem()])
 
         async def echoed() -> bool:
             reader, writer = await asyncio.open_connection(
@@ -371,8 +372,7 @@ def test_over_tls_a_client_hello_read_before_the_handshake_began_is_not_lost(
             server.close()
         return sum(done)
 
-    assert (uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())) == 100
-
+    assert _run_on(loop, main()) == 100
 
 
 def _split_hello_client(host: str, port: int, context: ssl.SSLContext,
@@ -388,8 +388,7 @@ def _split_hello_client(host: str, port: int, context: ssl.SSLContext,
         hello = outgoing.read()
         sock.sendall(hello[:100])
         go.wait(5)
-        sock.sendall(hello[100:])
-        time.sleep(0.05)  # in the server's socket before its loop runs again
+        sock.sendall(hello[100:])  # on loopback, in the server's socket once sent
         sent.set()
         sock.settimeout(10)
         while True:
@@ -421,23 +420,19 @@ def test_over_tls_a_client_hello_split_around_the_handshake_start_stays_in_order
         tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its first segment read before the handshake began (uvloop), its second waiting in
     the socket when start_tls resumes reading: the first must reach the TLS layer first."""
-    now = dt.datetime.now(dt.UTC)
-    ca = make_ca("Guard test", now=now)
-    certificate, key = write_credential(
-        tmp_path, "idms", issue_server_certificate(ca, "idms", hosts=["127.0.60.13"], now=now))
-    first_read, go, sent = threading.Event(), threading.Event(), threading.Event()
+    server_ssl, client_ssl = _tls_server(tmp_path, "127.0.60.13")
+    go, sent = threading.Event(), threading.Event()
     received, handshake = GuardedConnection.data_received, GuardedConnection._handshake
+    first_read: list[asyncio.Event] = []
 
     def data_received(self: GuardedConnection, data: bytes) -> None:
         received(self, data)
         if self._pre_tls:
-            first_read.set()
+            first_read[0].set()
 
     async def late_handshake(self: GuardedConnection, transport: asyncio.Transport) -> None:
-        for _ in range(500):  # asyncio's loop keeps the pause: no early read comes
-            if first_read.is_set():
-                break
-            await asyncio.sleep(0.001)
+        if loop == "uvloop":  # it reads the first segment despite the pause
+            await asyncio.wait_for(first_read[0].wait(), 10)
         go.set()
         sent.wait(5)  # the loop held until the second segment is in the socket
         await handshake(self, transport)
@@ -447,13 +442,12 @@ def test_over_tls_a_client_hello_split_around_the_handshake_start_stays_in_order
     result: list[object] = []
 
     async def main() -> None:
+        first_read.append(asyncio.Event())
         guard = ListenerGuard("tls", ConnectionLimits(max_connections=10, max_per_source=10),
-                              lambda _: _Echo(),
-                              ssl_context=server_context(str(certificate), str(key)))
+                              lambda _: _Echo(), ssl_context=server_ssl)
         server = await guard.listen("127.0.60.13", 0)
         client = threading.Thread(target=_split_hello_client, args=(
-            "127.0.60.13", server.sockets[0].getsockname()[1],
-            client_context([ca.certificate_pem()]), go, sent, result))
+            "127.0.60.13", server.sockets[0].getsockname()[1], client_ssl, go, sent, result))
         client.start()
         try:
             while client.is_alive():
@@ -463,7 +457,7 @@ def test_over_tls_a_client_hello_split_around_the_handshake_start_stays_in_order
             guard.close()
             server.close()
 
-    uvloop.run(main()) if loop == "uvloop" else asyncio.run(main())
+    _run_on(loop, main())
     assert result == [b"x"]
 
 
