@@ -58,6 +58,7 @@ from emulator.orchestration.provisioning import provision
 from emulator.orchestration.scenarios import SCENARIOS
 from emulator.orchestration.scenarios import not_applicable
 from emulator.orchestration.serve import run_node
+from emulator.orchestration.session import prefork
 from emulator.orchestration.session import run_scenario
 from emulator.orchestration.session import serve
 from emulator.orchestration.session import topology_for
@@ -276,8 +277,8 @@ def run_up(args: argparse.Namespace) -> int:
     if topology is None:
         return 2
     return run(serve(topology, Path(args.state_file), transport=args.transport,
-                             pcap_root=Path(args.pcaps), placement=args.placement,
-                             seed=args.seed))
+                     pcap_root=Path(args.pcaps), placement=args.placement, seed=args.seed,
+                     zygote=prefork(args.placement)))
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -445,6 +446,7 @@ def run_load(args: argparse.Namespace) -> int:
         print("error: --ues and --concurrency must be at least 1, --rate above 0",
               file=sys.stderr)
         return 2
+    zygote = prefork(args.placement)  # before the progress bar's thread starts
     console = Console()
     with Progress(TextColumn("{task.description:9}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -461,7 +463,8 @@ def run_load(args: argparse.Namespace) -> int:
             result, run_dir, files = run(load(
                 topology, LoadOptions(args.ues, args.rate, args.concurrency),
                 transport=args.transport, pcap_root=Path(args.pcaps),
-                placement=args.placement, capture=not args.no_capture, progress=progress))
+                placement=args.placement, capture=not args.no_capture, progress=progress,
+                zygote=zygote))
         except (PopulationError, ValueError, NetnsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

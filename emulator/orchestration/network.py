@@ -66,6 +66,13 @@ MAX_UE_FILES = 100
 ``nodes/<name>.pcapng``; beyond it, only the network's nodes do."""
 _RUNS = itertools.count()
 """Numbers the runs of this process, for their namespaces' names."""
+
+
+def run_prefix() -> str:
+    """A new run's prefix: names every namespace and node process of the run (``clean`` goes
+    by it: the process id tells whether the run is gone)."""
+    return f"{PREFIX}{os.getpid()}-{next(_RUNS)}-"
+
 KERNEL_METHOD = "kernel capture (tcpdump on lo)"
 TAP_METHOD = "application-level tap (SIP only; run as root for HTTPS)"
 BRIDGES_METHOD = "kernel capture (tcpdump on each bridge of the namespaces)"
@@ -82,14 +89,20 @@ class Network:
     :mod:`.placement`); ``seed`` varies the random choices of impaired links.
     ``crowd`` are a load run's UEs (:mod:`.load`), driven from this process rather than
     run as nodes; in netns placement they share one namespace (:meth:`crowd_entered`).
+    ``zygote`` is one the caller forked before its event loop started
+    (:meth:`.Zygote.fork`, as the command line does), for ``proc`` and ``netns``: the
+    network owns it from then on, and takes its prefix.  Without one it spawns its own,
+    which takes about half a second more to start.
     """
 
     def __init__(self, topology: Topology, faults: Faults | None = None, *,
                  run_dir: Path | None = None, transport: str | None = None,
                  capture: bool = True, placement: str = "inproc", seed: int = 0,
-                 crowd: tuple[UeSpec, ...] = ()) -> None:
+                 crowd: tuple[UeSpec, ...] = (), zygote: Zygote | None = None) -> None:
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}")
+        if zygote is not None and placement == "inproc":
+            raise ValueError("a zygote is for the proc and netns placements")
         topology = topology.with_transport(transport) if transport else topology
         # netns: the same topology, moved from 127.0.0.0/15 to 198.18.0.0/15.
         self.topology = topology.with_hosts(netns_host) if placement == "netns" else topology
@@ -99,8 +112,9 @@ class Network:
         self.faults = faults or Faults()
         self.seed = seed
         self.placement = placement
-        self.prefix = f"{PREFIX}{os.getpid()}-{next(_RUNS)}-"
+        self.prefix = zygote.prefix if zygote is not None else run_prefix()
         """Names every namespace and node process of the run (``clean`` goes by it)."""
+        self._zygote = zygote
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir = run_dir or Path("pcaps") / f"{stamp}-{self.topology.name}"
         self.plans: tuple[NodePlan, ...] = plan_network(self.topology, self.faults,
@@ -153,14 +167,17 @@ class Network:
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            zygote, self._zygote = self._zygote, None
+            if zygote is not None:
+                self._stack.push_async_callback(zygote.stop)  # after the nodes stop
             if self.placement == "netns":
                 check_privileges()  # before anything starts: the error says what is missing
-            zygote = None
             if self.placement != "inproc":
-                # First: its imports (half a second) overlap the namespaces, the capture and
-                # the PKI, which it does not need until the first fork.
-                zygote = Zygote(self.run_dir, self.prefix)
-                self._stack.push_async_callback(zygote.stop)  # after the nodes stop
+                if zygote is None:
+                    # First: its imports (half a second) overlap the namespaces, the capture
+                    # and the PKI, which it does not need until the first fork.
+                    zygote = Zygote.spawn(self.prefix)
+                    self._stack.push_async_callback(zygote.stop)
                 await zygote.start()
 
             async def network_then_capture() -> Callable[[str], str] | None:

@@ -31,7 +31,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from emulator.process import die_with_parent
 from emulator.transport.base import Tap
 from nodes import ExecOptions
 from nodes import Node
@@ -46,6 +45,7 @@ from .remote import encode_args
 from .supervision import READY_TIMEOUT
 from .supervision import STOP_TIMEOUT
 from .supervision import NodeDied
+from .zygote import fork as fork_zygote
 
 logger = logging.getLogger(__name__)
 
@@ -67,67 +67,137 @@ class _Child:
 
 
 class Zygote:
-    """The run's zygote process and the control socket its node processes report on."""
+    """The run's zygote process and the control socket its node processes report on.
 
-    def __init__(self, run_dir: Path, prefix: str = "") -> None:
-        self.run_dir = run_dir
+    :meth:`spawn` starts it as an interpreter of its own, which imports the roles (the
+    Python API: its event loop, and maybe other threads, run already); :meth:`fork`
+    forks it from the calling process before any loop or thread exists (the command
+    line: ready at once).  Either way :meth:`start` then hears it in the loop that
+    runs the nodes, and :meth:`stop` ends it.
+    """
+
+    def __init__(self, pid: int, requests: int, replies: int,
+                 socket_dir: tempfile.TemporaryDirectory[str], prefix: str) -> None:
+        self.pid = pid
         self.prefix = prefix
         """The run's prefix, which every node process's name starts with."""
+        self._requests = requests
+        self._replies = replies
+        self._socket_dir = socket_dir
         self._children: dict[str, _Child] = {}
-        self._process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.WriteTransport | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._socket_dir: tempfile.TemporaryDirectory[str] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._exited: asyncio.Future[int] | None = None
+
+    @property
+    def control(self) -> str:
+        # A short path: AF_UNIX paths are limited to 108 bytes, run directories are not.
+        return os.path.join(self._socket_dir.name, "control")
+
+    @classmethod
+    def spawn(cls, prefix: str = "") -> Zygote:
+        socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
+        control = os.path.join(socket_dir.name, "control")
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        try:
+            # posix_spawn, not fork + exec: safe in a process whose other threads run. The
+            # zygote asks to die with us itself, first thing.
+            pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-m", "emulator.orchestration.zygote",
+                                 control, f"{prefix}zygote"], os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, requests_r, 0),
+                              (os.POSIX_SPAWN_DUP2, replies_w, 1)], setsid=True)
+        except BaseException:
+            for fd in (requests_w, replies_r):
+                os.close(fd)
+            socket_dir.cleanup()
+            raise
+        finally:
+            os.close(requests_r)
+            os.close(replies_w)
+        return cls(pid, requests_w, replies_r, socket_dir, prefix)
+
+    @classmethod
+    def fork(cls, prefix: str = "") -> Zygote:
+        socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
+        try:
+            pid, requests, replies = fork_zygote(os.path.join(socket_dir.name, "control"),
+                                                 f"{prefix}zygote")
+        except BaseException:
+            socket_dir.cleanup()
+            raise
+        return cls(pid, requests, replies, socket_dir, prefix)
 
     async def start(self) -> None:
-        # A short path: AF_UNIX paths are limited to 108 bytes, run directories are not.
-        self._socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
-        control = os.path.join(self._socket_dir.name, "control")
-        self._server = await asyncio.start_unix_server(self._on_link, control, limit=LINK_LIMIT)
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "emulator.orchestration.zygote", control,
-            f"{self.prefix}zygote",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=die_with_parent)
-        self._reader = asyncio.create_task(self._read(), name="zygote reader")
+        loop = asyncio.get_running_loop()
+        self._watch()
+        self._server = await asyncio.start_unix_server(self._on_link, self.control,
+                                                       limit=LINK_LIMIT)
+        self._writer, _ = await loop.connect_write_pipe(
+            asyncio.Protocol, open(self._requests, "wb", buffering=0))
+        replies = asyncio.StreamReader(limit=LINK_LIMIT)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies),
+                                     open(self._replies, "rb", buffering=0))
+        self._reader = asyncio.create_task(self._read(replies), name="zygote reader")
 
-    async def fork(self, plan: NodePlan, log: Path, netns: str | None = None) -> _Child:
+    def _watch(self) -> asyncio.Future[int]:
+        """A future of the zygote's exit code, from a pidfd (no thread waits for it)."""
+        if self._exited is None:
+            loop = asyncio.get_running_loop()
+            self._exited = exited = loop.create_future()
+            pidfd = os.pidfd_open(self.pid)
+
+            def reap() -> None:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    exited.set_result(os.waitstatus_to_exitcode(status))
+                except ChildProcessError:  # reaped by someone else: the code is lost
+                    exited.set_result(-1)
+
+            loop.add_reader(pidfd, reap)
+        return self._exited
+
+    def fork_node(self, plan: NodePlan, log: Path, netns: str | None = None) -> _Child:
         """Ask for a node process serving ``plan``; returns what to wait on."""
-        process = self._process
-        assert process is not None and process.stdin is not None
+        writer = self._writer
+        assert writer is not None, "start() first"
         loop = asyncio.get_running_loop()
         child = _Child(loop.create_future(), loop.create_future(), loop.create_future())
         self._children[plan.name] = child
         request = {"fork": plan.name, "plan": plan.to_dict(), "log": str(log), "netns": netns,
                    "title": f"{self.prefix}{plan.name}"}
-        process.stdin.write((json.dumps(request) + "\n").encode())
-        await process.stdin.drain()
+        writer.write((json.dumps(request) + "\n").encode())
         return child
 
     async def stop(self) -> None:
         """Close the zygote (it ends its remaining children) and the control socket."""
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        exited = self._watch()
+        if self._writer is not None:
+            self._writer.close()  # the end of its requests: it ends its children, then itself
+        elif self._requests >= 0:
+            os.close(self._requests)
+            os.close(self._replies)
+        self._requests = -1
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            await exited
         if self._reader is not None:
             await self._reader
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        if self._socket_dir is not None:
-            self._socket_dir.cleanup()
+        self._socket_dir.cleanup()
 
-    async def _read(self) -> None:
+    async def _read(self, replies: asyncio.StreamReader) -> None:
         """Dispatch the zygote's replies to the children they concern."""
-        process = self._process
-        assert process is not None and process.stdout is not None
-        async for line in process.stdout:
+        async for line in replies:
             message = json.loads(line)
             child = self._children.get(message.get("started") or message.get("exited") or "")
             if "started" in message and child is not None:
@@ -187,7 +257,7 @@ class ProcessNode:
     async def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._stopping = False
-        self._child = await self.zygote.fork(self.plan, self.log_file, self.netns)
+        self._child = self.zygote.fork_node(self.plan, self.log_file, self.netns)
         self.pid = await self._child.pid
 
     async def ready(self) -> None:
@@ -287,7 +357,7 @@ def builder(placement: str, tap: Tap | None, zygote: Zygote | None, run_dir: Pat
             return build(plan, tap=tap)
         assert zygote is not None
         kind = RemoteUe if plan.role == "ue" else ProcessNode
-        return kind(plan, zygote, zygote.run_dir, netns)
+        return kind(plan, zygote, run_dir, netns)
 
     return make
 

@@ -41,6 +41,8 @@ from .load import UeRecord
 from .load import run_load
 from .loadreport import write_report
 from .network import Network
+from .network import run_prefix
+from .placement import Zygote
 from .scenarios import Scenario
 
 
@@ -173,13 +175,20 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
                   network.impairment_method if impaired else None)
 
 
+def prefork(placement: str) -> Zygote | None:
+    """The zygote of a ``proc`` or ``netns`` run, forked now: for the command line, before
+    it starts its event loop (None for ``inproc``)."""
+    return Zygote.fork(run_prefix()) if placement != "inproc" else None
+
+
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,
                 pcap_root: Path = Path("pcaps"), placement: str = "inproc",
-                seed: int = 0) -> int:
-    """``up``: start the topology, write the state file, run until SIGINT/SIGTERM."""
+                seed: int = 0, zygote: Zygote | None = None) -> int:
+    """``up``: start the topology, write the state file, run until SIGINT/SIGTERM (with
+    ``zygote``, see :class:`.Network`)."""
     run_dir = pcap_root / run_id("up")
     network = Network(topology, run_dir=run_dir, transport=transport, placement=placement,
-                      seed=seed)
+                      seed=seed, zygote=zygote)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -210,14 +219,15 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
 
 async def load(topology: Topology, options: LoadOptions, *, transport: str | None = None,
                pcap_root: Path = Path("pcaps"), placement: str = "inproc",
-               capture: bool = True, progress: Callable[[str, UeRecord], None] | None = None
-               ) -> tuple[LoadResult, Path, list[Path]]:
+               capture: bool = True, progress: Callable[[str, UeRecord], None] | None = None,
+               zygote: Zygote | None = None) -> tuple[LoadResult, Path, list[Path]]:
     """``load``: ``options.ues`` users copied from the topology's migrating one migrate at
     ``options.rate``; the result, the run directory and the report files written there."""
     population = populate(topology, options.ues)
     run_dir = pcap_root / run_id("load")
     network = Network(population.topology, run_dir=run_dir, transport=transport,
-                      placement=placement, capture=capture, crowd=population.ues)
+                      placement=placement, capture=capture, crowd=population.ues,
+                      zygote=zygote)
     async with network:
         await network.wait_ready()
         with settled():  # inproc, the nodes' start-up is out of the load's collections

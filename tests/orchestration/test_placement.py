@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from emulator.orchestration import run_scenario
 from emulator.orchestration.placement import NodeDied
 from emulator.orchestration.placement import ProcessNode
 from emulator.orchestration.placement import RemoteUe
+from emulator.orchestration.placement import Zygote
 from emulator.orchestration.remote import RemoteError
 from emulator.refusal import Refusal
 from emulator.topology import DEFAULT_TOPOLOGY
@@ -185,6 +187,29 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         up.wait()
     watched = pids + [int(pid) for pid in children]
     assert [pid for pid in watched if not ended(pid, within=20)] == []
+
+
+def test_the_zygote_forks_only_where_no_thread_or_loop_runs(tmp_path: Path) -> None:
+    """A fork copies one thread: the zygote refuses to be forked beside another thread, or
+    inside a running event loop, and leaves nothing behind (the Network spawns one then)."""
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        with pytest.raises(RuntimeError, match="before any thread or event loop"):
+            Zygote.fork("mcx-test-")
+    finally:
+        release.set()
+        other.join()
+
+    async def in_a_loop() -> None:
+        Zygote.fork("mcx-test-")
+
+    with pytest.raises(RuntimeError, match="before any thread or event loop"):
+        asyncio.run(in_a_loop())
+    with pytest.raises(ValueError, match="proc and netns"):
+        Network(load_topology(DEFAULT_TOPOLOGY), run_dir=tmp_path, placement="inproc",
+                zygote=object())  # type: ignore[arg-type]
 
 
 def test_clean_ends_the_processes_of_a_run_that_is_gone() -> None:
