@@ -80,6 +80,9 @@ class SipEndpoint:
         self._limits = limits
         self._transports: dict[str, Transport] = {}
         self._waiters: dict[TransactionKey, tuple[ResponseHandler, Request, Address]] = {}
+        self._waiting_on: dict[tuple[str, str, int | None], dict[TransactionKey, None]] = {}
+        """The waiters' keys by what a transport failure takes down (:func:`_route`): a
+        failure then touches its own transactions only, however many others wait."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +175,7 @@ class SipEndpoint:
             return
         self._closed = True
         waiters, self._waiters = self._waiters, {}
+        self._waiting_on.clear()
         for on_response, request, _ in waiters.values():
             # What a TU sends in answer (a proxy relays the 503) still goes out.
             on_response(request.make_response(503, CLOSED))
@@ -200,8 +204,20 @@ class SipEndpoint:
             return ("c", request.top_via.branch or "", request.method)  # no transaction
         key = self.layer.send_request(request, destination, now=self.now())
         self._waiters[key] = (on_response, request, destination)
+        self._waiting_on.setdefault(_route(destination), {})[key] = None
         self._pump()
         return key
+
+    def _unwait(self, key: TransactionKey
+                ) -> tuple[ResponseHandler, Request, Address] | None:
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None:
+            route = _route(waiter[2])
+            keys = self._waiting_on[route]
+            del keys[key]
+            if not keys:
+                del self._waiting_on[route]
+        return waiter
 
     async def request(self, request: Request, destination: Address, *,
                       on_provisional: ProvisionalHandler | None = None) -> Response:
@@ -249,13 +265,8 @@ class SipEndpoint:
         self._pump()
 
     def _unreachable(self, destination: Address, reason: str) -> None:
-        # On a stream, a host is reached over its connection whatever port was asked for
-        # (flow reuse): losing it fails every transaction to that host on that transport.
-        stream = destination.transport in ("tcp", "tls")
-        for key, (_, _, address) in list(self._waiters.items()):
-            if address == destination or (stream and address.transport == destination.transport
-                                          and address.host == destination.host):
-                self.layer.transport_error(key, reason)
+        for key in list(self._waiting_on.get(_route(destination), ())):
+            self.layer.transport_error(key, reason)
         self._pump()
 
     def _on_timer(self) -> None:
@@ -334,10 +345,10 @@ class SipEndpoint:
                 self.user.response_received(event)
                 return
             if event.response.status >= 200:
-                del self._waiters[key]
+                self._unwait(key)
             waiter[0](event.response)
         elif isinstance(event, TransactionTimedOut | TransportFailed):
-            waiter = self._waiters.pop(event.transaction, None)
+            waiter = self._unwait(event.transaction)
             if waiter is not None:
                 status = 408 if isinstance(event, TransactionTimedOut) else 503
                 waiter[0](event.request.make_response(status))
@@ -345,3 +356,10 @@ class SipEndpoint:
             logger.info("%s: dropped message from %s: %s", self.name, event.source, event.reason)
             self.dropped.append(event)
             del self.dropped[:-100]  # keep the last few for inspection
+
+
+def _route(address: Address) -> tuple[str, str, int | None]:
+    """What a transport failure at ``address`` takes down: that address on UDP; on a
+    stream, every port of the host (flow reuse: one connection carries them all)."""
+    stream = address.transport in ("tcp", "tls")
+    return (address.transport, address.host, None if stream else address.port)

@@ -8,7 +8,12 @@ import time
 
 import pytest
 
+from emulator.sip import TimerConfig
+from emulator.sip.builder import new_branch
 from emulator.sip.events import Address
+from emulator.sip.message import Request
+from emulator.sip.message import parse_message
+from emulator.transport import SipEndpoint
 from emulator.transport import udp
 from emulator.transport.udp import UdpTransport
 
@@ -186,3 +191,55 @@ async def test_a_name_is_refused_at_once_never_resolved() -> None:
                            "send failed: not an IP address (no name is resolved)")]
     finally:
         await transport.close()
+
+
+
+class _Quiet:
+    def request_received(self, event: object) -> None:
+        pass
+
+    def response_received(self, event: object) -> None:
+        pass
+
+
+def _options(n: int) -> Request:
+    message = parse_message(
+        (f"OPTIONS sip:mc.example.org SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:5060;"
+         f"branch={new_branch()}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{HOST}>;tag=p{n}\r\n"
+         f"To: <sip:mc.example.org>\r\nCall-ID: udp-{n}@{HOST}\r\nCSeq: {n} OPTIONS\r\n"
+         f"Content-Length: 0\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+async def test_a_send_failure_ends_only_the_transactions_waiting_on_that_address() -> None:
+    """A failure to one destination answers its own transaction with 503 at once; those
+    waiting on another address (a live peer that answers later) get their own answers;
+    once all are answered the endpoint indexes none of them any more (a failure looks up
+    its own transactions: it never walks every one that waits)."""
+    # Timer F at 64·T1 = 640 s: only the failure and the peer's answers end these.
+    endpoint = SipEndpoint("client", _Quiet(), timers=TimerConfig(t1=10.0, t2=40.0, t4=50.0))  # type: ignore[arg-type]
+    await endpoint.listen("udp", HOST, 0)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.77.3", 0))
+    peer.setblocking(False)
+    live = Address("udp", "127.0.77.3", peer.getsockname()[1])
+    loop = asyncio.get_running_loop()
+    try:
+        waiting = [asyncio.ensure_future(endpoint.request(_options(n), live))
+                   for n in range(1, 4)]
+        received = [await asyncio.wait_for(loop.sock_recvfrom(peer, 65535), 10)
+                    for _ in waiting]
+        failed = await asyncio.wait_for(
+            endpoint.request(_options(9), Address("udp", "no-such-host", 5060)), 10)
+        assert failed.status == 503
+        assert not any(future.done() for future in waiting)
+        for data, source in received:
+            request = parse_message(data)
+            assert isinstance(request, Request)
+            peer.sendto(bytes(request.make_response(200)), source)
+        assert [(await asyncio.wait_for(f, 10)).status for f in waiting] == [200, 200, 200]
+        assert endpoint._waiting_on == {}  # type: ignore[attr-defined]
+    finally:
+        peer.close()
+        await endpoint.close()
