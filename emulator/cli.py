@@ -5,6 +5,8 @@
                      [--placement inproc|proc|netns]
     mcx-emulator --list-scenarios
     mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc|netns]
+    mcx-emulator load [TOPOLOGY] --ues N [--rate R] [--placement auto|inproc|proc|netns]
+                      [--no-capture]             many users migrate: KPIs, plot, JSON
     mcx-emulator node --plan FILE                a node process, started from its plan
     mcx-emulator exec --state-file FILE NODE -- CMD      CMD in NODE's namespace (netns)
     mcx-emulator clean                           remove what a run killed with SIGKILL left
@@ -267,7 +269,8 @@ def run_link(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     removed = asyncio.run(clean_namespaces())
-    print(f"removed {len(removed)} namespace(s) and process(es) of runs that are gone"
+    print(f"removed {len(removed)} namespace(s), process(es) and socket directories of runs "
+          "that are gone"
           + (f": {', '.join(removed)}" if removed else ""))
     return 0
 
@@ -437,6 +440,7 @@ def run_load(args: argparse.Namespace) -> int:
     from emulator.orchestration.loadreport import kpi_table
     from emulator.orchestration.netns import NetnsError
     from emulator.orchestration.session import load
+    from emulator.orchestration.session import load_placement
     from emulator.topology.population import PopulationError
 
     topology = _topology(args)
@@ -446,7 +450,9 @@ def run_load(args: argparse.Namespace) -> int:
         print("error: --ues and --concurrency must be at least 1, --rate above 0",
               file=sys.stderr)
         return 2
-    zygote = prefork(args.placement)  # before the progress bar's thread starts
+    placement = load_placement(not args.no_capture) if args.placement == "auto" \
+        else args.placement
+    zygote = prefork(placement)  # before the progress bar's thread starts
     console = Console()
     with Progress(TextColumn("{task.description:9}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -463,7 +469,7 @@ def run_load(args: argparse.Namespace) -> int:
             result, run_dir, files = run(load(
                 topology, LoadOptions(args.ues, args.rate, args.concurrency),
                 transport=args.transport, pcap_root=Path(args.pcaps),
-                placement=args.placement, capture=not args.no_capture, progress=progress,
+                placement=placement, capture=not args.no_capture, progress=progress,
                 zygote=zygote))
         except (PopulationError, ValueError, NetnsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -501,7 +507,9 @@ def _add_load_command(commands: argparse._SubParsersAction) -> None:  # type: ig
     load.add_argument("--ues", type=int, required=True, help="how many UEs migrate")
     load.add_argument("--rate", type=float, default=100.0, help="UEs started per second")
     load.add_argument("--concurrency", type=int, default=1000, help="most UEs in flight")
-    load.add_argument("--placement", choices=PLACEMENTS, default="inproc")
+    load.add_argument("--placement", choices=("auto", *PLACEMENTS), default="auto",
+                      help="auto (the default): proc, or inproc where only its taps can "
+                           "capture (not root)")
     load.add_argument("--transport", choices=["udp", "tcp", "tls"], default=None,
                       help="force every SIP link to this transport")
     load.add_argument("--no-capture", action="store_true", help="run without any capture")

@@ -72,7 +72,7 @@ async def _link(network: Network, request: dict[str, Any]) -> str:
 @asynccontextmanager
 async def control_socket(network: Network) -> AsyncIterator[str]:
     """Serve control requests for ``network``; yields the socket's path."""
-    directory = tempfile.mkdtemp(prefix="mcx-up-")
+    directory = tempfile.mkdtemp(prefix=f"{network.prefix}up-")  # `clean` goes by it
     path = os.path.join(directory, "control")
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

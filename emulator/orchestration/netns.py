@@ -39,11 +39,13 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 
 from emulator.process import enter_netns
 from emulator.process import setns
@@ -340,9 +342,10 @@ class NetnsNetwork:
 
 
 async def clean() -> list[str]:
-    """Delete the namespaces, and end the processes, of runs whose process is gone (a run
-    killed with SIGKILL).  Returns what it removed (processes as ``pid <title>``)."""
-    removed = _end_orphans()
+    """Delete the namespaces, end the processes and remove the control-socket directories
+    of runs whose process is gone (a run killed with SIGKILL).  Returns what it removed
+    (processes as ``pid <title>``, directories as paths)."""
+    removed = _end_orphans() + _remove_stale_sockets()
     ip = shutil.which("ip")
     if ip is None:
         return removed
@@ -356,6 +359,20 @@ async def clean() -> list[str]:
             continue
         await _ip("netns", "delete", name)
         removed.append(name)
+    return removed
+
+
+def _remove_stale_sockets() -> list[str]:
+    """Remove the control-socket directories (the zygote's, ``up``'s) of runs that are
+    gone: a run removes its own unless killed with SIGKILL."""
+    removed = []
+    root = Path(tempfile.gettempdir())
+    for entry in root.iterdir():
+        match = _RUN_NAME.match(entry.name)
+        if match is None or not entry.is_dir() or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(str(entry))
     return removed
 
 

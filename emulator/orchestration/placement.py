@@ -92,12 +92,18 @@ class Zygote:
 
     @property
     def control(self) -> str:
-        # A short path: AF_UNIX paths are limited to 108 bytes, run directories are not.
         return os.path.join(self._socket_dir.name, "control")
 
+    @staticmethod
+    def _socket_directory(prefix: str) -> tempfile.TemporaryDirectory[str]:
+        # In the temporary directory: AF_UNIX paths are limited to 108 bytes, run
+        # directories are not.  Named with the run's prefix, so that `clean` can remove it
+        # once the run is gone, should the run have been killed (SIGKILL) before it could.
+        return tempfile.TemporaryDirectory(prefix=f"{prefix}zygote-")
+
     @classmethod
-    def spawn(cls, prefix: str = "") -> Zygote:
-        socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
+    def spawn(cls, prefix: str) -> Zygote:
+        socket_dir = cls._socket_directory(prefix)
         control = os.path.join(socket_dir.name, "control")
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -120,8 +126,8 @@ class Zygote:
         return cls(pid, requests_w, replies_r, socket_dir, prefix)
 
     @classmethod
-    def fork(cls, prefix: str = "") -> Zygote:
-        socket_dir = tempfile.TemporaryDirectory(prefix="mcx-")
+    def fork(cls, prefix: str) -> Zygote:
+        socket_dir = cls._socket_directory(prefix)
         try:
             pid, requests, replies = fork_zygote(os.path.join(socket_dir.name, "control"),
                                                  f"{prefix}zygote")

@@ -112,24 +112,34 @@ def main(control: str, title: str | None = None, requests: int = 0, replies: int
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through wake_w
     children: dict[int, str] = {}
-    pending = b""  # read raw: a buffered readline() would hide a second request from select
     selector = selectors.DefaultSelector()
     selector.register(requests, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     # cattrs writes a class's structuring code on its first use: 15-50 ms in every child
     # that parses its plan, unless written here once, for all of them to inherit.
     prepare_plans()
-    _say(replies, {"ready": True})
+    try:
+        _say(replies, {"ready": True})
+        _serve(selector, requests, replies, wake_r, control, children)
+    except BrokenPipeError:  # the supervisor stopped listening: it is gone or done
+        pass
+    for pid in children:  # and so are we
+        os.kill(pid, signal.SIGTERM)
+    return 0
+
+
+def _serve(selector: selectors.BaseSelector, requests: int, replies: int, wake_r: int,
+           control: str, children: dict[int, str]) -> None:
+    """Fork a node process per request until the requests end."""
+    pending = b""  # read raw: a buffered readline() would hide a second request from select
     while True:
         for key, _ in selector.select():
             if key.fd != requests:
                 os.read(wake_r, 512)
                 continue
             data = os.read(requests, 1 << 20)
-            if not data:  # the supervisor is gone or done: so are we
-                for pid in children:
-                    os.kill(pid, signal.SIGTERM)
-                return 0
+            if not data:
+                return
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
                 request = json.loads(line)

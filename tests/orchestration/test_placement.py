@@ -11,9 +11,11 @@ import datetime as dt
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -213,10 +215,13 @@ def test_the_zygote_forks_only_where_no_thread_or_loop_runs(tmp_path: Path) -> N
 
 
 def test_clean_ends_the_processes_of_a_run_that_is_gone() -> None:
-    """A process named with the prefix of a run whose supervisor is gone is `clean`'s to end;
-    one of a live run (ours) is not."""
+    """A process named with the prefix of a run whose supervisor is gone is `clean`'s to end,
+    and so is its control-socket directory; those of a live run (ours) are not."""
     gone = subprocess.Popen(["true"])
     gone.wait()
+    stale = Path(tempfile.mkdtemp(prefix=f"mcx-{gone.pid}-0-zygote-"))
+    (stale / "control").write_bytes(b"")
+    live = Path(tempfile.mkdtemp(prefix=f"mcx-{os.getpid()}-0-zygote-"))
     script = ("import setproctitle, signal, sys; setproctitle.setproctitle(sys.argv[1]); "
               "print('named', flush=True); signal.pause()")
     orphan = subprocess.Popen([sys.executable, "-c", script, f"mcx-{gone.pid}-0-partner.idms"],
@@ -232,7 +237,11 @@ def test_clean_ends_the_processes_of_a_run_that_is_gone() -> None:
         assert f"pid {orphan.pid} mcx-{gone.pid}-0-partner.idms" in cleaned.stdout
         assert orphan.wait(timeout=30) == -9
         assert ours.poll() is None
+        assert str(stale) in cleaned.stdout and not stale.exists()
+        assert live.is_dir()
     finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
         for process in (orphan, ours):
             process.kill()
             process.wait()

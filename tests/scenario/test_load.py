@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.orchestration import session
 from emulator.orchestration.load import MAX_RETRY_AFTER
 from emulator.orchestration.load import RETRIES
 from emulator.orchestration.load import LoadOptions
@@ -89,6 +90,35 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
     assert (run_dir / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (run_dir / "latency.svg").read_bytes()[:1000]
     assert {f.name for f in files} == {"load.json", "latency.png", "latency.svg"}
+
+
+def test_load_runs_its_nodes_in_processes_unless_only_taps_could_capture(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "kernel_capture_available", lambda: False)
+    assert session.load_placement(capture=True) == "inproc"
+    assert session.load_placement(capture=False) == "proc"
+    monkeypatch.setattr(session, "kernel_capture_available", lambda: True)
+    assert session.load_placement(capture=True) == "proc"
+
+
+@needs_kernel
+def test_the_load_command_runs_every_node_in_its_own_process_by_default(
+        tmp_path: Path) -> None:
+    """`load` with no --placement, as root: the nodes in their own processes (each writes
+    its own log), the capture on, every UE registered, as the capture shows."""
+    done = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "load", "--ues",
+                           "3", "--rate", "30", "--pcaps", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    report = json.loads((run_dir / "load.json").read_text())
+    assert report["placement"] == "proc" and report["registered"] == 3
+    assert (run_dir / "logs" / "partner.sip-core.log").exists()
+    gateway, _, _, pool, _, _ = ADDRESSES["inproc"]
+    answered = sip_fields(run_dir / "capture.pcapng", 'sip.CSeq.method == "REGISTER" && '
+                          f"sip.Status-Code == 200 && ip.src == {gateway} && ip.dst == {pool}",
+                          "ip.dst")
+    assert len({row[0] for row in answered}) == 3
 
 
 @pytest.mark.parametrize("arguments,message", [
