@@ -66,18 +66,17 @@ MAX_UE_FILES = 100
 ``nodes/<name>.pcapng``; beyond it, only the network's nodes do."""
 _RUNS = itertools.count()
 """Numbers the runs of this process, for their namespaces' names."""
+KERNEL_METHOD = "kernel capture (tcpdump on lo)"
+TAP_METHOD = "application-level tap (SIP only; run as root for HTTPS)"
+BRIDGES_METHOD = "kernel capture (tcpdump on each bridge of the namespaces)"
+NO_TAP_METHOD = ("none: nodes in their own processes are captured by tcpdump, which needs "
+                 "root (or use --placement inproc)")
 
 
 def run_prefix() -> str:
     """A new run's prefix: names every namespace and node process of the run (``clean`` goes
     by it: the process id tells whether the run is gone)."""
     return f"{PREFIX}{os.getpid()}-{next(_RUNS)}-"
-
-KERNEL_METHOD = "kernel capture (tcpdump on lo)"
-TAP_METHOD = "application-level tap (SIP only; run as root for HTTPS)"
-BRIDGES_METHOD = "kernel capture (tcpdump on each bridge of the namespaces)"
-NO_TAP_METHOD = ("none: nodes in their own processes are captured by tcpdump, which needs "
-                 "root (or use --placement inproc)")
 
 
 class Network:
