@@ -13,7 +13,11 @@ Timer K), it prints:
 * the memory per registered UE: the nodes' PSS summed (their RSS counts pages shared
   with the zygote they were forked from), after draining, less what they held before the
   load, divided by the UEs registered; both read once every node has collected its
-  garbage and handed its free pages back;
+  garbage and handed its free pages back.  "Before the load" is after a warm-up:
+  ``--warmup`` UEs (100) migrate first and drain, so that what a node pays once to run
+  the migration at all (the pages it un-shares from the zygote as that code first runs:
+  ~30 MB over the nodes, by their ``Shared_Dirty``) is the topology's, not the 10,000's.
+  The figure from idle, with the warm-up's UEs counted, is printed beside it;
 * the same per UE of the second half: the UEs migrate in two halves, each drained and
   read, so the second half's growth over its UEs is what one more UE costs, without what
   the load costs once whatever its size (pages a node un-shares from the zygote as its
@@ -26,7 +30,7 @@ token, at ``--rate`` or faster, so that a round takes at most 40 s), printing th
 nodes' summed PSS every minute, and its spread after the first.
 
     python benchmarks/scale.py [--ues 10000] [--rate 200] [--placement proc|netns]
-        [--soak 10] [--json FILE]
+        [--warmup 100] [--soak 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ def total_pss(pids: dict[str, int]) -> int:
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     topology = load_topology(topology_path("default"))
-    population = populate(topology, args.ues)
+    population = populate(topology, args.warmup + args.ues)
     net = Network(population.topology, run_dir=work / "run", placement=args.placement,
                   capture=not args.no_capture, crowd=population.ues)
     figures: dict[str, object] = {"ues": args.ues, "rate": args.rate,
@@ -115,11 +119,27 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         start = {name: (await _live(net, name)).get("pss_kib", 0) * 1024 for name in pids}
         before = total_pss(pids)
         options = LoadOptions(args.ues, args.rate, registration_expires=3600)
-        raise_descriptor_limit(8 * args.ues + 4096)  # the first half's stay open meanwhile
+        # Every UE's connections stay open meanwhile.
+        raise_descriptor_limit(8 * (args.warmup + args.ues) + 4096)
+        warm, measured = population.ues[:args.warmup], population.ues[args.warmup:]
         half = args.ues // 2
-        halves = (dataclasses.replace(population, ues=population.ues[:half]),
-                  dataclasses.replace(population, ues=population.ues[half:]))
+        halves = (dataclasses.replace(population, ues=measured[:half]),
+                  dataclasses.replace(population, ues=measured[half:]))
         async with contextlib.AsyncExitStack() as stack:
+            warmed_up = 0
+            if warm:
+                # The nodes run the migration's code once before the baseline: the pages each
+                # then un-shares from the zygote, and the memos filling, are the topology's
+                # own cost, paid once whatever the load, not the measured UEs'.
+                warming = await stack.enter_async_context(LoadGenerator(
+                    net, dataclasses.replace(population, ues=warm), options))
+                warmed_up = (await warming.run()).registered
+                print(f"{warmed_up} of {len(warm)} warm-up UEs registered; draining "
+                      f"({DRAIN:.0f} s) ...", flush=True)
+                await asyncio.sleep(DRAIN)
+                start = {name: (await _live(net, name)).get("pss_kib", 0) * 1024
+                         for name in pids}
+            warmed = total_pss(pids)
             generators = [await stack.enter_async_context(LoadGenerator(net, part, options))
                           for part in halves]
             results, marks = [], []
@@ -153,11 +173,14 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                       f"{(held - start[name]) / max(1, registered) / 1024:7.2f} "
                       f"{(held - mid) / max(1, registered - first) / 1024:8.2f} "
                       f"{live[name].get('tracked', 0):9d} {live[name].get('gc_ms', 0):6.1f}")
-            per_ue = (after - before) / max(1, registered)
+            idle = (after - before) / max(1, warmed_up + registered)
+            per_ue = (after - warmed) / max(1, registered)
             marginal = (after - middle) / max(1, registered - first)
             print(f"nodes' PSS, each node collected and trimmed: {before / 2**20:.1f} MB "
-                  f"before, {middle / 2**20:.1f} MB after {first} UEs, {after / 2**20:.1f} MB "
-                  f"after {registered}: {per_ue / 1024:.2f} kB per registered UE in all, "
+                  f"idle, {warmed / 2**20:.1f} MB after {warmed_up} warm-up UEs, "
+                  f"{middle / 2**20:.1f} MB after {first} more, {after / 2**20:.1f} MB after "
+                  f"{registered}: {per_ue / 1024:.2f} kB per registered UE after the warm-up "
+                  f"({idle / 1024:.2f} kB from idle, the warm-up's UEs counted), "
                   f"{marginal / 1024:.2f} kB per UE of the second half", flush=True)
             if args.census:
                 for name in sorted(live):
@@ -166,8 +189,10 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                         print(f"{name}: {live[name]['allocated']}")
             figures.update(registered=registered, seconds=round(seconds, 2),
                            failures=dict(failures), per_ue_bytes=round(per_ue),
-                           marginal_per_ue_bytes=round(marginal),
-                           pss_before=before, pss_halfway=middle, pss_after=after,
+                           from_idle_per_ue_bytes=round(idle),
+                           marginal_per_ue_bytes=round(marginal), warmup=warmed_up,
+                           pss_before=before, pss_warmed=warmed, pss_halfway=middle,
+                           pss_after=after,
                            nodes={n: {"rss": r, "peak": p, "pss": q, "live": live[n]}
                                   for n, (r, p, q) in per_node.items()},
                            migration_ms=percentiles(migration))
@@ -212,6 +237,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--placement", default="proc", choices=["proc", "netns"],
                         help="each node its own process (memory is read per process)")
+    parser.add_argument("--warmup", type=int, default=100, metavar="UES",
+                        help="UEs that migrate before the baseline is read (0: none)")
     parser.add_argument("--soak", type=int, default=0, metavar="MINUTES")
     parser.add_argument("--no-capture", action="store_true")
     parser.add_argument("--census", action="store_true",

@@ -200,10 +200,9 @@ def run_scenarios(args: argparse.Namespace) -> int:
             print(f"SKIPPED {name}: {reason}\n")
             continue
         try:
-            report = run(run_scenario(topology, SCENARIOS[name],
-                                              transport=args.transport,
-                                              pcap_root=Path(args.pcaps),
-                                              placement=args.placement, seed=args.seed))
+            report = run(run_scenario(topology, SCENARIOS[name], transport=args.transport,
+                                      pcap_root=Path(args.pcaps), placement=args.placement,
+                                      seed=args.seed, zygote=prefork(args.placement)))
         except KeyboardInterrupt:
             # asyncio.run cancelled the run; the network stopped and published its captures.
             print(f"interrupted: captures of the partial run are under {args.pcaps}/",
@@ -383,7 +382,8 @@ def _add_running_commands(commands: argparse._SubParsersAction) -> None:  # type
     execute.add_argument("--state-file", required=True, help="the state file of up")
     execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                          help="the command and its arguments")
-    commands.add_parser("clean", help="remove namespaces left by runs killed with SIGKILL")
+    commands.add_parser("clean", help="remove what runs killed with SIGKILL left: namespaces, "
+                                            "processes, control sockets")
     link = commands.add_parser("link", help="change a link of a running up")
     link.add_argument("action", choices=["set"])
     link.add_argument("a")

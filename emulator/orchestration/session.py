@@ -151,13 +151,14 @@ def topology_for(scenario: Scenario, topology: Topology) -> Topology:
 
 async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str | None = None,
                        pcap_root: Path = Path("pcaps"), placement: str = "inproc",
-                       seed: int = 0) -> Report:
-    """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture."""
+                       seed: int = 0, zygote: Zygote | None = None) -> Report:
+    """Start ``topology`` with ``scenario``'s faults, run it, stop, and judge the capture
+    (with ``zygote``, see :class:`.Network`)."""
     started = time.monotonic()
     topology = topology_for(scenario, topology)
     run_dir = pcap_root / run_id(scenario.name)
     network = Network(topology, scenario.faults, run_dir=run_dir, transport=transport,
-                      placement=placement, seed=seed)
+                      placement=placement, seed=seed, zygote=zygote)
     async with network:
         driver = ScenarioDriver(network, scenario)
         result = await driver.run()
@@ -186,8 +187,14 @@ def load_placement(capture: bool) -> str:
 
 def prefork(placement: str) -> Zygote | None:
     """The zygote of a ``proc`` or ``netns`` run, forked now: for the command line, before
-    it starts its event loop (None for ``inproc``)."""
-    return Zygote.fork(run_prefix()) if placement != "inproc" else None
+    it starts its event loop.  None for ``inproc``, and where a thread runs (one an earlier
+    run left): the network then spawns its zygote, which only takes longer."""
+    if placement == "inproc":
+        return None
+    try:
+        return Zygote.fork(run_prefix())
+    except RuntimeError:
+        return None
 
 
 async def serve(topology: Topology, state_file: Path, *, transport: str | None = None,
