@@ -8,7 +8,10 @@ p50/p90/p99/max per phase and for the migration in total, once with tcpdump capt
 (as runs do by default) and once without.
 
     python benchmarks/migration_latency.py [--ues 1000] [--rate 100]
-        [--placement inproc|proc|netns] [--json FILE]
+        [--placement auto|inproc|proc|netns] [--json FILE]
+
+``auto`` (the default) is where ``run_topology.py load`` puts the nodes with its capture on
+(``proc`` as root), for both runs, so that they differ in the capture only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rich.console import Console  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.loadreport import kpi_table  # noqa: E402
 from emulator.orchestration.session import load  # noqa: E402
+from emulator.orchestration.session import load_placement  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
@@ -37,16 +41,18 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ues", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc", "netns"])
+    parser.add_argument("--placement", default="auto",
+                        choices=["auto", "inproc", "proc", "netns"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     topology = load_topology(topology_path("default"))
+    placement = load_placement(capture=True) if args.placement == "auto" else args.placement
     console = Console()
     figures = {}
     with tempfile.TemporaryDirectory(prefix="mcx-latency-") as tmp:
         for capture in (True, False):
             result, _, _ = run_loop(load(topology, LoadOptions(args.ues, args.rate),
-                                            pcap_root=Path(tmp), placement=args.placement,
+                                            pcap_root=Path(tmp), placement=placement,
                                             capture=capture))
             console.print(kpi_table(result))
             figures["capture on" if capture else "capture off"] = result.to_json()
