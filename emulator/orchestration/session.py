@@ -40,7 +40,6 @@ from .load import LoadOptions
 from .load import LoadResult
 from .load import UeRecord
 from .load import run_load
-from .loadreport import write_report
 from .network import Network
 from .network import run_prefix
 from .placement import Zygote
@@ -253,4 +252,6 @@ async def load(topology: Topology, options: LoadOptions, *, transport: str | Non
         await network.wait_ready()
         with settled():  # inproc, the nodes' start-up is out of the load's collections
             result = await run_load(network, population, options, progress)
+    from .loadreport import write_report  # here: rich and matplotlib, for load runs only
+
     return result, run_dir, write_report(result, run_dir)
