@@ -105,3 +105,16 @@ def test_the_checker_catches_an_upward_import(tmp_path: Path, source: str, layer
     probe = package / "probe.py"
     probe.write_text(source)
     assert bool(violations(probe, tmp_path)) is bad, violations(probe, tmp_path)
+
+
+def test_the_orchestration_package_serves_every_name_it_lists_lazily() -> None:
+    """``emulator.orchestration`` loads its names on first use (PEP 562): its list of
+    where each lives must name exactly what it exports, and each must load."""
+    import emulator.orchestration as orchestration
+
+    where = orchestration._WHERE  # type: ignore[attr-defined]
+    assert sorted(where) == sorted(orchestration.__all__)
+    for name in orchestration.__all__:
+        assert getattr(orchestration, name) is not None
+    with pytest.raises(AttributeError):
+        orchestration.no_such_name  # noqa: B018
