@@ -5,7 +5,9 @@ Each UE is the real UE role going through the whole flow over real sockets (the 
 mode of ``run_topology.py load``): at home login and profile, then the migration
 itself, security token, attach, partner token, REGISTER until its 200.  Prints
 p50/p90/p99/max per phase and for the migration in total, once with tcpdump capturing
-(as runs do by default) and once without.
+(as runs do by default) and once without, each with the CPU one migration cost each
+process (the nodes', tcpdump's and the load generator's own): at a rate the cores cannot
+carry, queueing, not the protocol, sets the latency.
 
     python benchmarks/migration_latency.py [--ues 1000] [--rate 100]
         [--placement auto|inproc|proc|netns] [--json FILE]

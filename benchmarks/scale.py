@@ -8,7 +8,8 @@ its own user, tokens and address, go through the whole flow (``run_topology.py l
 at ``--rate``.  Then, once every transaction has drained (Timer J, 64*T1 = 32 s, and
 Timer K), it prints:
 
-* the time the migrations took to complete;
+* the time the migrations took to complete, and the CPU one migration cost each node and
+  the load generator (``load``'s KPI table prints the same line);
 * each node's peak RSS (VmHWM) and current RSS;
 * the memory per registered UE: the nodes' PSS summed (their RSS counts pages shared
   with the zygote they were forked from), after draining, less what they held before the
@@ -54,6 +55,7 @@ from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import percentiles  # noqa: E402
 from emulator.orchestration.load import raise_descriptor_limit  # noqa: E402
+from emulator.orchestration.loadreport import cpu_line  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.sip.timers import DEFAULT_TIMERS  # noqa: E402
@@ -83,13 +85,6 @@ def memory(pid: int) -> tuple[int, int, int]:
     return fields["VmRSS"], fields["VmHWM"], fields["Pss"]
 
 
-def node_pids(net: Network) -> dict[str, int]:
-    """The infrastructure nodes' processes (the topology's own UEs are not the load)."""
-    infrastructure = {plan.name for plan in net.plans if plan.role != "ue"}
-    return {name: state["pid"] for name, state in net.runner.state().items()
-            if name in infrastructure and state.get("pid") is not None}
-
-
 async def _live(net: Network, name: str) -> dict[str, Any]:
     """The node's own report (``emulator.process.memory``); the first one marks where
     tracemalloc's growth counts from."""
@@ -111,7 +106,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                                   "placement": args.placement, "capture": not args.no_capture}
     async with net:
         await net.wait_ready()
-        pids = node_pids(net)
+        pids = net.process_ids(captures=False)
         # Both ends are read once every node has collected and trimmed (as each does every
         # 30 s anyway): a node just started still holds its start-up's freed heap (~45 MB
         # over the nodes), which the load reuses; read untrimmed, that baseline charged
@@ -160,6 +155,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                   f"{seconds:.1f} s at {args.rate:g}/s (two halves, a drain between); "
                   f"failures: {dict(failures) or 'none'}", flush=True)
             print(f"migration latency: {percentiles(migration)}", flush=True)
+            spent = Counter[str]()
+            for result in results:
+                spent.update(result.cpu)
+            both = dataclasses.replace(results[0], cpu=dict(spent),
+                                       stage_ues=sum(r.stage_ues for r in results))
+            print(cpu_line(both), flush=True)
             (first, middle, halfway), (_, after, live) = marks
             per_node = {name: memory(pid) for name, pid in pids.items()}
             print(f"{'node':28} {'RSS MB':>8} {'peak MB':>8} {'PSS MB':>8} "
@@ -195,7 +196,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
                            pss_after=after,
                            nodes={n: {"rss": r, "peak": p, "pss": q, "live": live[n]}
                                   for n, (r, p, q) in per_node.items()},
-                           migration_ms=percentiles(migration))
+                           migration_ms=percentiles(migration),
+                           cpu_ms_per_ue=both.cpu_per_ue())
             if args.soak:
                 samples = []
                 # Every UE once a minute: the round paced to end well within it.

@@ -113,6 +113,23 @@ def settled() -> Iterator[None]:
         gc.unfreeze()
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User and system CPU seconds process ``pid`` (None: this one) has used, every thread
+    counted; None once it is gone.  From /proc/<pid>/stat (proc(5), fields 14 and 15)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name (field 2) may hold spaces and parentheses: split after it.
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def memory(*, census: int = 0) -> dict[str, Any]:
     """This process's memory, after a full garbage collection and after handing the C
     allocator's free pages back to the kernel (malloc_trim(3)): what it holds for live

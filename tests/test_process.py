@@ -4,8 +4,12 @@ collector's reach, and giving it back."""
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import time
 import weakref
 
+from emulator.process import cpu_seconds
 from emulator.process import memory
 from emulator.process import settled
 
@@ -45,3 +49,34 @@ def test_memory_reports_what_a_full_collection_walks_and_its_pause() -> None:
     assert 0 <= frozen["tracked"] < thawed["tracked"]
     assert frozen["gc_ms"] >= 0 and thawed["gc_ms"] >= 0
     assert thawed["blocks"] > 0
+
+
+_BUSY = """
+import sys, time
+open("/proc/self/comm", "w").write("mcx) busy (1")  # a name that /proc/<pid>/stat wraps
+while time.process_time() < 0.2:
+    pass
+print(time.process_time(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_cpu_seconds_reads_what_a_process_has_used_and_none_once_it_is_gone() -> None:
+    """What ``load`` divides among the migrations (its CPU line), per process."""
+    mine = cpu_seconds()
+    assert mine is not None
+    while time.process_time() < mine + 0.05:
+        pass
+    later = cpu_seconds()
+    assert later is not None and later >= mine + 0.05
+    child = subprocess.Popen([sys.executable, "-c", _BUSY], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        used = float(child.stdout.readline())  # by its own count, busy and now waiting
+        seen = cpu_seconds(child.pid)
+        # /proc counts in clock ticks (10 ms): at most one short of the child's own count.
+        assert seen is not None and used - 0.011 <= seen <= used + 0.5
+    finally:
+        child.communicate("")
+    assert cpu_seconds(child.pid) is None  # reaped: gone

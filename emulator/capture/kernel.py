@@ -94,6 +94,11 @@ class KernelCapture:
             await self.stop()
             raise RuntimeError(f"tcpdump failed: {(line + rest).decode(errors='replace')}")
 
+    @property
+    def pid(self) -> int | None:
+        """tcpdump's process id while it runs (``ip netns exec`` execs it: the same)."""
+        return self._process.pid if self._process is not None else None
+
     async def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.returncode is not None:

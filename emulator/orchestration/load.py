@@ -47,6 +47,7 @@ from dataclasses import field
 import aiohttp
 
 from emulator.documents.profile import PartnerSystem
+from emulator.process import cpu_seconds
 from emulator.refusal import Refusal
 from emulator.sip.events import Address
 from emulator.topology.population import Population
@@ -106,6 +107,18 @@ class LoadResult:
     records: list[UeRecord]
     seconds: float
     """From the first UE's start to the last UE's end."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process used over the stage, by name (:func:`cpu_used`)."""
+    stage_ues: int = 0
+    """UEs that went through the stage (those a home failure stopped did not)."""
+
+    def cpu_per_ue(self) -> dict[str, float]:
+        """Milliseconds of CPU per UE through the stage, by process, most first: what one
+        migration costs each node (and the load generator), whatever the rate."""
+        if not self.stage_ues:
+            return {}
+        spent = {name: seconds * 1000 / self.stage_ues for name, seconds in self.cpu.items()}
+        return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
     @property
     def failures(self) -> Counter[str]:
@@ -139,6 +152,7 @@ class LoadResult:
             "registered": self.registered, "failures": dict(self.failures),
             "retries": sum(r.retries for r in self.records),
             "phases_ms": phases,
+            "cpu_ms_per_ue": {name: round(ms, 2) for name, ms in self.cpu_per_ue().items()},
             "kpi": {"name": "TS 22.179 KPI 1 (project reading: migration time)",
                     "limit_ms": KPI_LIMIT * 1000, "share": KPI_SHARE, "met": self.kpi_met()},
         }
@@ -155,6 +169,29 @@ def percentiles(samples: list[float]) -> dict[str, float | int]:
     return {"count": len(samples), "p50": round(rank(0.50) * 1000, 2),
             "p90": round(rank(0.90) * 1000, 2), "p99": round(rank(0.99) * 1000, 2),
             "max": round(samples[-1] * 1000, 2)}
+
+
+LOAD_GENERATOR = "load generator"
+"""This process's name in :func:`cpu_used`: the UEs, and in ``inproc`` the nodes too."""
+
+
+def cpu_used(net: Network) -> dict[str, float]:
+    """CPU seconds so far of this process (:data:`LOAD_GENERATOR`) and of each process
+    ``net`` runs (:meth:`Network.process_ids`), by name; one gone is left out."""
+    own = cpu_seconds()
+    assert own is not None  # this process is not gone
+    used = {LOAD_GENERATOR: own}
+    for name, pid in net.process_ids().items():
+        seconds = cpu_seconds(pid)
+        if seconds is not None:
+            used[name] = seconds
+    return used
+
+
+def cpu_since(before: dict[str, float], net: Network) -> dict[str, float]:
+    """CPU seconds each process used since ``before`` (:func:`cpu_used`)."""
+    now = cpu_used(net)
+    return {name: round(now[name] - before[name], 3) for name in now if name in before}
 
 
 def raise_descriptor_limit(wanted: int) -> int:
@@ -214,21 +251,25 @@ class LoadGenerator:
         raise_descriptor_limit(8 * len(self.ues) + 4096)
         records = [UeRecord(ue.name) for ue in self.ues]
         await self._stage("home", self._at_home, records)
+        migrating = sum(1 for r in records if r.failure is None)
+        before = cpu_used(self.net)
         seconds = await self._stage("migration", self._migrate, records)
         self.records = records
         return LoadResult(self.options, self.net.placement, bool(self.net.capture_files or
                                                                  self.net.kernel_captures),
-                          records, seconds)
+                          records, seconds, cpu_since(before, self.net), migrating)
 
     async def reregister(self, rate: float | None = None) -> LoadResult:
         """Every registered UE REGISTERs again with its partner token (a refresh of its
         registration, 24.229 §5.1.1.4), paced at ``rate`` (the options' when None): the
         soak's load."""
         records = [UeRecord(r.name) if r.failure is None else r for r in self.records]
+        before = cpu_used(self.net)
         seconds = await self._stage("re-register", self._register, records, rate)
         return LoadResult(self.options, self.net.placement, bool(self.net.capture_files or
                                                                  self.net.kernel_captures),
-                          records, seconds)
+                          records, seconds, cpu_since(before, self.net),
+                          sum(1 for r in self.records if r.failure is None))
 
     async def _stage(self, stage: str,
                      step: Callable[[UserEquipment, UeRecord], Awaitable[None]],

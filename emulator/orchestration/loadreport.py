@@ -9,6 +9,7 @@ from rich.table import Table
 
 from .load import KPI_LIMIT
 from .load import KPI_SHARE
+from .load import LOAD_GENERATOR
 from .load import PHASES
 from .load import LoadResult
 from .load import percentiles
@@ -35,7 +36,22 @@ def kpi_table(result: LoadResult) -> Table:
     table.caption = (f"TS 22.179 KPI 1, access time < {KPI_LIMIT * 1000:.0f} ms for "
                      f"{KPI_SHARE:.0%} of requests (project reading: the migration, security "
                      f"token to 200 REGISTER; a failure counts as late): {verdict}")
+    cpu = cpu_line(result)
+    if cpu:
+        table.caption += "\n" + cpu
     return table
+
+
+def cpu_line(result: LoadResult) -> str:
+    """The CPU one migration cost, in all and by process, most first ("" if unmeasured)."""
+    spent = result.cpu_per_ue()
+    if not spent:
+        return ""
+    total = sum(spent.values())
+    if list(spent) == [LOAD_GENERATOR]:
+        return f"CPU per migration: {total:.1f} ms, all in one process (nodes and UEs)"
+    parts = ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items() if ms >= 0.05)
+    return f"CPU per migration: {total:.1f} ms ({parts})"
 
 
 def write_report(result: LoadResult, run_dir: Path) -> list[Path]:

@@ -394,6 +394,20 @@ class Network:
                                if isinstance(node, ProcessNode)))
         return self.runner.state()
 
+    def process_ids(self, *, captures: bool = True) -> dict[str, int]:
+        """The processes the network runs, by name, besides this one: each infrastructure
+        node's (``proc``, ``netns``; the topology's own UEs are not counted) and, with
+        ``captures``, each tcpdump's (``capture``, or ``capture <namespace>`` per bridge).
+        Empty in ``inproc`` without a kernel capture: everything runs here."""
+        infrastructure = {plan.name for plan in self.plans if plan.role != "ue"}
+        pids = {name: state["pid"] for name, state in self.runner.state().items()
+                if name in infrastructure and state.get("pid") is not None}
+        for capture in self.kernel_captures if captures else ():
+            if capture.pid is not None:
+                name = f"capture {capture.namespace}" if capture.namespace else "capture"
+                pids[name] = capture.pid
+        return pids
+
     async def kill(self, name: str) -> None:
         """SIGKILL node ``name`` (in process: stop it); it stays down until :meth:`revive`.
         Nodes keep their durable state in the run directory (``state/``), as real servers

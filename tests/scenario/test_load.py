@@ -87,6 +87,17 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
     assert set(report["phases_ms"]) == {"login", "profile", "security-token", "attach",
                                         "partner-token", "register", "migration"}
     assert report["kpi"]["met"] in (True, False)
+    # The CPU one migration cost this process and each process the run has besides it:
+    # in netns every node's and each bridge's tcpdump, in process the capture's alone.
+    cpu = report["cpu_ms_per_ue"]
+    assert "load generator" in cpu and sum(cpu.values()) > 0
+    assert all(ms >= 0 for ms in cpu.values())
+    if placement == "netns":
+        assert {"visited-plmn.gateway", "partner.sip-core", "partner.mc-server"} <= set(cpu)
+        assert any(name.startswith("capture ") for name in cpu)
+        assert not any(name.startswith("ue-") for name in cpu)  # the topology's own UEs
+    else:
+        assert set(cpu) == {"load generator", "capture"}
     assert (run_dir / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (run_dir / "latency.svg").read_bytes()[:1000]
     assert {f.name for f in files} == {"load.json", "latency.png", "latency.svg"}
@@ -114,6 +125,12 @@ def test_the_load_command_runs_every_node_in_its_own_process_by_default(
     report = json.loads((run_dir / "load.json").read_text())
     assert report["placement"] == "proc" and report["registered"] == 3
     assert (run_dir / "logs" / "partner.sip-core.log").exists()
+    # What a migration cost each process: every node's, tcpdump's and the generator's own.
+    assert set(report["cpu_ms_per_ue"]) == {
+        "load generator", "capture", "visited-plmn.gateway",
+        *(f"{system}.{node}" for system in ("primary", "partner")
+          for node in ("idms", "cms", "sip-core", "mc-server")), "partner.gms"}
+    assert "CPU per migration:" in done.stdout
     gateway, _, _, pool, _, _ = ADDRESSES["inproc"]
     answered = sip_fields(run_dir / "capture.pcapng", 'sip.CSeq.method == "REGISTER" && '
                           f"sip.Status-Code == 200 && ip.src == {gateway} && ip.dst == {pool}",
