@@ -442,6 +442,7 @@ def run_load(args: argparse.Namespace) -> int:
     from emulator.orchestration.session import load
     from emulator.orchestration.session import load_placement
     from emulator.topology.population import PopulationError
+    from emulator.topology.population import populate
 
     topology = _topology(args)
     if topology is None:
@@ -449,6 +450,11 @@ def run_load(args: argparse.Namespace) -> int:
     if args.ues < 1 or args.rate <= 0 or args.concurrency < 1:
         print("error: --ues and --concurrency must be at least 1, --rate above 0",
               file=sys.stderr)
+        return 2
+    try:  # before anything shows or starts: a bad population is the whole answer
+        population = populate(topology, args.ues)
+    except PopulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     placement = load_placement(not args.no_capture) if args.placement == "auto" \
         else args.placement
@@ -470,7 +476,7 @@ def run_load(args: argparse.Namespace) -> int:
                 topology, LoadOptions(args.ues, args.rate, args.concurrency),
                 transport=args.transport, pcap_root=Path(args.pcaps),
                 placement=placement, capture=not args.no_capture, progress=progress,
-                zygote=zygote))
+                zygote=zygote, population=population))
         except (PopulationError, ValueError, NetnsError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

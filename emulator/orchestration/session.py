@@ -30,6 +30,7 @@ from emulator.topology.bundled import DEFAULT_TOPOLOGY
 from emulator.topology.bundled import topology_path
 from emulator.topology.loader import load_topology
 from emulator.topology.model import Topology
+from emulator.topology.population import Population
 from emulator.topology.population import populate
 
 from .control import control_socket
@@ -235,11 +236,15 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
 async def load(topology: Topology, options: LoadOptions, *, transport: str | None = None,
                pcap_root: Path = Path("pcaps"), placement: str = "inproc",
                capture: bool = True, progress: Callable[[str, UeRecord], None] | None = None,
-               zygote: Zygote | None = None) -> tuple[LoadResult, Path, list[Path]]:
+               zygote: Zygote | None = None,
+               population: Population | None = None) -> tuple[LoadResult, Path, list[Path]]:
     """``load``: ``options.ues`` users copied from the topology's migrating one migrate at
-    ``options.rate``; the result, the run directory and the report files written there."""
+    ``options.rate``; the result, the run directory and the report files written there.
+    ``population``: those users, already made from ``topology`` (the CLI checks them
+    before it shows anything)."""
     try:
-        population = populate(topology, options.ues)
+        if population is None:
+            population = populate(topology, options.ues)
     except BaseException:
         if zygote is not None:  # no network to hand it to
             await zygote.stop()

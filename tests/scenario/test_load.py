@@ -150,6 +150,7 @@ def test_bad_load_arguments_get_a_clear_error(arguments: list[str], message: str
                           timeout=60)
     assert done.returncode == 2
     assert message in done.stderr
+    assert "migration" not in done.stdout  # refused before any progress bar showed
 
 
 # -- a load UE after a 503 that says when to come back (emulator/orchestration/load.py) --
