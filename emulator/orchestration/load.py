@@ -172,15 +172,18 @@ def percentiles(samples: list[float]) -> dict[str, float | int]:
 
 
 LOAD_GENERATOR = "load generator"
-"""This process's name in :func:`cpu_used`: the UEs, and in ``inproc`` the nodes too."""
+"""This process's name in :func:`cpu_used`, where the nodes run elsewhere: the UEs'."""
+IN_PROCESS = "nodes and UEs (inproc)"
+"""Its name in ``inproc``, where it runs the nodes too."""
 
 
 def cpu_used(net: Network) -> dict[str, float]:
-    """CPU seconds so far of this process (:data:`LOAD_GENERATOR`) and of each process
-    ``net`` runs (:meth:`Network.process_ids`), by name; one gone is left out."""
+    """CPU seconds so far of this process (:data:`LOAD_GENERATOR`, or :data:`IN_PROCESS`)
+    and of each process ``net`` runs (:meth:`Network.process_ids`), by name; one gone is
+    left out."""
     own = cpu_seconds()
     assert own is not None  # this process is not gone
-    used = {LOAD_GENERATOR: own}
+    used = {IN_PROCESS if net.placement == "inproc" else LOAD_GENERATOR: own}
     for name, pid in net.process_ids().items():
         seconds = cpu_seconds(pid)
         if seconds is not None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from .load import IN_PROCESS
 from .load import KPI_LIMIT
 from .load import KPI_SHARE
-from .load import LOAD_GENERATOR
 from .load import PHASES
 from .load import LoadResult
 from .load import percentiles
@@ -48,7 +48,7 @@ def cpu_line(result: LoadResult) -> str:
     if not spent:
         return ""
     total = sum(spent.values())
-    if list(spent) == [LOAD_GENERATOR]:
+    if list(spent) == [IN_PROCESS]:
         return f"CPU per migration: {total:.1f} ms, all in one process (nodes and UEs)"
     parts = ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items() if ms >= 0.05)
     return f"CPU per migration: {total:.1f} ms ({parts})"
