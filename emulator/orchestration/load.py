@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import resource
 import time
 from collections import Counter
@@ -111,6 +112,8 @@ class LoadResult:
     """CPU seconds each process used over the stage, by name (:func:`cpu_used`)."""
     stage_ues: int = 0
     """UEs that went through the stage (those a home failure stopped did not)."""
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    """The cores this process (and so the run) may use."""
 
     def cpu_per_ue(self) -> dict[str, float]:
         """Milliseconds of CPU per UE through the stage, by process, most first: what one
@@ -119,6 +122,15 @@ class LoadResult:
             return {}
         spent = {name: seconds * 1000 / self.stage_ues for name, seconds in self.cpu.items()}
         return dict(sorted(spent.items(), key=lambda item: -item[1]))
+
+    def capacity(self) -> float | None:
+        """UEs per second the stage's CPU cost allows: the cores shared out, and no process
+        on more than one of them (each runs one event loop); None if unmeasured."""
+        spent = self.cpu_per_ue()
+        total = sum(spent.values())
+        if total <= 0:
+            return None
+        return min(self.cores * 1000 / total, 1000 / max(spent.values()))
 
     @property
     def failures(self) -> Counter[str]:
@@ -153,6 +165,9 @@ class LoadResult:
             "retries": sum(r.retries for r in self.records),
             "phases_ms": phases,
             "cpu_ms_per_ue": {name: round(ms, 2) for name, ms in self.cpu_per_ue().items()},
+            "cores": self.cores,
+            "capacity_per_s": None if (capacity := self.capacity()) is None else
+            round(capacity, 1),
             "kpi": {"name": "TS 22.179 KPI 1 (project reading: migration time)",
                     "limit_ms": KPI_LIMIT * 1000, "share": KPI_SHARE, "met": self.kpi_met()},
         }

@@ -43,15 +43,19 @@ def kpi_table(result: LoadResult) -> Table:
 
 
 def cpu_line(result: LoadResult) -> str:
-    """The CPU one migration cost, in all and by process, most first ("" if unmeasured)."""
+    """The CPU one migration cost, in all and by process, most first, and the rate that
+    cost allows (:meth:`LoadResult.capacity`); "" if unmeasured."""
     spent = result.cpu_per_ue()
-    if not spent:
+    capacity = result.capacity()
+    if not spent or capacity is None:
         return ""
-    total = sum(spent.values())
     if list(spent) == [IN_PROCESS]:
-        return f"CPU per migration: {total:.1f} ms, all in one process (nodes and UEs)"
-    parts = ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items() if ms >= 0.05)
-    return f"CPU per migration: {total:.1f} ms ({parts})"
+        where = ", all in one process (nodes and UEs)"
+    else:
+        where = " (" + ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items()
+                                 if ms >= 0.05) + ")"
+    return (f"CPU per migration: {sum(spent.values()):.1f} ms{where}: at that cost "
+            f"{result.cores} cores carry at most ~{capacity:.0f} migrations/s")
 
 
 def write_report(result: LoadResult, run_dir: Path) -> list[Path]:

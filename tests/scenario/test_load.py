@@ -21,8 +21,10 @@ from emulator.orchestration import session
 from emulator.orchestration.load import MAX_RETRY_AFTER
 from emulator.orchestration.load import RETRIES
 from emulator.orchestration.load import LoadOptions
+from emulator.orchestration.load import LoadResult
 from emulator.orchestration.load import UeRecord
 from emulator.orchestration.load import retrying
+from emulator.orchestration.loadreport import cpu_line
 from emulator.orchestration.session import load
 from emulator.sip import Response
 from emulator.sip import parse_message
@@ -98,6 +100,7 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
         assert not any(name.startswith("ue-") for name in cpu)  # the topology's own UEs
     else:
         assert set(cpu) == {"nodes and UEs (inproc)", "capture"}
+    assert report["capacity_per_s"] > 0
     assert (run_dir / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (run_dir / "latency.svg").read_bytes()[:1000]
     assert {f.name for f in files} == {"load.json", "latency.png", "latency.svg"}
@@ -136,6 +139,28 @@ def test_the_load_command_runs_every_node_in_its_own_process_by_default(
                           f"sip.Status-Code == 200 && ip.src == {gateway} && ip.dst == {pool}",
                           "ip.dst")
     assert len({row[0] for row in answered}) == 3
+
+
+def test_the_cpu_line_says_what_rate_a_migrations_cost_allows() -> None:
+    """Per UE through the stage, by process; the cores shared out, but no process (one
+    event loop each) on more than one core."""
+    cpu = {"load generator": 1.2, "visited-plmn.gateway": 0.4, "partner.idms": 0.4}
+    result = LoadResult(LoadOptions(100, 10), "proc", False, [], 10.0, cpu=cpu,
+                        stage_ues=100, cores=2)
+    assert result.cpu_per_ue() == pytest.approx(
+        {"load generator": 12.0, "visited-plmn.gateway": 4.0, "partner.idms": 4.0})
+    # 20 ms over two cores would be 100/s, but the load generator's 12 ms fill its core
+    # at 83/s.
+    assert result.capacity() == pytest.approx(1000 / 12)
+    assert result.to_json()["capacity_per_s"] == 83.3
+    line = cpu_line(result)
+    assert line.startswith("CPU per migration: 20.0 ms (load generator 12.0, ")
+    assert line.endswith("2 cores carry at most ~83 migrations/s")
+    one_core = LoadResult(LoadOptions(100, 10), "proc", False, [], 10.0, cpu=cpu,
+                          stage_ues=100, cores=1)
+    assert one_core.capacity() == pytest.approx(50)
+    unmeasured = LoadResult(LoadOptions(100, 10), "proc", False, [], 10.0)
+    assert unmeasured.capacity() is None and cpu_line(unmeasured) == ""
 
 
 @pytest.mark.parametrize("arguments,message", [
