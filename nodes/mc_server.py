@@ -241,8 +241,11 @@ class McServer(SipNode):
         self.allowed_partners = {k: frozenset(v) for k, v in options.allowed_partners.items()}
         self.users: ExpiringTable[str, AuthorisedUser] = ExpiringTable(MAX_USERS)
         """IMPU -> its MC service authorisation, until it expires."""
-        self.by_service_id: dict[tuple[str, str], str] = {}
-        """(service, MC service ID) -> the IMPU of the user authorised with it."""
+        self.by_mcdata_id: dict[str, str] = {}
+        """MCData ID -> the IMPU of the user authorised with it: what an MCData message's
+        target is reached by.  The only service ID looked up (an MCPTT ID is the IMPU,
+        and no MCVideo request is routed): held for it alone, it costs each user one
+        entry, not three keyed by pairs."""
         self.sip_cores = frozenset(p.host for p in plan.peers_of("sip-core"))
         """Hosts allowed to send third-party REGISTERs; empty trusts any (tests, tools)."""
         self.refusals: deque[tuple[str, str]] = deque(maxlen=1000)
@@ -289,17 +292,18 @@ class McServer(SipNode):
             return False
         if old is not None:
             self._forget_ids(old)
-        for service, service_id in user.services.items():
-            self.by_service_id[(service, service_id)] = user.impu
+        mcdata = user.services.get("mcdata")
+        if mcdata is not None:
+            self.by_mcdata_id[mcdata] = user.impu
         self.journal.put("users", user.impu, {
             "services": dict(user.services), "primary_identity": user.primary_identity,
             "expires_at": user.expires_at})
         return True
 
     def _forget_ids(self, user: AuthorisedUser) -> None:
-        for service, service_id in user.services.items():
-            if self.by_service_id.get((service, service_id)) == user.impu:
-                del self.by_service_id[(service, service_id)]
+        mcdata = user.services.get("mcdata")
+        if mcdata is not None and self.by_mcdata_id.get(mcdata) == user.impu:
+            del self.by_mcdata_id[mcdata]
 
     def forget(self, impu: str) -> None:
         self._dropped(impu, self.users.pop(impu))
@@ -540,7 +544,7 @@ class McServer(SipNode):
         target = info.request_uri
         if service == "mcdata":
             # The target's MCData ID names an authorised user: reach it by its IMPU.
-            target = self.by_service_id.get(("mcdata", info.request_uri), "")
+            target = self.by_mcdata_id.get(info.request_uri, "")
             if not target:
                 self.reply(request, transaction, 404, "Not Found (no such MCData user)")
                 return

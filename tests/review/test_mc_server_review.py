@@ -114,3 +114,27 @@ async def test_only_the_own_sip_core_asserts_who_asks_for_a_service() -> None:
                       for n in range(3)}
     assert ALICE in mc.users and core.inbox == []
     await mc.endpoint.close()
+
+
+async def test_an_mcdata_id_reaches_only_its_current_holder() -> None:
+    """MCData messages are routed by the target's MCData ID (24.282): the index follows
+    each authorisation, a new one replacing the old ID and a de-registration dropping
+    it, never another user's."""
+    hub = MemoryHub()
+    mc = await make_mc(hub)
+    bob = "sip:bob@mcx.example"
+    now = mc.now()
+    assert mc.authorised(AuthorisedUser(bob, {"mcptt": bob, "mcdata": "sip:bob-data@x"},
+                                        None, now + 600))
+    assert mc.by_mcdata_id == {"sip:bob-data@x": bob}  # ALICE has no MCData ID
+    assert mc.authorised(AuthorisedUser(bob, {"mcptt": bob, "mcdata": "sip:bob-2@x"},
+                                        None, now + 600))
+    assert mc.by_mcdata_id == {"sip:bob-2@x": bob}
+    carol = "sip:carol@mcx.example"  # the ID moves to another user, then bob leaves
+    assert mc.authorised(AuthorisedUser(carol, {"mcptt": carol, "mcdata": "sip:bob-2@x"},
+                                        None, now + 600))
+    mc.forget(bob)
+    assert mc.by_mcdata_id == {"sip:bob-2@x": carol}
+    mc.forget(carol)
+    assert mc.by_mcdata_id == {}
+    await mc.endpoint.close()
