@@ -111,7 +111,7 @@ class LoadResult:
     cpu: dict[str, float] = field(default_factory=dict)
     """CPU seconds each process used over the stage, by name (:func:`cpu_used`)."""
     stage_ues: int = 0
-    """UEs that went through the stage (those a home failure stopped did not)."""
+    """UEs the stage took on (one that failed in an earlier stage it did not)."""
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     """The cores this process (and so the run) may use."""
 
@@ -158,6 +158,7 @@ class LoadResult:
 
     def to_json(self) -> dict[str, object]:
         phases = {p: percentiles(self.samples(p)) for p in (*PHASES, "migration")}
+        capacity = self.capacity()
         return {
             "ues": self.options.ues, "rate": self.options.rate, "placement": self.placement,
             "capture": self.capture, "seconds": round(self.seconds, 3),
@@ -166,8 +167,7 @@ class LoadResult:
             "phases_ms": phases,
             "cpu_ms_per_ue": {name: round(ms, 2) for name, ms in self.cpu_per_ue().items()},
             "cores": self.cores,
-            "capacity_per_s": None if (capacity := self.capacity()) is None else
-            round(capacity, 1),
+            "capacity_per_s": None if capacity is None else round(capacity, 1),
             "kpi": {"name": "TS 22.179 KPI 1 (project reading: migration time)",
                     "limit_ms": KPI_LIMIT * 1000, "share": KPI_SHARE, "met": self.kpi_met()},
         }
@@ -269,31 +269,23 @@ class LoadGenerator:
         raise_descriptor_limit(8 * len(self.ues) + 4096)
         records = [UeRecord(ue.name) for ue in self.ues]
         await self._stage("home", self._at_home, records)
-        migrating = sum(1 for r in records if r.failure is None)
-        before = cpu_used(self.net)
-        seconds = await self._stage("migration", self._migrate, records)
+        result = await self._stage("migration", self._migrate, records)
         self.records = records
-        return LoadResult(self.options, self.net.placement, bool(self.net.capture_files or
-                                                                 self.net.kernel_captures),
-                          records, seconds, cpu_since(before, self.net), migrating)
+        return result
 
     async def reregister(self, rate: float | None = None) -> LoadResult:
         """Every registered UE REGISTERs again with its partner token (a refresh of its
         registration, 24.229 §5.1.1.4), paced at ``rate`` (the options' when None): the
         soak's load."""
         records = [UeRecord(r.name) if r.failure is None else r for r in self.records]
-        before = cpu_used(self.net)
-        seconds = await self._stage("re-register", self._register, records, rate)
-        return LoadResult(self.options, self.net.placement, bool(self.net.capture_files or
-                                                                 self.net.kernel_captures),
-                          records, seconds, cpu_since(before, self.net),
-                          sum(1 for r in self.records if r.failure is None))
+        return await self._stage("re-register", self._register, records, rate)
 
     async def _stage(self, stage: str,
                      step: Callable[[UserEquipment, UeRecord], Awaitable[None]],
-                     records: list[UeRecord], rate: float | None = None) -> float:
-        """Start ``step`` for each UE at ``rate``, at most ``concurrency`` at once; the
-        seconds from the first start to the last end."""
+                     records: list[UeRecord], rate: float | None = None) -> LoadResult:
+        """Start ``step`` for each UE not failed yet, at ``rate``, at most ``concurrency``
+        at once; the stage's result: the seconds from the first start to the last end, and
+        the CPU each process used meanwhile."""
         rate = rate or self.options.rate
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.options.concurrency)
@@ -312,6 +304,8 @@ class LoadGenerator:
                 if self.progress is not None:
                     self.progress(stage, record)
 
+        going = sum(1 for record in records if record.failure is None)
+        before = cpu_used(self.net)
         started = loop.time()
         with self.net.crowd_entered():
             async with asyncio.TaskGroup() as group:
@@ -319,7 +313,10 @@ class LoadGenerator:
                     await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
                     await gate.acquire()
                     group.create_task(one(ue, record))
-        return loop.time() - started
+        seconds = loop.time() - started
+        return LoadResult(self.options, self.net.placement,
+                          bool(self.net.capture_files or self.net.kernel_captures), records,
+                          seconds, cpu_since(before, self.net), going)
 
     async def _at_home(self, ue: UserEquipment, record: UeRecord) -> None:
         user = self.home.user(self.specs[ue.name].user)
