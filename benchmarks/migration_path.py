@@ -23,6 +23,11 @@ first that is not clean and prints the most served per second in a step: past ca
 the nodes' overload control (``nodes/overload.py``) refuses the excess with 503 and serves
 the rest in time.
 
+Under every step it prints the CPU each process spent per REGISTER served (200): each
+node's in ``proc`` and ``netns`` (the one process's in ``inproc``), Kamailio's with its
+workers, and sipp's.  A machine shared with others moves the clean rate by half between
+runs; what a REGISTER costs moves much less, and says where the time goes.
+
 In netns placement the generated users share the crowd's namespace, and so does sipp.
 
     python benchmarks/migration_path.py [--placement inproc|proc|netns] [--users 2000]
@@ -35,10 +40,13 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import resource
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +54,9 @@ sys.path.insert(0, str(ROOT))
 
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
+from emulator.orchestration.load import cpu_used  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
+from emulator.process import cpu_seconds_tree  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.process import settle  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
@@ -95,6 +105,8 @@ class Step:
     ok: int
     failed: int
     retransmissions: int
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """CPU milliseconds per REGISTER served, by process (``sipp`` for the load's own)."""
 
     @property
     def clean(self) -> bool:
@@ -111,15 +123,24 @@ class Target:
     domain: str
 
 
+def _sipp_seconds() -> float:
+    """CPU seconds of this process's ended children: every sipp of a step, once awaited."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def sweep(target: Target, inject: Path, rates: list[int], seconds: float,
-                client_id: str, beyond: int = 0) -> list[Step]:
+                client_id: str, cpu: Callable[[], dict[str, float]],
+                beyond: int = 0) -> list[Step]:
     """Rising rates until a step is not clean, and ``beyond`` steps more (past capacity:
-    what is still served, ``achieved``); the sources share each step's rate."""
+    what is still served, ``achieved``); the sources share each step's rate.  ``cpu``
+    reads the CPU seconds of the target's processes, by name."""
     steps: list[Step] = []
     for rate in rates:
         share = max(1, rate // len(target.sources))
         calls = int(share * seconds)
         loop = asyncio.get_running_loop()
+        before, sipp_before = cpu(), _sipp_seconds()
         started = loop.time()
         results = await asyncio.gather(*(
             run_sipp("register_partner_csv.xml", target.address, local_ip=source, calls=calls,
@@ -128,20 +149,51 @@ async def sweep(target: Target, inject: Path, rates: list[int], seconds: float,
                      timeout=seconds * 10 + 60)
             for source in target.sources))
         elapsed = loop.time() - started
+        after = cpu()
+        used = {name: after[name] - before[name] for name in after if name in before}
+        used["sipp"] = _sipp_seconds() - sipp_before
         ok = sum(r.successful for r in results)
         step = Step(rate, ok / elapsed, ok, sum(max(0, r.failed) for r in results),
-                    sum(max(0, r.retransmissions) for r in results))
+                    sum(max(0, r.retransmissions) for r in results),
+                    {name: round(1000 * seconds_used / ok, 3) if ok else 0.0
+                     for name, seconds_used in used.items()})
         steps.append(step)
         print(f"  {target.name:16} target {rate:6d}/s  achieved {step.achieved:8.0f}/s  "
               f"ok {step.ok:7d}  failed {step.failed:5d}  retransmissions "
               f"{step.retransmissions:6d}{'' if step.clean else '  (not clean)'}", flush=True)
+        print(f"  {'':16} CPU per REGISTER served: {cpu_line(step.cpu_ms)}", flush=True)
         if sum(not s.clean for s in steps) > beyond:
             break
     return steps
 
 
+def cpu_line(cpu_ms: dict[str, float]) -> str:
+    """``name 0.123, ... ms; serving 0.456 ms, sipp 0.1 ms``: the processes but sipp,
+    costliest first, those that took part (0.005 ms or more) by name."""
+    serving = {name: ms for name, ms in cpu_ms.items() if name != "sipp"}
+    named = sorted(((n, ms) for n, ms in serving.items() if ms >= 0.005), key=lambda i: -i[1])
+    parts = [f"{name} {ms:.3f}" for name, ms in named]
+    rest = sum(serving.values()) - sum(ms for _, ms in named)
+    if rest > 0:
+        parts.append(f"the others {rest:.3f}")
+    return (f"{', '.join(parts)} ms; serving {sum(serving.values()):.3f} ms, "
+            f"sipp {cpu_ms.get('sipp', 0.0):.3f} ms")
+
+
 def best(steps: list[Step]) -> int:
     return max((s.rate for s in steps if s.clean), default=0)
+
+
+def best_step(steps: list[Step]) -> Step | None:
+    clean = [s for s in steps if s.clean]
+    return max(clean, key=lambda s: s.rate) if clean else None
+
+
+def serving_ms(step: Step | None) -> float | None:
+    """CPU ms per REGISTER over the serving processes (sipp's left out)."""
+    if step is None:
+        return None
+    return round(sum(ms for name, ms in step.cpu_ms.items() if name != "sipp"), 3)
 
 
 def served(steps: list[Step]) -> float:
@@ -229,6 +281,11 @@ async def _answers_options(host: str, port: int) -> None:
         transport.close()
 
 
+def _tree(pid: int) -> dict[str, float]:
+    seconds = cpu_seconds_tree(pid)
+    return {} if seconds is None else {"kamailio": seconds}
+
+
 async def _drain(stream: asyncio.StreamReader) -> None:
     while await stream.read(65536):
         pass
@@ -245,7 +302,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             print(f"(a) {target.name}: sipp x{len(target.sources)} -> gateway -> partner "
                   "SIP core -> partner MC server", flush=True)
             with net.crowd_entered():  # netns: sipp sends from the crowd's namespace
-                ours = await sweep(target, inject, rates, args.seconds, client_id, args.beyond)
+                ours = await sweep(target, inject, rates, args.seconds, client_id,
+                                   lambda: cpu_used(net), args.beyond)
         finally:
             await net.stop()
         kam = await kamailio(work, target.domain)
@@ -253,7 +311,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             reference = Target("kamailio", f"{KAMAILIO_HOST}:5060",
                                KAMAILIO_SOURCES[:args.sources], target.domain)
             print("(b) kamailio 5.6 plain registrar, the same load", flush=True)
-            theirs = await sweep(reference, inject, rates, args.seconds, client_id, args.beyond)
+            theirs = await sweep(reference, inject, rates, args.seconds, client_id,
+                                 lambda: _tree(kam.pid), args.beyond)
         finally:
             kam.terminate()
             await kam.wait()
@@ -266,9 +325,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     if args.beyond:
         print(f"most served in a step, {target.name}: {served(ours):.0f} REGISTER/s; "
               f"kamailio: {served(theirs):.0f} REGISTER/s")
+    cost = {"migration_path": serving_ms(best_step(ours)),
+            "kamailio": serving_ms(best_step(theirs))}
+    if cost["migration_path"] and cost["kamailio"]:
+        print(f"CPU per REGISTER at the highest clean rate: {target.name} "
+              f"{cost['migration_path']:.3f} ms, kamailio {cost['kamailio']:.3f} ms "
+              f"({cost['migration_path'] / cost['kamailio']:.0f}x)")
     return {"placement": args.placement, "users": args.users, "sources": args.sources,
             "seconds_per_step": args.seconds, "migration_path": a, "kamailio": b,
-            "ratio": ratio, "served": {"migration_path": served(ours), "kamailio": served(theirs)},
+            "ratio": ratio, "cpu_ms_per_register": cost,
+            "served": {"migration_path": served(ours), "kamailio": served(theirs)},
             "steps": {"migration_path": [s.__dict__ for s in ours],
                                       "kamailio": [s.__dict__ for s in theirs]}}
 

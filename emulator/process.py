@@ -130,6 +130,30 @@ def cpu_seconds(pid: int | None = None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def cpu_seconds_tree(pid: int) -> float | None:
+    """:func:`cpu_seconds` of ``pid`` and of every live process under it: a server that
+    forks its workers (Kamailio) counted whole.  None once ``pid`` is gone."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])  # field 4, PPID
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    total, waiting = own, list(children.get(pid, ()))
+    while waiting:
+        child = waiting.pop()
+        total += cpu_seconds(child) or 0.0
+        waiting.extend(children.get(child, ()))
+    return total
+
+
 def memory(*, census: int = 0) -> dict[str, Any]:
     """This process's memory, after a full garbage collection and after handing the C
     allocator's free pages back to the kernel (malloc_trim(3)): what it holds for live

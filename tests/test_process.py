@@ -10,6 +10,7 @@ import time
 import weakref
 
 from emulator.process import cpu_seconds
+from emulator.process import cpu_seconds_tree
 from emulator.process import memory
 from emulator.process import settled
 
@@ -80,3 +81,32 @@ def test_cpu_seconds_reads_what_a_process_has_used_and_none_once_it_is_gone() ->
     finally:
         child.communicate("")
     assert cpu_seconds(child.pid) is None  # reaped: gone
+
+
+_PARENT = f"""
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", {_BUSY!r}], stdin=subprocess.PIPE)
+print(child.pid, flush=True)
+sys.stdin.read()
+child.communicate(b"")
+"""
+
+
+def test_cpu_seconds_tree_counts_a_process_and_those_it_started() -> None:
+    """What migration_path.py reads of Kamailio, which forks its workers."""
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        # Until /proc shows the child's busy part (it then waits on its input).
+        while (seen := cpu_seconds(child)) is None or seen < 0.19:
+            assert seen is not None, "the child ended early"
+        own, mine = cpu_seconds(parent.pid), cpu_seconds(child)
+        tree = cpu_seconds_tree(parent.pid)
+        assert own is not None and mine is not None and tree is not None
+        assert tree >= own + mine  # read after both, and CPU time only grows
+        assert cpu_seconds_tree(child) == cpu_seconds(child)  # no children of its own
+    finally:
+        parent.communicate("")
+    assert cpu_seconds_tree(parent.pid) is None
