@@ -8,6 +8,7 @@ T1 = 0.5 s, T2 = 4 s, T4 = 5 s.
 
 from __future__ import annotations
 
+import gc
 from itertools import pairwise
 
 import pytest
@@ -479,6 +480,48 @@ def test_nist_timer_j(transport: str, timer_j: float) -> None:
     assert server.transaction_state(event.transaction) == State.COMPLETED
     server.handle_timer(now=2.0 + timer_j)
     assert len(server) == 0 and drain(server) == []
+
+
+def test_completed_non_invite_transactions_leave_nothing_for_the_collector() -> None:
+    """Figures 6 and 8, Completed: a node holds thousands for Timer J (32 s), so what each
+    keeps (the last response's bytes, the peer, the timer) is one plain tuple, which a
+    full garbage collection stops walking; it still answers, absorbs and expires."""
+    server, client = layer(), layer()
+    requests = [make_request("REGISTER", port=5060 + i).to_bytes() for i in range(200)]
+    for data in requests:
+        server.receive(data, UAC, now=0.0)
+    for event in drain(server):
+        server.send_response(event.request.make_response(200, to_tag="r"), now=0.1)
+    answers = [data for data, _ in server.messages_to_send()]
+    keys = [client.send_request(make_request("OPTIONS"), PEER, now=0.0) for _ in range(200)]
+    for data, _ in client.messages_to_send():
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        client.receive(request.make_response(200, to_tag="o").to_bytes(), PEER, now=0.1)
+    assert len(only(drain(client), ResponseReceived)) == 200
+    assert len(server) == 200 and len(client) == 200
+    assert {client.transaction_state(key) for key in keys} == {State.COMPLETED}
+    gc.collect()
+    gc.collect()  # a timer's tuple holds the key's: one level is untracked a collection
+    completed = len(gc.get_objects())  # what a full collection walks, 400 held
+    # Completed still repeats its final response (§17.2.2) and absorbs a retransmitted
+    # one (§17.1.2.2) ...
+    server.receive(requests[7], UAC, now=1.0)
+    assert server.messages_to_send() == [(answers[7], UAC)]
+    for key in keys[:3]:
+        again = make_request("OPTIONS", branch=key[1]).make_response(200, to_tag="o")
+        client.receive(again.to_bytes(), PEER, now=1.0)
+    assert drain(client) == [] and drain(server) == []
+    # ... until Timer K (T4) and J (64·T1) end them.
+    assert advance(client, 5.1) == [] and len(client) == 0
+    assert advance(server, 32.1) == [] and len(server) == 0
+    gc.collect()
+    gc.collect()
+    # Held, the 400 cost the collector next to nothing (~25 objects, where a transaction
+    # object each was 400 more, and in a node each had an Address of its own too).
+    assert completed - len(gc.get_objects()) < 100
+    server.receive(requests[7], UAC, now=32.2)  # a new request again
+    assert [type(e) for e in drain(server)] == [RequestReceived]
 
 
 def test_server_stamps_received_and_rport() -> None:
