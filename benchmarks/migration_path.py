@@ -170,7 +170,7 @@ async def sweep(target: Target, inject: Path, rates: list[int], seconds: float,
 def cpu_line(cpu_ms: dict[str, float]) -> str:
     """``name 0.123, ... ms; serving 0.456 ms, sipp 0.1 ms``: the processes but sipp,
     costliest first, those that took part (0.005 ms or more) by name."""
-    serving = {name: ms for name, ms in cpu_ms.items() if name != "sipp"}
+    serving = _serving(cpu_ms)
     named = sorted(((n, ms) for n, ms in serving.items() if ms >= 0.005), key=lambda i: -i[1])
     parts = [f"{name} {ms:.3f}" for name, ms in named]
     rest = sum(serving.values()) - sum(ms for _, ms in named)
@@ -180,20 +180,23 @@ def cpu_line(cpu_ms: dict[str, float]) -> str:
             f"sipp {cpu_ms.get('sipp', 0.0):.3f} ms")
 
 
-def best(steps: list[Step]) -> int:
-    return max((s.rate for s in steps if s.clean), default=0)
+def _serving(cpu_ms: dict[str, float]) -> dict[str, float]:
+    """The serving processes' share: every one but sipp."""
+    return {name: ms for name, ms in cpu_ms.items() if name != "sipp"}
 
 
 def best_step(steps: list[Step]) -> Step | None:
-    clean = [s for s in steps if s.clean]
-    return max(clean, key=lambda s: s.rate) if clean else None
+    return max((s for s in steps if s.clean), key=lambda s: s.rate, default=None)
+
+
+def best(steps: list[Step]) -> int:
+    step = best_step(steps)
+    return 0 if step is None else step.rate
 
 
 def serving_ms(step: Step | None) -> float | None:
-    """CPU ms per REGISTER over the serving processes (sipp's left out)."""
-    if step is None:
-        return None
-    return round(sum(ms for name, ms in step.cpu_ms.items() if name != "sipp"), 3)
+    """CPU ms per REGISTER over the serving processes at ``step`` (sipp's left out)."""
+    return None if step is None else round(sum(_serving(step.cpu_ms).values()), 3)
 
 
 def served(steps: list[Step]) -> float:

@@ -116,40 +116,45 @@ def settled() -> Iterator[None]:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None = None) -> float | None:
-    """User and system CPU seconds process ``pid`` (None: this one) has used, every thread
-    counted; None once it is gone.  From /proc/<pid>/stat (proc(5), fields 14 and 15)."""
-    if pid is None:
-        return time.process_time()
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (proc(5): field 3 first),
+    which may hold spaces and parentheses; None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            # The command name (field 2) may hold spaces and parentheses: split after it.
-            fields = stat.read().rpartition(")")[2].split()
+            return stat.read().rpartition(")")[2].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # fields 14 and 15
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User and system CPU seconds process ``pid`` (None: this one) has used, every thread
+    counted; None once it is gone."""
+    if pid is None:
+        return time.process_time()
+    fields = _stat(pid)
+    return None if fields is None else _cpu(fields)
 
 
 def cpu_seconds_tree(pid: int) -> float | None:
     """:func:`cpu_seconds` of ``pid`` and of every live process under it: a server that
     forks its workers (Kamailio) counted whole.  None once ``pid`` is gone."""
-    own = cpu_seconds(pid)
-    if own is None:
-        return None
     children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rpartition(")")[2].split()[1])  # field 4, PPID
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        children.setdefault(parent, []).append(int(entry))
-    total, waiting = own, list(children.get(pid, ()))
+        fields = _stat(entry) if entry.isdigit() else None
+        if fields is not None:  # else not a process, or gone meanwhile
+            children.setdefault(int(fields[1]), []).append(int(entry))  # field 4, PPID
+            used[int(entry)] = _cpu(fields)
+    if pid not in used:
+        return None
+    total, waiting = used[pid], list(children.get(pid, ()))
     while waiting:
         child = waiting.pop()
-        total += cpu_seconds(child) or 0.0
+        total += used[child]
         waiting.extend(children.get(child, ()))
     return total
 

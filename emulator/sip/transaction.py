@@ -220,10 +220,11 @@ class TransactionLayer:
             return
         txn = self._transactions.get(key)
         method = request.method
-        if txn is None and key in self._completed:
+        completed = self._completed.get(key) if txn is None else None
+        if completed is not None:
             # A retransmission to a completed non-INVITE: its final response again
             # (§17.2.2).
-            data, transport, host, port, _ = self._completed[key]
+            data, transport, host, port, _ = completed
             self._outgoing.append((data, Address(transport, host, port)))
             return
         if txn is None:
@@ -520,9 +521,7 @@ class TransactionLayer:
         if delay <= 0:
             self._terminate(txn)
             return
-        self._set_state(txn, State.COMPLETED)
-        txn.request, txn.request_bytes = None, b""
-        txn.timers.clear()
+        self._set_state(txn, State.COMPLETED)  # its last use: the object goes now
         del self._transactions[txn.key]
         self._seq += 1
         address = txn.address
