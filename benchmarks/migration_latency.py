@@ -32,7 +32,7 @@ from rich.console import Console  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.loadreport import kpi_table  # noqa: E402
 from emulator.orchestration.session import load  # noqa: E402
-from emulator.orchestration.session import load_placement  # noqa: E402
+from emulator.orchestration.session import resolve_placement  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     topology = load_topology(topology_path("default"))
-    placement = load_placement(capture=True) if args.placement == "auto" else args.placement
+    placement = resolve_placement(args.placement)
     console = Console()
     figures = {}
     with tempfile.TemporaryDirectory(prefix="mcx-latency-") as tmp:

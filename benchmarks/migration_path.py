@@ -2,10 +2,10 @@
 """REGISTER/s through the migration path, against Kamailio as a plain registrar, one run.
 
 Setup: the default topology with ``--users`` generated migrating users
-(``emulator.topology.population``) runs in the chosen placement.  The load generator
-takes every user through the real flow up to its partner access token (login, profile,
-security token, attach, partner token), so each user has its own token, and ``--sources``
-of them hold attached addresses.
+(``emulator.topology.population``) runs in the chosen placement (by default where ``up``
+places its nodes: ``auto``). The load generator takes every user through the real flow
+up to its partner access token (login, profile, security token, attach, partner token),
+so each user has its own token, and ``--sources`` of them hold attached addresses.
 
 Load: sipp, ``--sources`` instances at once, each from one attached address, sends
 REGISTERs with an mcptt-info body (tests/sipp/register_partner_csv.xml); every call takes
@@ -30,7 +30,7 @@ runs; what a REGISTER costs moves much less, and says where the time goes.
 
 In netns placement the generated users share the crowd's namespace, and so does sipp.
 
-    python benchmarks/migration_path.py [--placement inproc|proc|netns] [--users 2000]
+    python benchmarks/migration_path.py [--placement auto|inproc|proc|netns] [--users 2000]
         [--rates 250,500,...] [--seconds 5] [--sources 4] [--beyond 2] [--json FILE]
 """
 
@@ -56,6 +56,7 @@ from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import cpu_used  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
+from emulator.orchestration.session import resolve_placement  # noqa: E402
 from emulator.process import cpu_seconds_tree  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.process import settle  # noqa: E402
@@ -345,7 +346,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--placement", default="inproc", choices=["inproc", "proc", "netns"])
+    parser.add_argument("--placement", default="auto",
+                        choices=["auto", "inproc", "proc", "netns"],
+                        help="auto (the default): where `up` places its nodes unless told")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--sources", type=int, default=4,
                         help="sipp instances, each from its own attached address")
@@ -360,6 +363,7 @@ def main() -> int:
     if SIPP is None:
         print("sipp is not installed (Debian package sip-tester)", file=sys.stderr)
         return 2
+    args.placement = resolve_placement(args.placement)
     figures = run_loop(main_async(args))
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -4,7 +4,7 @@
     mcx-emulator run [TOPOLOGY] [--scenario NAME|all] [--transport udp|tcp|tls]
                      [--placement inproc|proc|netns]
     mcx-emulator --list-scenarios
-    mcx-emulator up [TOPOLOGY] --state-file FILE [--placement inproc|proc|netns]
+    mcx-emulator up [TOPOLOGY] --state-file FILE [--placement auto|inproc|proc|netns]
     mcx-emulator load [TOPOLOGY] --ues N [--rate R] [--placement auto|inproc|proc|netns]
                       [--no-capture]             many users migrate: KPIs, plot, JSON
     mcx-emulator node --plan FILE                a node process, started from its plan
@@ -61,6 +61,7 @@ from emulator.orchestration.scenarios import SCENARIOS
 from emulator.orchestration.scenarios import not_applicable
 from emulator.orchestration.serve import run_node
 from emulator.orchestration.session import prefork
+from emulator.orchestration.session import resolve_placement
 from emulator.orchestration.session import run_scenario
 from emulator.orchestration.session import serve
 from emulator.orchestration.session import topology_for
@@ -278,9 +279,10 @@ def run_up(args: argparse.Namespace) -> int:
     topology = _topology(args)
     if topology is None:
         return 2
+    placement = resolve_placement(args.placement)
     return run(serve(topology, Path(args.state_file), transport=args.transport,
-                     pcap_root=Path(args.pcaps), placement=args.placement, seed=args.seed,
-                     zygote=prefork(args.placement)))
+                     pcap_root=Path(args.pcaps), placement=placement, seed=args.seed,
+                     zygote=prefork(placement)))
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -367,9 +369,12 @@ def _add_run_options(run: argparse.ArgumentParser, up: argparse.ArgumentParser) 
         sub.add_argument("--seed", type=int, default=0,
                          help="varies the random choices of impaired links (same seed, "
                               "same run)")
-        sub.add_argument("--placement", choices=PLACEMENTS, default="inproc",
+        sub.add_argument("--placement", choices=(("auto",) if sub is up else ()) + PLACEMENTS,
+                         default="auto" if sub is up else "inproc",
                          help="inproc: one process; proc: every node its own process; "
-                              "netns: every node its own process and network namespace")
+                              "netns: every node its own process and network namespace"
+                              + ("; auto (the default): proc, or inproc where only it can "
+                                 "capture (no root)" if sub is up else ""))
         sub.add_argument("--pcaps", default=None,
                          help="where run directories go (default: ./pcaps, or "
                               "$TMPDIR/mcx-emulator/pcaps when . is not writable)")
@@ -440,7 +445,6 @@ def run_load(args: argparse.Namespace) -> int:
     from emulator.orchestration.loadreport import kpi_table
     from emulator.orchestration.netns import NetnsError
     from emulator.orchestration.session import load
-    from emulator.orchestration.session import load_placement
     from emulator.topology.population import PopulationError
     from emulator.topology.population import populate
 
@@ -456,8 +460,7 @@ def run_load(args: argparse.Namespace) -> int:
     except PopulationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    placement = load_placement(not args.no_capture) if args.placement == "auto" \
-        else args.placement
+    placement = resolve_placement(args.placement, capture=not args.no_capture)
     zygote = prefork(placement)  # before the progress bar's thread starts
     console = Console()
     with Progress(TextColumn("{task.description:9}"), BarColumn(), MofNCompleteColumn(),

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from emulator.documents import reginfo
 from emulator.documents.xmlsafe import XmlError
 from emulator.sip.builder import new_call_id
 from emulator.sip.builder import new_request
+from emulator.sip.builder import random_hex
 from emulator.sip.dialog import Dialog
 from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
@@ -307,7 +307,7 @@ class Gateway(SipNode):
         require = set(request.option_tags("Require")) | {"path"}
         headers.set("Require", ", ".join(sorted(require)))
         headers.add("P-Visited-Network-ID", f'"{self.plmn}"')
-        headers.add("P-Charging-Vector", f"icid-value={secrets.token_hex(12)};"
+        headers.add("P-Charging-Vector", f"icid-value={random_hex(12)};"
                                          f"icid-generated-at={self.host}")
 
         def on_final(response: Response) -> Response:

@@ -177,12 +177,19 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
                   network.impairment_method if impaired else None)
 
 
-def load_placement(capture: bool) -> str:
-    """Where ``load`` runs its nodes unless told: each in its own process (``proc``), so
-    that they share both cores with the load's UEs (1,000 UEs at 100/s registered in 13 s
-    there, in 19-28 s with every node on ``inproc``'s one core); but ``inproc`` when the
-    capture is wanted and only its transports' taps can give one (no root for tcpdump)."""
+def default_placement(capture: bool = True) -> str:
+    """Where ``up`` and ``load`` run their nodes unless told (``auto``): each in its own
+    process (``proc``), so that the nodes share both cores (the migration path serves
+    1,500-2,000 REGISTER/s there against 1,000-1,500 with every node on ``inproc``'s one
+    core; 1,000 load UEs at 100/s registered in 13 s there, in 19-28 s on ``inproc``); but
+    ``inproc`` when the capture is wanted and only its transports' taps can give one (no
+    root for tcpdump).  ``up`` always captures."""
     return "proc" if not capture or kernel_capture_available() else "inproc"
+
+
+def resolve_placement(placement: str, capture: bool = True) -> str:
+    """``placement`` as given, ``auto`` resolved by :func:`default_placement`."""
+    return default_placement(capture) if placement == "auto" else placement
 
 
 def prefork(placement: str) -> Zygote | None:
@@ -220,7 +227,8 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
             temporary.write_text(json.dumps(state, indent=2) + "\n")
             temporary.replace(state_file)
             written = True
-            print(f"ready: state in {state_file}, captures in {run_dir}", flush=True)
+            print(f"ready: state in {state_file}, captures in {run_dir}, nodes placed "
+                  f"{placement}", flush=True)
             settle()  # inproc, the nodes are this process's heap
             await stop.wait()
             print("stopping", flush=True)

@@ -125,3 +125,42 @@ def test_oversized_document_is_refused(kind: Kind) -> None:
     padded = kind.genuine + b"<!--" + b"x" * (64 * 1024) + b"-->"
     with pytest.raises(XmlError, match="exceeds"):
         kind.parse(padded)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
+@pytest.mark.parametrize(("dtd", "reference"), [
+    pytest.param(BILLION_LAUGHS, "&lol9;", id="billion-laughs"),
+    pytest.param(XXE, "&xxe;", id="xxe"),
+])
+@pytest.mark.parametrize("kind", KINDS, ids=IDS)
+def test_entities_are_refused_in_any_encoding_expat_detects(
+        kind: Kind, dtd: str, reference: str, encoding: str) -> None:
+    """expat reads UTF-16 by the NULs around ``<`` (with a byte-order mark or without,
+    whatever it is told): a DTD there must not pass for a plain UTF-8 document that could
+    hold none and reach the fast parser, which would expand it."""
+    _, _, body = with_doctype(kind, dtd, reference).partition(b"\n")
+    document = body.decode().encode(encoding)
+    with pytest.raises(XmlError, match=r"^XML refused: "):
+        kind.parse(document)
+    assert b"<!DOCTYPE" not in document  # the plain-text guard alone would not see it
+
+
+def test_both_parsers_read_every_genuine_document_alike() -> None:
+    """The fast path (expat through ElementTree's C parser) and defusedxml agree."""
+    from defusedxml.ElementTree import fromstring
+
+    from emulator.documents.xmlsafe import _cannot_hold_a_dtd
+    from emulator.documents.xmlsafe import parse_xml
+    for kind in KINDS:
+        assert _cannot_hold_a_dtd(kind.genuine), kind.name
+        fast, defused = parse_xml(kind.genuine), fromstring(kind.genuine)
+        assert [(e.tag, e.attrib, e.text) for e in fast.iter()] == \
+            [(e.tag, e.attrib, e.text) for e in defused.iter()], kind.name
+
+
+def test_a_document_in_its_declared_encoding_is_read_so() -> None:
+    from emulator.documents.xmlsafe import parse_xml
+    latin = '<?xml version="1.0" encoding="ISO-8859-1"?>\n<a>caf\xe9</a>'.encode("latin-1")
+    assert parse_xml(latin).text == "café"
+    with_bom = b"\xef\xbb\xbf" + '<?xml version="1.0" encoding="utf-8"?><a>caf\xe9</a>'.encode()
+    assert parse_xml(with_bom).text == "café"

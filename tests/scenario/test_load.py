@@ -109,10 +109,10 @@ async def test_every_generated_ue_migrates_and_registers(mcx_topology: Topology,
 def test_load_runs_its_nodes_in_processes_unless_only_taps_could_capture(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(session, "kernel_capture_available", lambda: False)
-    assert session.load_placement(capture=True) == "inproc"
-    assert session.load_placement(capture=False) == "proc"
+    assert session.default_placement(capture=True) == "inproc"
+    assert session.default_placement(capture=False) == "proc"
     monkeypatch.setattr(session, "kernel_capture_available", lambda: True)
-    assert session.load_placement(capture=True) == "proc"
+    assert session.default_placement(capture=True) == "proc"
 
 
 @needs_kernel
