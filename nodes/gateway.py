@@ -313,6 +313,7 @@ class Gateway(SipNode):
         def on_final(response: Response) -> Response:
             # Detached meanwhile (its address maybe another UE's now): relayed, not kept.
             if response.status == 200 and self.attached.get(context.address) is context:
+                kept = (context.registered, context.service_route, context.associated)
                 try:
                     context.registered = bool(response.contacts)
                     # Interned: the registrar gives every UE the same route.
@@ -324,7 +325,8 @@ class Gateway(SipNode):
                 except ValueError as exc:
                     logger.warning("%s: unusable 200 to REGISTER: %s", self.name, exc)
                     context.registered = False
-                self.keep(context)
+                if (context.registered, context.service_route, context.associated) != kept:
+                    self.keep(context)  # a refresh that changes nothing writes nothing
                 if context.registered and context.reg_subscription is None and \
                         context.associated:
                     # After the 200 is relayed: the UE hears first (§5.2.3).

@@ -92,6 +92,8 @@ class SipCore(SipNode):
         self._third_party_call_ids: dict[str, str] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._cseq = 0
+        self._date: tuple[int, str] = (-1, "")
+        """The Date of this second's 200s to REGISTER, formatted once a second."""
         self.reg_event = RegEventNotifier(
             self, lambda aor: self.location.lookup(aor, now=self.endpoint.now()),
             self.endpoint.now)
@@ -277,7 +279,7 @@ class SipCore(SipNode):
         if registered.changed:
             self.keep(registered.aor)  # before the 200: what is answered is kept
         response = registered_response(request, registered, now=now, to_tag=tag,
-                                       date=formatdate(usegmt=True))
+                                       date=self.date())
         if registered.bindings:  # 24.229 §5.4.1.2.2
             # On the transport the REGISTER came over: the link the P-CSCF (or the UE)
             # will route originating requests on.
@@ -286,6 +288,14 @@ class SipCore(SipNode):
                                                                        transport=transport)))
             response.headers.add("P-Associated-URI", NameAddress(request.to.uri))
         self.endpoint.send_response(response, transaction)
+
+    def date(self) -> str:
+        """The Date header a 200 to REGISTER carries (§10.3 step 8, §20.17), on the node's
+        wall clock (the loop's, which tests may move)."""
+        second = int(self.endpoint.wall_clock())
+        if second != self._date[0]:
+            self._date = (second, formatdate(second, usegmt=True))
+        return self._date[1]
 
     # -- routing ---------------------------------------------------------------
     def registered_identity(self, request: Request, source: Address) -> str | None:

@@ -156,7 +156,7 @@ class SipNode(Readiness):
                 "overload": plan.overload}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self._ports())}>"
+        return f"<{type(self).__name__} {self.name} {self.host}:{sorted(self.endpoint.ports)}>"
 
     async def start(self) -> None:
         self.recover(self.journal.open())
@@ -210,15 +210,11 @@ class SipNode(Readiness):
             own += (("lr", None),)
         return URI("sip", user=user, host=local.host, port=local.port, params=own + params)
 
-    def _ports(self) -> set[int]:
-        # The ports really bound: a port 0 listener got its own from the kernel.
-        return {address.port for address in self.endpoint.addresses}
-
     def is_mine(self, uri: URI) -> bool:
-        return uri.host == self.host and (uri.port or 5060) in self._ports()
+        return uri.host == self.host and (uri.port or 5060) in self.endpoint.ports
 
     def is_self(self, address: Address) -> bool:
-        return address.host == self.host and address.port in self._ports()
+        return address.host == self.host and address.port in self.endpoint.ports
 
     def _queue_wait(self, wait: float) -> None:
         self.overload.observe(wait, self.endpoint.now())

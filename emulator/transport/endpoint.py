@@ -79,6 +79,10 @@ class SipEndpoint:
         self.dropped: list[MessageDropped] = []
         self._limits = limits
         self._transports: dict[str, Transport] = {}
+        self._addresses: tuple[Address, ...] = ()
+        """Where it listens, kept as listeners come and go: a node names itself (its URI,
+        whether a Route is its own) on nearly every message."""
+        self._ports: frozenset[int] = frozenset()
         self._waiters: dict[TransactionKey, tuple[ResponseHandler, Request, Address]] = {}
         self._waiting_on: dict[tuple[str, str, int | None], dict[TransactionKey, None]] = {}
         """The waiters' keys by what a transport failure takes down (:func:`_route`): a
@@ -132,7 +136,13 @@ class SipEndpoint:
         else:
             raise ValueError(f"unknown transport {transport!r}")
         self._transports[transport] = adapter
+        self._listening()
         return adapter.local
+
+    def _listening(self) -> None:
+        self._addresses = tuple(t.local for t in self._transports.values())
+        # The ports really bound: a port 0 listener got its own from the kernel.
+        self._ports = frozenset(address.port for address in self._addresses)
 
     @property
     def closed(self) -> bool:
@@ -140,8 +150,12 @@ class SipEndpoint:
         return self._closed
 
     @property
-    def addresses(self) -> list[Address]:
-        return [t.local for t in self._transports.values()]
+    def addresses(self) -> tuple[Address, ...]:
+        return self._addresses
+
+    @property
+    def ports(self) -> frozenset[int]:
+        return self._ports
 
     def guard_state(self) -> dict[str, object]:
         """Per stream transport, what its listener guard holds and refused."""
@@ -186,6 +200,7 @@ class SipEndpoint:
         for transport in self._transports.values():
             await transport.close()
         self._transports.clear()
+        self._listening()
 
     # ----------------------------------------------------------- TU calls
     def send_request(self, request: Request, destination: Address,

@@ -208,4 +208,4 @@ async def test_close_twice_is_harmless() -> None:
     await endpoint.close()
     await settle(LONG)
     assert [s for s, _, _ in outcome.finals] == [503]
-    assert endpoint.addresses == []
+    assert endpoint.addresses == ()
