@@ -86,7 +86,7 @@ class Journal:
             return
         keys.discard(key)
         self._live -= 1
-        self._append(json.dumps({"t": table, "k": key}, separators=(",", ":")) + "\n")
+        self._append(_encode({"t": table, "k": key}) + "\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -131,8 +131,12 @@ class Journal:
         self._file = fresh
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+"""One encoder for every line: ``json.dumps`` with options builds a new one per call."""
+
+
 def _line(table: str, key: str, value: Any) -> str:
-    return json.dumps({"t": table, "k": key, "v": value}, separators=(",", ":")) + "\n"
+    return _encode({"t": table, "k": key, "v": value}) + "\n"
 
 
 def _scan(path: Path) -> dict[str, dict[str, str]]:
