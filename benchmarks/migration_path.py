@@ -352,8 +352,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--sources", type=int, default=4,
                         help="sipp instances, each from its own attached address")
-    parser.add_argument("--rates", default="250,500,750,1000,1500,2000,2500,3000,3500,4000,"
-                                           "5000,6000,8000,10000,12000,15000")
+    parser.add_argument("--rates", default="250,500,750,1000,1500,2000,2250,2500,2750,3000,"
+                                           "3250,3500,3750,4000,5000,6000,8000,10000,12000,"
+                                           "15000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--beyond", type=int, default=0,
                         help="steps to go on past the first that is not clean (past capacity, "
