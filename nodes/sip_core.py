@@ -144,7 +144,7 @@ class SipCore(SipNode):
             return
         offset = self.endpoint.wall_clock() - self.endpoint.now()
         self.journal.put("bindings", aor, [
-            {"contact": str(b.contact), "call_id": b.call_id, "cseq": b.cseq,
+            {"contact": b.contact_text, "call_id": b.call_id, "cseq": b.cseq,
              "expires": b.expires_at + offset, "path": list(b.path), "source": b.source}
             for b in bindings.values()])
 

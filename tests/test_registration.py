@@ -161,3 +161,15 @@ def test_one_address_of_record_holds_a_bounded_number_of_contacts() -> None:
     refused = run(location, register("<sip:ue@127.0.31.3:5060>", call_id="c3"))
     assert isinstance(refused, Response) and refused.status == 403
     assert len(location) == 2  # the refused REGISTER changed nothing
+
+
+def test_a_binding_writes_its_contact_as_parsing_it_again_would() -> None:
+    """The journal keeps ``contact_text`` (no parse, no rewrite): it must be what the bound
+    Contact writes out, parameters, display name and instance included."""
+    location = LocationService()
+    outcome = run(location, register(
+        '"Alice UE" <sip:ue@127.0.31.1:5060;transport=udp>;expires=300'
+        ';+sip.instance="<urn:uuid:00000000-0000-1000-8000-000000000001>";q=0.7'))
+    assert isinstance(outcome, Registered)
+    for binding in outcome.bindings:
+        assert binding.contact_text == str(binding.contact)

@@ -46,6 +46,13 @@ class Binding:
     def contact(self) -> Contact:
         return Contact.parse(self._contact)
 
+    @property
+    def contact_text(self) -> str:
+        """The Contact as bound, written out: what ``str(self.contact)`` gives, without
+        parsing it and writing it again (the registrar's journal keeps every binding at
+        every REGISTER)."""
+        return self._contact
+
     def remaining(self, now: float) -> int:
         return max(0, round(self.expires_at - now))
 
