@@ -1,8 +1,13 @@
 # The two commands of the README.  Both set everything up first.
-PYTHON ?= python3
+# The interpreter the venv is made from: scripts/pick-python says which and why, unless
+# PYTHON is given (make setup PYTHON=/path/to/python3).
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell ./scripts/pick-python)
+endif
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Named after the interpreter: another PYTHON makes the venv anew (and the SIP core with it).
+STAMP  := $(VENV)/.installed$(subst /,-,$(PYTHON))
 
 .PHONY: run test setup system-packages bytecode lint bench clean
 
@@ -29,7 +34,7 @@ bytecode: $(STAMP)
 	$(PY) -m compileall -q emulator nodes run_topology.py
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)

@@ -102,15 +102,25 @@ def settle() -> None:
     gc.freeze()
 
 
+_settled_depth = 0
+"""How many :func:`settled` blocks are open: the collector's frozen set is one per process."""
+
+
 @contextmanager
 def settled() -> Iterator[None]:
     """:func:`settle` for a while: what was frozen goes back to the collector at the end,
-    so a process that goes on (a test run) does not keep it past its use."""
+    so a process that goes on (a test run) does not keep it past its use.  Nested, an inner
+    block freezes what was made since the outer one began, and only the outermost gives
+    it all back (``gc.unfreeze`` knows no nesting)."""
+    global _settled_depth
     settle()
+    _settled_depth += 1
     try:
         yield
     finally:
-        gc.unfreeze()
+        _settled_depth -= 1
+        if _settled_depth == 0:
+            gc.unfreeze()
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -43,6 +43,24 @@ def test_settled_freezes_what_exists_and_gives_it_back_at_the_end() -> None:
         gc.unfreeze()
 
 
+def test_settled_nested_freezes_more_and_only_the_outermost_gives_it_back() -> None:
+    """A load's stages settle inside the session's block: ending a stage must not hand
+    the session's frozen start-up back to the collector."""
+    try:
+        with settled():
+            outer = gc.get_freeze_count()
+            made_between = _Node()
+            with settled():
+                assert not any(o is made_between for o in gc.get_objects())  # frozen too
+                assert gc.get_freeze_count() >= outer
+            assert gc.get_freeze_count() >= outer > 0  # still frozen after the inner block
+            assert not any(o is made_between for o in gc.get_objects())
+        assert gc.get_freeze_count() == 0
+        assert any(o is made_between for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
 def test_memory_reports_what_a_full_collection_walks_and_its_pause() -> None:
     with settled():
         frozen = memory()
