@@ -212,6 +212,28 @@ async def test_a_refresh_before_expiry_keeps_the_binding() -> None:
         assert await terminating(mc) == 480
 
 
+async def test_third_party_registers_of_a_user_keep_one_call_id_and_users_differ() -> None:
+    """RFC 3261 §10.2: a UA uses one Call-ID for its registrations in a boot cycle; the
+    S-CSCF is that UA towards the MC server (24.229 §5.4.1.7): initial, refresh and
+    de-registration of alice share one, ascending CSeq; bob's is another."""
+    async with registrar() as (_core, mc, ue):
+        bob = "sip:bob@" + DOMAIN
+        for expires, cseq in ((60, 1), (60, 2), (0, 3)):
+            ue.send(register(expires, cseq), CORE)
+            await settle(0.05)
+        ue.send(register(60, 1).replace(b"alice", b"bob").replace(b"life", b"bob"), CORE)
+        await settle(0.05)
+        sent = mc.requests("REGISTER")
+        alice = [r for r in sent if r.to.uri.aor == ALICE]
+        assert [r.expires for r in alice] == [60, 60, 0]
+        assert len({r.call_id for r in alice}) == 1
+        cseqs = [r.cseq.seq for r in alice]
+        assert cseqs == sorted(cseqs) and len(set(cseqs)) == 3
+        [for_bob] = [r for r in sent if r.to.uri.aor == bob]
+        assert for_bob.call_id != alice[0].call_id
+        assert alice[0].call_id.endswith(f"@{CORE_HOST}")
+
+
 async def test_stopping_the_core_before_the_mc_server_answers_keeps_the_binding(
         tmp_path: Path) -> None:
     """The core answered alice's REGISTER 200, then stops while its third-party REGISTER
