@@ -180,8 +180,7 @@ async def run_scenario(topology: Topology, scenario: Scenario, *, transport: str
 def default_placement(capture: bool = True) -> str:
     """Where ``up`` and ``load`` run their nodes unless told (``auto``): each in its own
     process (``proc``), so that the nodes share both cores (the migration path was clean at
-    2,000-3,500 REGISTER/s there, at 2,000 on ``inproc``'s one core, then full; 1,000 load
-    UEs at 100/s registered in 13 s there, in 19-28 s on ``inproc``); but
+    2,000-3,500 REGISTER/s there, at 2,000-2,250 on ``inproc``'s one core, then full); but
     ``inproc`` when the capture is wanted and only its transports' taps can give one (no
     root for tcpdump).  ``up`` always captures."""
     return "proc" if not capture or kernel_capture_available() else "inproc"
