@@ -30,7 +30,7 @@ Timer K), it prints:
 token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
 nodes' summed PSS every minute, and its spread after the first.
 
-    python benchmarks/scale.py [--ues 10000] [--rate 200] [--placement proc|netns]
+    python benchmarks/scale.py [--ues 10000] [--rate 180] [--placement proc|netns]
         [--warmup 100] [--soak 10] [--json FILE]
 """
 
@@ -236,7 +236,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ues", type=int, default=10000)
-    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--rate", type=float, default=180.0,
+                        help="migrations started per second (180: what two cores carry "
+                        "at ~10 ms a migration, with a little room)")
     parser.add_argument("--placement", default="proc", choices=["proc", "netns"],
                         help="each node its own process (memory is read per process)")
     parser.add_argument("--warmup", type=int, default=100, metavar="UES",
