@@ -318,16 +318,15 @@ class McServer(SipNode):
             return False
         if old is not None:
             self._forget_ids(old)
-        mcdata = user.services.get("mcdata")
-        if mcdata is not None:
-            self.by_mcdata_id[mcdata] = user.impu
+        if user.mcdata is not None:
+            self.by_mcdata_id[user.mcdata] = user.impu
         self.journal.put("users", user.impu, {
-            "services": dict(user.services), "primary_identity": user.primary_identity,
+            "services": user.services, "primary_identity": user.primary_identity,
             "expires_at": user.expires_at})
         return True
 
     def _forget_ids(self, user: AuthorisedUser) -> None:
-        mcdata = user.services.get("mcdata")
+        mcdata = user.mcdata
         if mcdata is not None and self.by_mcdata_id.get(mcdata) == user.impu:
             del self.by_mcdata_id[mcdata]
 
@@ -509,10 +508,10 @@ class McServer(SipNode):
             self.reply(request, transaction, 400, f"Bad Request ({exc})"[:200])
             return
         user = self.users.get(impu, self.now())
-        if user is None or "mcptt" not in user.services:
+        if user is None or user.mcptt is None:
             self.refuse(request, transaction, f"{impu} is not authorised for MCPTT")
             return
-        if document.entity != user.services["mcptt"]:
+        if document.entity != user.mcptt:
             self.reply(request, transaction, 403, "Forbidden (a user affiliates only itself)")
             return
         for entry in document.affiliations:
