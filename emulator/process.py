@@ -102,6 +102,24 @@ def settle() -> None:
     gc.freeze()
 
 
+SERVING_GEN0 = 10_000
+"""Allocations (net of frees) between two collections of the youngest generation in a
+process that serves traffic, where CPython's default is 700.  A REGISTER through the
+migration path makes several hundred tracked objects in each node, nearly all freed
+with the message, so at 700 a node collected every one or two REGISTERs, each time
+walking what the last ones left live (~0.6 µs an object: a large heap, cold caches):
+5-7 % of a node's CPU at 2,500 REGISTER/s.  At 10,000 a collection walks more, about
+14 times as rarely: 3-4 % (``benchmarks/migration_path.py``, ``gc.callbacks``).  The
+garbage in cycles waits that much longer; a pause is ~5 ms.  Project-defined."""
+
+
+def serve_collections() -> None:
+    """This process serves traffic from now on: its youngest generation is collected every
+    :data:`SERVING_GEN0` allocations."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(SERVING_GEN0, middle, oldest)
+
+
 _settled_depth = 0
 """How many :func:`settled` blocks are open: the collector's frozen set is one per process."""
 

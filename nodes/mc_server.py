@@ -438,7 +438,8 @@ class McServer(SipNode):
         if not self.authorised(user):
             self.unavailable(request, transaction)
             return
-        logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
+        if logger.isEnabledFor(logging.INFO):  # the list is built only to be logged
+            logger.info("%s: authorised %s for %s", self.name, impu, ", ".join(user.services))
         self.reply(request, transaction, 200)
 
     def on_publish_authorisation(self, request: Request, transaction: TransactionKey) -> None:

@@ -111,6 +111,8 @@ class AnswerRetransmitter:
 
 NO_OVERLOAD_CONTROL = OverloadLimit(enabled=False)
 OVERLOADED = "Service Unavailable (overload)"
+MAX_OWN_URIS = 64
+"""Own URIs a node remembers (:meth:`SipNode.uri`): it names itself a handful of ways."""
 
 
 class SipNode(Readiness):
@@ -140,6 +142,10 @@ class SipNode(Readiness):
         if overload.enabled:
             self.endpoint.layer.before_transaction = self._shed
         self.impaired: dict[str, Impairment | None] = {}
+        self._uris: dict[tuple[str | None, str, bool, tuple[tuple[str, str | None], ...]],
+                         URI] = {}
+        """:meth:`uri`'s answers while the listeners are ``_uris_of`` (URIs are immutable)."""
+        self._uris_of: tuple[Address, ...] = ()
         """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
             self.impair(impaired.peer, list(impaired.hosts), impaired.impairment)
@@ -195,8 +201,24 @@ class SipNode(Readiness):
     def uri(self, user: str | None = None, *, transport: str = "udp", lr: bool = True,
             params: tuple[tuple[str, str | None], ...] = ()) -> URI:
         """This node's own SIP URI on ``transport`` (Via-less identities: Contact,
-        Record-Route, Path, Service-Route).  The one place a node names itself."""
-        addresses = {address.transport: address for address in self.endpoint.addresses}
+        Record-Route, Path, Service-Route).  The one place a node names itself, on nearly
+        every message: remembered until the listeners change, a few dozen at most."""
+        listening = self.endpoint.addresses
+        if listening is not self._uris_of:
+            self._uris.clear()
+            self._uris_of = listening
+        key = (user, transport, lr, params)
+        known = self._uris.get(key)
+        if known is not None:
+            return known
+        uri = self._uri(listening, user, transport, lr, params)
+        if len(self._uris) < MAX_OWN_URIS:
+            self._uris[key] = uri
+        return uri
+
+    def _uri(self, listening: tuple[Address, ...], user: str | None, transport: str, lr: bool,
+             params: tuple[tuple[str, str | None], ...]) -> URI:
+        addresses = {address.transport: address for address in listening}
         if not addresses:
             raise RuntimeError(f"{self.name} is not listening yet")
         local = addresses.get(transport)

@@ -145,6 +145,17 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _json_segment(segment: str) -> Any:
+    """A base64url segment's JSON (ValueError or binascii.Error otherwise); decoded to text
+    first, so json does not guess the bytes' encoding in Python (RFC 7515 §5.2: UTF-8)."""
+    return json.loads(_b64decode(segment).decode("utf-8"))
+
+
+HEADERS_REMEMBERED = 16
+"""Decoded JWS headers kept by their segment: an issuer's key signs every token under the
+same header, so a handful serve every token a validator sees."""
+
+
 class TokenValidator:
     """Validates tokens against a fixed set of provisioned keys.
 
@@ -166,6 +177,9 @@ class TokenValidator:
         self._keys: dict[str, VerificationKey] = {}
         self._verified: dict[bytes, VerificationKey] = {}
         """SHA-256 of a token -> the key that verified it (see :meth:`_verify`)."""
+        self._headers: dict[str, dict[str, Any]] = {}
+        """Header segment -> its decoded JSON object (:data:`HEADERS_REMEMBERED`); what
+        the header says is judged on every use (:meth:`_check_header`)."""
         for key in keys:
             self.add_key(key)
 
@@ -191,18 +205,13 @@ class TokenValidator:
         parts = token.strip().split(".")
         if len(parts) != 3:
             raise TokenError("not a compact JWS (expected three dot-separated parts)")
-        try:
-            header = json.loads(_b64decode(parts[0]))
-        except (ValueError, binascii.Error):
-            raise TokenError("JWS header is not base64url JSON") from None
-        if not isinstance(header, dict):
-            raise TokenError("JWS header is not a JSON object")
+        header = self._header(parts[0])
         key = self._check_header(header, typ, now)
         digest = hashlib.sha256(token.encode("ascii")).digest()
         claims: dict[str, Any]
         if self._verified.get(digest) is key:
             # The digest covers the payload segment: these are the bytes once verified.
-            claims = json.loads(_b64decode(parts[1]))
+            claims = _json_segment(parts[1])
         else:
             claims = self._verify(token, digest, key)
         # Every use is judged against ``now`` and the caller's needs, remembered or not.
@@ -232,6 +241,21 @@ class TokenValidator:
             del self._verified[next(iter(self._verified))]
         self._verified[digest] = key
         return claims
+
+    def _header(self, segment: str) -> dict[str, Any]:
+        header = self._headers.get(segment)
+        if header is not None:
+            return header
+        try:
+            header = _json_segment(segment)
+        except (ValueError, binascii.Error):
+            raise TokenError("JWS header is not base64url JSON") from None
+        if not isinstance(header, dict):
+            raise TokenError("JWS header is not a JSON object")
+        if len(self._headers) >= HEADERS_REMEMBERED:
+            del self._headers[next(iter(self._headers))]
+        self._headers[segment] = header
+        return header
 
     def _check_header(self, header: dict[str, Any], typ: str, now: float) -> VerificationKey:
         alg = header.get("alg")

@@ -33,6 +33,7 @@ from emulator.identity import kid_for
 from emulator.identity import make_ca
 from emulator.identity import scopes_of
 from emulator.identity import verification_key
+from emulator.identity.tokens import HEADERS_REMEMBERED
 from emulator.identity.tokens import ID_TOKEN_TYP
 from emulator.identity.tokens import MAX_LEEWAY
 from emulator.keystore import SystemFiles
@@ -387,6 +388,25 @@ def test_a_remembered_token_is_still_judged_at_every_use(rs: Signer) -> None:
         validator.validate(token, now=T, typ=SECURITY_TOKEN_TYP)
     # The claims handed out are the caller's own copy.
     validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] = "mallory"
+    assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+
+
+def test_a_remembered_header_is_judged_at_every_use_and_others_cannot_crowd_it_out(
+        rs: Signer) -> None:
+    """The decoded JWS header is kept by its segment, never its verdict: once the signing
+    certificate has expired the same header is refused; and a stream of forged headers,
+    each refused, leaves the memo bounded and the good token valid."""
+    validator = rs.validator()
+    token = rs.access_token()
+    assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    with pytest.raises(TokenError, match=r"certificate .* has expired"):
+        validator.validate(token, now=rs.key.not_after + 1, typ=ACCESS_TOKEN_TYP)
+    _, payload, signature = token.split(".")
+    for n in range(3 * HEADERS_REMEMBERED):
+        forged = _b64(json.dumps({"alg": "none", "typ": ACCESS_TOKEN_TYP, "n": n}).encode())
+        with pytest.raises(TokenError, match="algorithm 'none'"):
+            validator.validate(f"{forged}.{payload}.{signature}", now=T, typ=ACCESS_TOKEN_TYP)
+    assert len(validator._headers) <= HEADERS_REMEMBERED  # type: ignore[attr-defined]
     assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
 
 

@@ -307,3 +307,22 @@ async def test_gateway_answers_an_in_dialog_unparseable_route_with_400() -> None
     await settle(0.5)
     assert [r.status for r in ue.responses()] == [400]
     await gw.endpoint.close()
+
+
+async def test_a_node_names_itself_by_the_listeners_it_has_now() -> None:
+    """A node's own URI (Path, Service-Route, Record-Route, Contact) is remembered, but only
+    while its listeners stay: on a new endpoint (another port) and with a TCP listener
+    added, it names what it listens on then, never what it did."""
+    hub = MemoryHub()
+    core = SipCore(sip_plan("uri.core", "sip-core", CORE_HOST, SipCoreOptions(DOMAIN)))
+    await on_hub(core, hub)
+    first = core.uri("orig")
+    assert (first.host, first.port, first.params) == (CORE_HOST, 5060, (("lr", None),))
+    assert core.uri("orig") is first  # remembered
+    await on_hub(core, hub, port=5070)
+    assert core.uri("orig").port == 5070
+    await core.endpoint.listen("tcp", CORE_HOST, 5071, hub=hub)
+    on_tcp = core.uri("orig", transport="tcp")
+    assert (on_tcp.port, on_tcp.params) == (5071, (("transport", "tcp"), ("lr", None)))
+    assert core.uri("orig").port == 5070
+    await core.endpoint.close()

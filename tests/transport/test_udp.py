@@ -11,7 +11,9 @@ import pytest
 from emulator.sip import TimerConfig
 from emulator.sip.builder import new_branch
 from emulator.sip.events import Address
+from emulator.sip.events import RequestReceived
 from emulator.sip.message import Request
+from emulator.sip.message import Response
 from emulator.sip.message import parse_message
 from emulator.transport import SipEndpoint
 from emulator.transport import udp
@@ -242,4 +244,54 @@ async def test_a_send_failure_ends_only_the_transactions_waiting_on_that_address
         assert endpoint._waiting_on == {}  # type: ignore[attr-defined]
     finally:
         peer.close()
+        await endpoint.close()
+
+
+class _Forwarder:
+    """A TU that sends each request it gets on to ``destination`` and answers it with the
+    status of that request's final response."""
+
+    def __init__(self, destination: Address) -> None:
+        self.destination = destination
+        self.endpoint: SipEndpoint | None = None
+
+    def request_received(self, event: RequestReceived) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None and event.transaction is not None
+        onward = _options(99)
+        onward.headers.set("Via", endpoint.make_via("udp"))
+
+        def answer(response: Response) -> None:
+            if response.status >= 200:
+                assert event.transaction is not None
+                endpoint.send_response(event.request.make_response(response.status,
+                                                                   to_tag="fw"),
+                                       event.transaction)
+
+        endpoint.send_request(onward, self.destination, answer)
+
+    def response_received(self, event: object) -> None:
+        pass
+
+
+async def test_a_send_that_fails_while_a_request_is_handled_is_answered_at_once() -> None:
+    """A TU handling a request sends on to where the transport cannot send (a name): the
+    failure is that transaction's 503 within the same datagram's handling (§8.1.3.1), and
+    the TU's answer to it reaches the requester, with no timer and no second datagram."""
+    forwarder = _Forwarder(Address("udp", "no-such-host", 5060))
+    endpoint = SipEndpoint("forwarder", forwarder)
+    forwarder.endpoint = endpoint
+    local = await endpoint.listen("udp", HOST, 0)
+    uac = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    uac.bind(("127.0.77.4", 0))
+    uac.setblocking(False)
+    try:
+        uac.sendto(bytes(_options(1)), (local.host, local.port))
+        data, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_recvfrom(uac, 65535),
+                                         10)
+        answer = parse_message(data)
+        assert isinstance(answer, Response) and answer.status == 503
+        assert endpoint._waiting_on == {}  # type: ignore[attr-defined]
+    finally:
+        uac.close()
         await endpoint.close()
