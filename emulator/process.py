@@ -110,7 +110,8 @@ with the message, so at 700 a node collected every one or two REGISTERs, each ti
 walking what the last ones left live (~0.6 µs an object: a large heap, cold caches):
 5-7 % of a node's CPU at 2,500 REGISTER/s.  At 10,000 a collection walks more, about
 14 times as rarely: 3-4 % (``benchmarks/migration_path.py``, ``gc.callbacks``).  The
-garbage in cycles waits that much longer; a pause is ~5 ms.  Project-defined."""
+garbage in cycles waits that much longer, and a pause is longer: ~15-25 ms of wall time at
+3,500 REGISTER/s, which overload control's interval (200 ms) rides out.  Project-defined."""
 
 
 def serve_collections() -> None:
