@@ -102,7 +102,11 @@ class Journal:
             return
         # One write() per change: the kernel has it before the node answers anyone.
         try:
-            os.write(self._fd, line.encode())
+            data = line.encode()
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (a signal, a disk filling): the rest
+                data = data[written:]
+                written = os.write(self._fd, data)
         except OSError as exc:  # a full disk costs durability, never the node
             logger.warning("%s: not kept: %s", self.path, exc)
             return

@@ -99,7 +99,7 @@ class SipEndpoint:
         self._fired = float("-inf")
         """When the timer last fired (:data:`TIMER_GAP`)."""
         self._pumping = False
-        """When the timer last fired (:data:`TIMER_GAP`)."""
+        """A pump is running: what a TU's call from within adds, it drains (:meth:`_pump`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time: Callable[[], float] | None = None
         """The loop's clock, read without a call through the loop (:meth:`now`)."""

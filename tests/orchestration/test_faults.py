@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,25 @@ def test_a_journal_that_cannot_rewrite_goes_on_appending(tmp_path: Path,
     journal.close()
     again = Journal(path)
     assert again.open()["users"]["sip:a@x"] == {"n": 3 * MIN_COMPACTION - 1}
+    again.close()
+
+
+def test_a_short_write_leaves_no_torn_line(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """write(2) may take part of a line (a signal, a disk filling up): the journal writes
+    the rest, so every line comes back whole and the next line starts on its own."""
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:7]))
+    journal.put("users", "sip:a@x", {"services": {"mcptt": "sip:a@x"}, "n": 1})
+    journal.put("users", "sip:b@x", {"n": 2})
+    journal.delete("users", "sip:a@x")
+    monkeypatch.undo()
+    journal.close()
+    again = Journal(path)
+    assert again.open() == {"users": {"sip:b@x": {"n": 2}}}
     again.close()
 
 
