@@ -142,11 +142,11 @@ class SipNode(Readiness):
         if overload.enabled:
             self.endpoint.layer.before_transaction = self._shed
         self.impaired: dict[str, Impairment | None] = {}
+        """By peer: what the link to it does to what this node sends (plan, then run time)."""
         self._uris: dict[tuple[str | None, str, bool, tuple[tuple[str, str | None], ...]],
                          URI] = {}
         """:meth:`uri`'s answers while the listeners are ``_uris_of`` (URIs are immutable)."""
         self._uris_of: tuple[Address, ...] = ()
-        """By peer: what the link to it does to what this node sends (plan, then run time)."""
         for impaired in impairments:
             self.impair(impaired.peer, list(impaired.hosts), impaired.impairment)
         self._forwarded: dict[TransactionKey, tuple[Request, Address]] = {}
