@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
@@ -61,6 +62,8 @@ MAX_LEEWAY = 30  # 33.180 B.2.1: clock-skew leeway "not to exceed 30 seconds"
 SUPPORTED_ALGORITHMS = ("RS256", "ES256")
 MC_ID_CLAIMS = ("mcptt_id", "mcdata_id", "mcvideo_id")
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class TokenError(Exception):
@@ -151,6 +154,13 @@ def _json_segment(segment: str) -> Any:
     return json.loads(_b64decode(segment).decode("utf-8"))
 
 
+def _remember(memo: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """``memo[key] = value``, the oldest entry forgotten first once ``limit`` are held."""
+    if len(memo) >= limit:
+        del memo[next(iter(memo))]
+    memo[key] = value
+
+
 HEADERS_REMEMBERED = 16
 """Decoded JWS headers kept by their segment: an issuer's key signs every token under the
 same header, so a handful serve every token a validator sees."""
@@ -237,9 +247,7 @@ class TokenValidator:
             raise TokenError("JWS payload is not JSON") from None
         if not isinstance(claims, dict):
             raise TokenError("JWT claims are not a JSON object")
-        if len(self._verified) >= VERIFIED_TOKENS:
-            del self._verified[next(iter(self._verified))]
-        self._verified[digest] = key
+        _remember(self._verified, digest, key, VERIFIED_TOKENS)
         return claims
 
     def _header(self, segment: str) -> dict[str, Any]:
@@ -252,9 +260,7 @@ class TokenValidator:
             raise TokenError("JWS header is not base64url JSON") from None
         if not isinstance(header, dict):
             raise TokenError("JWS header is not a JSON object")
-        if len(self._headers) >= HEADERS_REMEMBERED:
-            del self._headers[next(iter(self._headers))]
-        self._headers[segment] = header
+        _remember(self._headers, segment, header, HEADERS_REMEMBERED)
         return header
 
     def _check_header(self, header: dict[str, Any], typ: str, now: float) -> VerificationKey:
