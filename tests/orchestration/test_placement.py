@@ -180,7 +180,8 @@ def test_node_command_serves_a_plan_and_refuses_a_broken_one(topology: Topology,
 
 def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
     """`up --placement proc` killed with SIGKILL: its node processes, the zygote and tcpdump
-    all end with it (parent-death signals), with nothing to clean up."""
+    all end with it (parent-death signals); what nothing could remove, its control-socket
+    directories, `clean` removes."""
     with running_up(tmp_path, "--placement", "proc") as (up, state, _):
         pids = [node["pid"] for node in state["nodes"].values()]
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
@@ -189,6 +190,11 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         up.wait()
     watched = pids + [int(pid) for pid in children]
     assert [pid for pid in watched if not ended(pid, within=20)] == []
+    left = list(Path(tempfile.gettempdir()).glob(f"mcx-{up.pid}-*"))
+    cleaned = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "clean"],
+                             capture_output=True, text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert [path for path in left if path.exists()] == []
 
 
 def test_the_zygote_forks_only_where_no_thread_or_loop_runs(tmp_path: Path) -> None:
