@@ -59,7 +59,6 @@ from emulator.orchestration.network import Network  # noqa: E402
 from emulator.orchestration.session import resolve_placement  # noqa: E402
 from emulator.process import cpu_seconds_tree  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
-from emulator.process import serve_collections  # noqa: E402
 from emulator.process import settle  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
 from emulator.topology.loader import load_topology  # noqa: E402
@@ -233,7 +232,6 @@ async def migration_target(placement: str, users: int, sources: int, work: Path,
     # collection lands in a measured step, a ~0.7 s pause at 8,000 users that sipp answers
     # with retransmissions.
     settle()
-    serve_collections()  # as a node process serves (``up`` inproc: this process)
     inject = work / "users.csv"
     inject.write_text("SEQUENTIAL\n" + "\n".join(lines) + "\n")
     gateway = net.topology.local_plmn.gateway

@@ -93,15 +93,6 @@ def trim() -> None:
         pass
 
 
-def settle() -> None:
-    """Start-up is over: its garbage is collected once, and what it built (the plan, keys,
-    provisioned users, listeners, the code's caches) moves to the permanent generation
-    (gc.freeze).  Held for the node's life, it is never scanned again: a full collection
-    walks only what the traffic made, and is that much shorter a pause."""
-    gc.collect()
-    gc.freeze()
-
-
 SERVING_GEN0 = 10_000
 """Allocations (net of frees) between two collections of the youngest generation in a
 process that serves traffic, where CPython's default is 700.  A REGISTER through the
@@ -114,11 +105,22 @@ garbage in cycles waits that much longer, and a pause is longer: ~15-25 ms of wa
 3,500 REGISTER/s, which overload control's interval (200 ms) rides out.  Project-defined."""
 
 
-def serve_collections() -> None:
-    """This process serves traffic from now on: its youngest generation is collected every
-    :data:`SERVING_GEN0` allocations."""
+def settle() -> None:
+    """Start-up is over and the process serves from now on (a node process; ``up`` in
+    ``inproc``): :func:`_freeze` what start-up built, and collect the youngest generation
+    every :data:`SERVING_GEN0` allocations."""
+    _freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(SERVING_GEN0, middle, oldest)
+
+
+def _freeze() -> None:
+    """Start-up's garbage is collected once, and what it built (the plan, keys,
+    provisioned users, listeners, the code's caches) moves to the permanent generation
+    (gc.freeze).  Held for the node's life, it is never scanned again: a full collection
+    walks only what the traffic made, and is that much shorter a pause."""
+    gc.collect()
+    gc.freeze()
 
 
 _settled_depth = 0
@@ -127,12 +129,13 @@ _settled_depth = 0
 
 @contextmanager
 def settled() -> Iterator[None]:
-    """:func:`settle` for a while: what was frozen goes back to the collector at the end,
-    so a process that goes on (a test run) does not keep it past its use.  Nested, an inner
-    block freezes what was made since the outer one began, and only the outermost gives
-    it all back (``gc.unfreeze`` knows no nesting)."""
+    """:func:`_freeze` for a while, thresholds untouched: what was frozen goes back to the
+    collector at the end, so a process that goes on (a test run, the load generator) does
+    not keep it past its use.  Nested, an inner block freezes what was made since the
+    outer one began, and only the outermost gives it all back (``gc.unfreeze`` knows no
+    nesting)."""
     global _settled_depth
-    settle()
+    _freeze()
     _settled_depth += 1
     try:
         yield

@@ -9,9 +9,11 @@ import sys
 import time
 import weakref
 
+from emulator.process import SERVING_GEN0
 from emulator.process import cpu_seconds
 from emulator.process import cpu_seconds_tree
 from emulator.process import memory
+from emulator.process import settle
 from emulator.process import settled
 
 
@@ -58,6 +60,22 @@ def test_settled_nested_freezes_more_and_only_the_outermost_gives_it_back() -> N
         assert gc.get_freeze_count() == 0
         assert any(o is made_between for o in gc.get_objects())
     finally:
+        gc.unfreeze()
+
+
+def test_a_serving_process_collects_its_young_generation_less_often_a_load_does_not() -> None:
+    """``settle`` (a node process once ready, ``up`` inproc) freezes start-up and collects
+    the youngest generation every SERVING_GEN0 allocations; a ``settled`` block (the load
+    generator, a test) freezes only, leaving the thresholds as they were."""
+    thresholds = gc.get_threshold()
+    try:
+        with settled():
+            assert gc.get_threshold() == thresholds
+        settle()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (SERVING_GEN0, *thresholds[1:])
+    finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from emulator.process import run
-from emulator.process import serve_collections
 from emulator.process import settle
 from emulator.process import trim
 from nodes import Node
@@ -54,7 +53,6 @@ async def serve_plan(plan: NodePlan, control: str | None = None) -> int:
                           "\n").encode())
             link = asyncio.create_task(_answer(node, reader, writer, stop))
         settle()  # after saying so: start-up's own time stays what it was
-        serve_collections()
         await stop.wait()
     finally:
         trimming.cancel()

@@ -24,7 +24,6 @@ from emulator.capture.ladder import LadderError
 from emulator.capture.ladder import extract
 from emulator.capture.ladder import render_text
 from emulator.capture.tshark import tshark_command
-from emulator.process import serve_collections
 from emulator.process import settle
 from emulator.process import settled
 from emulator.topology.bundled import DEFAULT_TOPOLOGY
@@ -230,7 +229,6 @@ async def serve(topology: Topology, state_file: Path, *, transport: str | None =
             print(f"ready: state in {state_file}, captures in {run_dir}, nodes placed "
                   f"{placement}", flush=True)
             settle()  # inproc, the nodes are this process's heap
-            serve_collections()
             await stop.wait()
             print("stopping", flush=True)
     finally:
