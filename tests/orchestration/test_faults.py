@@ -27,6 +27,7 @@ from emulator.topology import DEFAULT_TOPOLOGY
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from emulator.transport.tls import client_context
+from nodes import journal as journal_module
 from nodes.idm_client import IdmClient
 from nodes.journal import MIN_COMPACTION
 from nodes.journal import Journal
@@ -136,6 +137,63 @@ def test_a_short_write_leaves_no_torn_line(tmp_path: Path,
     journal.close()
     again = Journal(path)
     assert again.open() == {"users": {"sip:b@x": {"n": 2}}}
+    again.close()
+
+
+async def test_a_serving_journal_rewrites_a_step_per_turn_and_reads_back_whole_at_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a running loop the rewrite reads the file back in steps, so a node serves
+    between them; what it appends meanwhile is kept, and the file on disk, read as a
+    restart would at any moment, holds every live row."""
+    monkeypatch.setattr(journal_module, "REWRITE_STEP", 512)
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    expected: dict[str, dict[str, int]] = {}
+    for n in range(MIN_COMPACTION):  # up to the threshold, not past it
+        key = f"sip:u{n % 40}@x"
+        journal.put("bindings", key, {"cseq": n})
+        expected[key] = {"cseq": n}
+    grown = path.stat().st_size
+    journal.put("bindings", "sip:u0@x", {"cseq": -1})  # past it: the rewrite begins
+    expected["sip:u0@x"] = {"cseq": -1}
+    assert path.stat().st_size > grown  # appended; nothing read back within the put
+    turns = 0
+    while path.stat().st_size > grown // 4:  # until the file has only the live rows
+        await asyncio.sleep(0)
+        turns += 1
+        assert turns < 1000, "the rewrite never ended"
+        key = f"sip:new{turns}@x"
+        journal.put("bindings", key, {"cseq": turns})  # served meanwhile
+        expected[key] = {"cseq": turns}
+        journal.delete("bindings", "sip:u1@x")
+        expected.pop("sip:u1@x", None)
+        assert Journal(path).tables == {"bindings": expected}  # a restart now: all of it
+    assert turns > grown // 512 // 2  # in steps, not at once
+    assert not path.with_suffix(".tmp").exists()
+    journal.close()
+    again = Journal(path)
+    assert again.open() == {"bindings": expected}
+    again.close()
+
+
+async def test_a_journal_closed_within_a_rewrite_keeps_its_file_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "REWRITE_STEP", 256)
+    path = tmp_path / "node.jsonl"
+    journal = Journal(path)
+    journal.open()
+    for n in range(MIN_COMPACTION + 1):
+        journal.put("users", f"sip:u{n % 7}@x", {"n": n})
+    await asyncio.sleep(0)  # a step or two read, far from done
+    descriptors = len(os.listdir("/proc/self/fd"))
+    journal.close()
+    assert len(os.listdir("/proc/self/fd")) == descriptors - 2  # its file and the reader's
+    for _ in range(5):
+        await asyncio.sleep(0)  # no step runs after close
+    again = Journal(path)
+    assert again.open() == {"users": {f"sip:u{n % 7}@x": {"n": n}
+                                      for n in range(MIN_COMPACTION + 1 - 7, MIN_COMPACTION + 1)}}
     again.close()
 
 
