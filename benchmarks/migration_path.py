@@ -26,7 +26,10 @@ the rest in time.
 Under every step it prints the CPU each process spent per REGISTER served (200): each
 node's in ``proc`` and ``netns`` (the one process's in ``inproc``), Kamailio's with its
 workers, and sipp's.  A machine shared with others moves the clean rate by half between
-runs; what a REGISTER costs moves much less, and says where the time goes.
+runs; what a REGISTER costs moves much less, and says where the time goes.  It also
+prints a gauge of the machine's speed at the start, between the targets and at the end:
+the SIP core's whole path in microseconds per REGISTER (``benchmarks/sip_core.py``), the
+same code each time, so runs of different hours can be compared.
 
 In netns placement the generated users share the crowd's namespace, and so does sipp.
 
@@ -42,6 +45,7 @@ import dataclasses
 import json
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -122,6 +126,13 @@ class Target:
     """host:port sipp sends to."""
     sources: tuple[str, ...]
     domain: str
+
+
+def gauge() -> float:
+    """The machine's speed this minute (``sip_core.py --gauge``), in a process of its own."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sip_core.py"), "--gauge"],
+                          check=True, capture_output=True, text=True, timeout=120)
+    return float(done.stdout)
 
 
 def _sipp_seconds() -> float:
@@ -297,6 +308,9 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     rates = [int(r) for r in args.rates.split(",")]
+    gauges = [gauge()]
+    print(f"machine gauge: the SIP core's whole path (benchmarks/sip_core.py) "
+          f"{gauges[0]:.1f} µs per REGISTER", flush=True)
     with tempfile.TemporaryDirectory(prefix="mcx-path-") as tmp:
         work = Path(tmp)
         print(f"setting up {args.users} migrated users ({args.placement}) ...", flush=True)
@@ -310,6 +324,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                                    lambda: cpu_used(net), args.beyond)
         finally:
             await net.stop()
+        gauges.append(gauge())
         kam = await kamailio(work, target.domain)
         try:
             reference = Target("kamailio", f"{KAMAILIO_HOST}:5060",
@@ -320,6 +335,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         finally:
             kam.terminate()
             await kam.wait()
+    gauges.append(gauge())
     a, b = best(ours), best(theirs)
     ratio = a / b if b else None
     print()
@@ -331,13 +347,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
               f"kamailio: {served(theirs):.0f} REGISTER/s")
     cost = {"migration_path": serving_ms(best_step(ours)),
             "kamailio": serving_ms(best_step(theirs))}
+    print("machine gauge, µs per REGISTER of the SIP core's whole path: "
+          f"{gauges[0]:.1f} at the start, {gauges[1]:.1f} after (a), {gauges[2]:.1f} after (b) "
+          "(the same code each time: what moves is the machine)")
     if cost["migration_path"] and cost["kamailio"]:
         print(f"CPU per REGISTER at the highest clean rate: {target.name} "
               f"{cost['migration_path']:.3f} ms, kamailio {cost['kamailio']:.3f} ms "
               f"({cost['migration_path'] / cost['kamailio']:.0f}x)")
     return {"placement": args.placement, "users": args.users, "sources": args.sources,
             "seconds_per_step": args.seconds, "migration_path": a, "kamailio": b,
-            "ratio": ratio, "cpu_ms_per_register": cost,
+            "ratio": ratio, "cpu_ms_per_register": cost, "gauge_us": gauges,
             "served": {"migration_path": served(ours), "kamailio": served(theirs)},
             "steps": {"migration_path": [s.__dict__ for s in ours],
                                       "kamailio": [s.__dict__ for s in theirs]}}
