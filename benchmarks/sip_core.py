@@ -87,8 +87,8 @@ def _whole_path(messages: list[bytes]) -> tuple[TransactionLayer, LocationServic
 
 def gauge(count: int = 3000, repeats: int = 3) -> float:
     """Microseconds per REGISTER of the whole path above, the median of ``repeats``: how
-    fast this machine runs the SIP core this minute.  A shared machine's speed moves by a
-    quarter from one hour to the next; a benchmark that prints this beside its figures
+    fast this machine runs the SIP core this minute.  A shared machine's speed moved by half
+    and more from one hour to the next here; a benchmark that prints this beside its figures
     lets runs of different hours be compared.  Run it in a fresh process (``--gauge``):
     a process that has held a topology runs it slower, its heap and caches its own."""
     messages = [register(n) for n in range(count)]
