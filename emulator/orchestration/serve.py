@@ -15,6 +15,7 @@ from pathlib import Path
 from emulator.process import run
 from emulator.process import settle
 from emulator.process import trim
+from emulator.transport.udp import coalesce_reads
 from nodes import Node
 from nodes import NodePlan
 from nodes import build
@@ -35,6 +36,7 @@ async def serve_plan(plan: NodePlan, control: str | None = None) -> int:
     answers the calls it receives on that link (:mod:`.remote`); without one,
     it prints ``READY <state>`` on stdout.  Returns the exit code.
     """
+    coalesce_reads()  # this process is this node's alone (emulator.transport.udp)
     node = build(plan)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

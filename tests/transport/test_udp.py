@@ -38,6 +38,7 @@ class Inbox:
 
     async def wait(self, count: int) -> None:
         self.want = count
+        self.enough.clear()  # set for an earlier count
         if len(self.datagrams) < count:
             await asyncio.wait_for(self.enough.wait(), 10)
 
@@ -295,3 +296,81 @@ async def test_a_send_that_fails_while_a_request_is_handled_is_answered_at_once(
     finally:
         uac.close()
         await endpoint.close()
+
+
+@pytest.mark.parametrize("timed", [False, True])
+async def test_a_drained_backlog_holds_the_socket_a_lone_datagram_never(timed: bool) -> None:
+    """Read coalescing (a node alone in its process): after a turn that read a backlog to
+    the end, the socket is left alone for ``coalesce`` seconds; what comes meanwhile waits
+    in the kernel and is read once the hold ends, all of it.  A datagram read alone is not
+    a backlog and holds nothing."""
+    inbox = Inbox()
+    transport = await UdpTransport.open(HOST, 0, inbox,
+                                        on_wait=(lambda wait: None) if timed else None)
+    transport.coalesce = 0.05
+    held_at_delivery: list[bool] = []
+
+    def receiver(data: bytes, source: Address, *, stream: bool) -> None:
+        held_at_delivery.append(transport.holding)
+        inbox(data, source, stream=stream)
+
+    transport._receiver = receiver
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.77.2", 0))
+    target = (HOST, transport.local.port)
+    try:
+        sender.sendto(b"alone", target)
+        await inbox.wait(1)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not transport.holding  # one datagram: no backlog
+        for index in range(3):  # before the loop turns: one turn reads all three
+            sender.sendto(b"burst %d" % index, target)
+        await inbox.wait(4)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert transport.holding
+        sender.sendto(b"meanwhile", target)
+        await inbox.wait(5)  # read, after the hold
+        assert [data for data, _ in inbox.datagrams] == [
+            b"alone", b"burst 0", b"burst 1", b"burst 2", b"meanwhile"]
+        assert held_at_delivery == [False] * 5  # never read while held
+    finally:
+        sender.close()
+        await transport.close()
+
+
+async def test_closing_within_a_hold_ends_it() -> None:
+    inbox = Inbox()
+    transport = await UdpTransport.open(HOST, 0, inbox)
+    transport.coalesce = 30.0
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for index in range(2):
+            sender.sendto(b"burst %d" % index, (HOST, transport.local.port))
+        await inbox.wait(2)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert transport.holding
+        await transport.close()
+        assert not transport.holding
+    finally:
+        sender.close()
+
+
+async def test_reads_coalesce_only_where_a_process_says_so() -> None:
+    """Off by default (inproc, tests, tools: several nodes may share the loop); a node's own
+    process turns it on before its sockets open (``serve_plan``)."""
+    inbox = Inbox()
+    plain = await UdpTransport.open(HOST, 0, inbox)
+    udp.coalesce_reads()
+    try:
+        serving = await UdpTransport.open(HOST, 0, inbox)
+    finally:
+        udp.coalesce_reads(0.0)
+    try:
+        assert plain.coalesce == 0.0
+        assert serving.coalesce == udp.COALESCE > 0
+    finally:
+        await plain.close()
+        await serving.close()
