@@ -27,7 +27,7 @@ Under every step it prints the CPU each process spent per REGISTER served (200):
 node's in ``proc`` and ``netns`` (the one process's in ``inproc``), Kamailio's with its
 workers, and sipp's.  A machine shared with others moves the clean rate by half between
 runs; what a REGISTER costs moves much less, and says where the time goes.  It also
-prints a gauge of the machine's speed at the start, between the targets and at the end:
+prints a gauge of the machine's speed at the start and at the end:
 the SIP core's whole path in microseconds per REGISTER (``benchmarks/sip_core.py``), the
 same code each time, so runs of different hours can be compared.
 
@@ -324,7 +324,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                                    lambda: cpu_used(net), args.beyond)
         finally:
             await net.stop()
-        gauges.append(gauge())
         kam = await kamailio(work, target.domain)
         try:
             reference = Target("kamailio", f"{KAMAILIO_HOST}:5060",
@@ -348,7 +347,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     cost = {"migration_path": serving_ms(best_step(ours)),
             "kamailio": serving_ms(best_step(theirs))}
     print("machine gauge, µs per REGISTER of the SIP core's whole path: "
-          f"{gauges[0]:.1f} at the start, {gauges[1]:.1f} after (a), {gauges[2]:.1f} after (b) "
+          f"{gauges[0]:.1f} at the start, {gauges[1]:.1f} at the end "
           "(the same code each time: what moves is the machine)")
     if cost["migration_path"] and cost["kamailio"]:
         print(f"CPU per REGISTER at the highest clean rate: {target.name} "
