@@ -305,16 +305,15 @@ async def test_a_drained_backlog_holds_the_socket_a_lone_datagram_never(timed: b
     in the kernel and is read once the hold ends, all of it.  A datagram read alone is not
     a backlog and holds nothing."""
     inbox = Inbox()
-    transport = await UdpTransport.open(HOST, 0, inbox,
-                                        on_wait=(lambda wait: None) if timed else None)
-    transport.coalesce = 0.05
     held_at_delivery: list[bool] = []
 
     def receiver(data: bytes, source: Address, *, stream: bool) -> None:
         held_at_delivery.append(transport.holding)
         inbox(data, source, stream=stream)
 
-    transport._receiver = receiver
+    transport = await UdpTransport.open(HOST, 0, receiver,
+                                        on_wait=(lambda wait: None) if timed else None)
+    transport.coalesce = 0.05
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind(("127.0.77.2", 0))
     target = (HOST, transport.local.port)
