@@ -228,6 +228,14 @@ class TokenValidator:
         self._check_claims(claims, key, now, audience, issuer, required_scope)
         return claims
 
+    def valid_until(self, claims: Mapping[str, Any]) -> float:
+        """The last moment a token that :meth:`validate` just accepted with ``claims``
+        stays acceptable, for a caller that remembers its decision: its ``exp`` with the
+        leeway, and its issuer's keys' certificates (every other check gives the same
+        answer later; ``nbf`` and ``iat`` held already, and time only moves on)."""
+        keys = [key.not_after for key in self._keys.values() if key.issuer == claims["iss"]]
+        return min([float(claims["exp"]) + self.leeway, *keys])
+
     def _verify(self, token: str, digest: bytes, key: VerificationKey) -> dict[str, Any]:
         """The signature checked and the claims decoded, remembered for the token's next
         use (a re-REGISTER shows the same token): the signature of the same bytes under the

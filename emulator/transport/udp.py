@@ -19,7 +19,9 @@ In a process that serves one node, reads coalesce under load (:func:`coalesce_re
 network card moderates its interrupts: a turn that found a backlog and drained it leaves
 the socket alone for :data:`COALESCE`, and the next turn reads what came meanwhile in one
 go.  Three nodes, four sipps and the kernel's loopback share two vCPUs here; a node woken
-for nearly every datagram spent much of its CPU being woken and refilling its caches.
+for nearly every datagram spent much of its CPU being woken and refilling its caches.  What
+the node sends while it handles such a turn's datagrams leaves together at the turn's end
+(:meth:`UdpTransport.send`), so that a peer is woken once for them, not once each.
 """
 
 from __future__ import annotations
@@ -114,8 +116,10 @@ class UdpTransport:
         self._closed = False
         self.coalesce = _coalescing
         """Seconds the socket is left alone after a turn that drained a backlog."""
-        self._reader = self._read_ready if on_wait is None else self._read_ready_timed
+        self._read = self._read_ready if on_wait is None else self._read_ready_timed
         self._held: asyncio.TimerHandle | None = None
+        self._outbox: list[tuple[bytes, Address]] | None = None
+        """While a coalescing turn reads: what is sent meanwhile, in order (:meth:`send`)."""
         host, port = sock.getsockname()[:2]
         self._local = Address("udp", host, port)
 
@@ -150,7 +154,7 @@ class UdpTransport:
                     logger.warning("udp %s:%s: no receive timestamps (%s): no overload "
                                    "control", host, port, exc)
             transport = cls(sock, receiver, tap, on_error, on_wait, clock)
-            loop.add_reader(sock, transport._reader)
+            loop.add_reader(sock, transport._turn)
         except BaseException:
             sock.close()
             raise
@@ -164,6 +168,21 @@ class UdpTransport:
     def holding(self) -> bool:
         """The socket is left alone for now (:data:`COALESCE`)."""
         return self._held is not None
+
+    def _turn(self) -> None:
+        """The socket is readable: read it.  Coalescing, what the node sends while it
+        handles this turn's datagrams waits in the outbox, and leaves when they are all
+        handled (a failure to send it is reported then, :meth:`send`)."""
+        if not self.coalesce:
+            self._read()
+            return
+        self._outbox = []
+        try:
+            self._read()
+        finally:
+            outbox, self._outbox = self._outbox, None
+            for data, destination in outbox or ():  # None: closed within the turn, sent
+                self.send(data, destination)
 
     def _read_ready(self) -> None:
         for read in range(BATCH):
@@ -220,9 +239,20 @@ class UdpTransport:
     def _release(self) -> None:
         self._held = None
         if not self._closed:
-            self._loop.add_reader(self._sock, self._reader)
+            self._loop.add_reader(self._sock, self._turn)
 
     def send(self, data: bytes, destination: Address) -> None:
+        """Send ``data`` to ``destination`` now, or, within a coalescing turn, at its end.
+
+        A peer woken for every datagram it is sent spends its CPU being woken (as the
+        nodes here do, sharing two vCPUs with sipp): a turn's datagrams, sent back to
+        back at its end, wake it once.  At 3,000 REGISTER/s through the migration path,
+        alternated in one topology (``benchmarks/migration_path.py``'s load, 5 s each):
+        0.575 ms of CPU per REGISTER over the three nodes (median of six) and 3,700
+        refused against 0.601 ms and 12,435 refused."""
+        if self._outbox is not None:
+            self._outbox.append((data, destination))
+            return
         if self._closed:
             if self._on_error is not None:
                 self._on_error(destination, "UDP socket closed")
@@ -269,6 +299,9 @@ class UdpTransport:
     async def close(self) -> None:
         if self._closed:
             return
+        outbox, self._outbox = self._outbox, None
+        for data, destination in outbox or ():  # closed within a turn: what it sent, first
+            self.send(data, destination)
         self._closed = True
         self._pending.clear()
         if self._held is not None:

@@ -123,6 +123,21 @@ def test_leeway_bounds_expiry_exactly(rs: Signer, leeway: int, late: int,
             validator.validate(token, now=at, typ=ACCESS_TOKEN_TYP)
 
 
+@pytest.mark.parametrize("lifetime", [60, 10 * 365 * 86400])
+def test_valid_until_is_the_last_moment_validate_still_accepts(rs: Signer,
+                                                               lifetime: int) -> None:
+    """What a caller remembering a decision relies on: up to ``valid_until`` the token is
+    accepted, a second later it is not, whether its ``exp`` ends it (with the leeway) or
+    its signing certificate's end does (a token that would outlive it)."""
+    validator = rs.validator(leeway=10)
+    token = rs.access_token(lifetime=lifetime)
+    until = validator.valid_until(validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP))
+    assert until == min(T + lifetime + 10, rs.key.not_after)
+    assert validator.validate(token, now=until, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    with pytest.raises(TokenError, match="expired"):
+        validator.validate(token, now=until + 1, typ=ACCESS_TOKEN_TYP)
+
+
 def test_default_leeway_is_the_maximum(rs: Signer) -> None:
     assert rs.validator().leeway == MAX_LEEWAY == 30
 

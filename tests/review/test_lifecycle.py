@@ -414,6 +414,57 @@ async def authorise(core: Peer, authority: Authority, mc: McServer, how: str,
     return answer
 
 
+async def re_register(core: Peer, token: str, expires: int, n: int) -> Response:
+    """alice's third-party REGISTER number ``n`` with ``token``: the MC server's answer."""
+    before = len(core.responses())
+    core.send(third_party_register(token, expires, n), MC2)
+    await settle(0.05)
+    [answer] = [r for r in core.responses()[before:] if r.cseq.method == "REGISTER"]
+    return answer
+
+
+async def test_the_same_documents_are_not_checked_again_while_their_tokens_hold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UE re-registers with the info documents and tokens it registered with: while
+    every token is acceptable, the MC server renews the decision those very bytes had,
+    without checking the tokens again; a changed document is checked; once a token has
+    expired (past the leeway), the same bytes are refused as they would be if checked."""
+    async with mc_server(tmp_path) as (mc, core, authority):
+        checked: list[str] = []
+        validate = mc.authoriser.own_tokens.validate
+
+        def counting(token: str | bytes, **kwargs: Any) -> dict[str, Any]:
+            checked.append(str(token))
+            return validate(token, **kwargs)
+
+        monkeypatch.setattr(mc.authoriser.own_tokens, "validate", counting)
+        t0 = asyncio.get_running_loop().time()
+        token = authority.token(mc.now())
+        assert (await re_register(core, token, 7200, 1)).status == 200
+        assert len(checked) == 2  # the MCPTT and the MCData document
+        first = mc.users.get(ALICE, mc.now())
+        assert first is not None
+        await until_time(t0 + 600)
+        assert (await re_register(core, token, 7200, 2)).status == 200
+        assert len(checked) == 2  # the same bytes: not checked again
+        renewed = mc.users.get(ALICE, mc.now())
+        assert renewed is not None and renewed.services == first.services
+        assert renewed.expires_at == pytest.approx(first.expires_at + 600)
+
+        tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+        refused = await re_register(core, tampered, 7200, 3)
+        assert refused_with_warning_101(refused) and len(checked) == 3
+
+        # The token lives an hour from t0; the leeway is 30 s (33.180 B.2.1).
+        await until_time(t0 + 3600 + 25)
+        assert (await re_register(core, token, 7200, 4)).status == 200
+        assert len(checked) == 3
+        await until_time(t0 + 3600 + 35)
+        expired = await re_register(core, token, 7200, 5)
+        assert refused_with_warning_101(expired), expired
+        assert "expired" in (expired.reason or "") and len(checked) == 4
+
+
 @pytest.mark.parametrize("how", ["register", "publish"])
 async def test_an_mc_service_authorisation_ends_at_its_expiry(tmp_path: Path,
                                                               how: str) -> None:

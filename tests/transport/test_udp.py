@@ -373,3 +373,85 @@ async def test_reads_coalesce_only_where_a_process_says_so() -> None:
     finally:
         await plain.close()
         await serving.close()
+
+
+def _peer(host: str) -> socket.socket:
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((host, 0))
+    peer.setblocking(False)
+    return peer
+
+
+def _waiting(peer: socket.socket) -> list[bytes]:
+    """What has reached ``peer`` so far, read without waiting."""
+    got = []
+    while True:
+        try:
+            got.append(peer.recv(65535))
+        except BlockingIOError:
+            return got
+
+
+@pytest.mark.parametrize("coalescing", [False, True])
+async def test_a_coalescing_turn_sends_when_its_datagrams_are_handled(coalescing: bool) -> None:
+    """What a node sends while it handles a coalescing turn's datagrams leaves at the
+    turn's end, in order, so that the peer is woken once for all of it; without coalescing
+    each goes at once.  A send that fails is reported then, the rest still go."""
+    peer, sender = _peer("127.0.77.8"), _peer("127.0.77.2")
+    errors: list[Address] = []
+    seen_by_peer: list[list[bytes]] = []
+    errors_by_then: list[int] = []
+    reply_to = Address("udp", "127.0.77.8", peer.getsockname()[1])
+
+    def receiver(data: bytes, source: Address, *, stream: bool) -> None:
+        seen_by_peer.append(_waiting(peer))  # what earlier replies had reached it by now
+        errors_by_then.append(len(errors))
+        transport.send(b"re " + data, Address("udp", "hôte.example", 5060))  # fails
+        transport.send(b"re " + data, reply_to)
+
+    transport = await UdpTransport.open(HOST, 0, receiver,
+                                        on_error=lambda where, why: errors.append(where))
+    transport.coalesce = 0.05 if coalescing else 0.0
+    try:
+        for index in range(3):  # before the loop turns: one turn reads all three
+            sender.sendto(b"%d" % index, (HOST, transport.local.port))
+        async with asyncio.timeout(10):
+            while len(seen_by_peer) < 3:
+                await asyncio.sleep(0)
+        if coalescing:
+            assert seen_by_peer == [[], [], []]  # nothing out mid-turn, not even failures
+            assert errors_by_then == [0, 0, 0]
+        else:
+            assert seen_by_peer == [[], [b"re 0"], [b"re 1"]] and errors_by_then == [0, 1, 2]
+        got = [data for seen in seen_by_peer for data in seen]
+        async with asyncio.timeout(10):
+            while len(got) < 3:
+                got += _waiting(peer)
+                await asyncio.sleep(0)
+        assert got == [b"re 0", b"re 1", b"re 2"]
+        assert [e.host for e in errors] == ["hôte.example"] * 3
+    finally:
+        peer.close()
+        sender.close()
+        await transport.close()
+
+
+async def test_closing_within_a_coalescing_turn_sends_what_the_turn_sent_first() -> None:
+    peer, sender = _peer("127.0.77.8"), _peer("127.0.77.2")
+    reply_to = Address("udp", "127.0.77.8", peer.getsockname()[1])
+
+    def receiver(data: bytes, source: Address, *, stream: bool) -> None:
+        transport.send(b"last words", reply_to)
+        with pytest.raises(StopIteration):  # close() awaits nothing: closed right here
+            transport.close().send(None)
+
+    transport = await UdpTransport.open(HOST, 0, receiver)
+    transport.coalesce = 0.05
+    try:
+        sender.sendto(b"bye", (HOST, transport.local.port))
+        got = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(peer, 65535), 10)
+        assert got == b"last words"
+    finally:
+        peer.close()
+        sender.close()
+        await transport.close()
