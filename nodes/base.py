@@ -16,6 +16,7 @@ from typing import Any
 from typing import Protocol
 from typing import runtime_checkable
 
+from emulator.identity.tokens import VERIFIED_TOKENS
 from emulator.identity.tokens import TokenValidator
 from emulator.identity.trust import verification_key
 from emulator.keystore import read_certificate
@@ -76,12 +77,14 @@ def tls_client(credentials: Credentials) -> ssl.SSLContext | None:
                           keylog=credentials.keylog)
 
 
-def own_token_validator(issuer: str, credentials: Credentials) -> TokenValidator:
+def own_token_validator(issuer: str, credentials: Credentials, *,
+                        remembered: int = VERIFIED_TOKENS) -> TokenValidator:
     """A validator for the own IdMS's tokens: its signing certificate under the own CA, the
-    chain checked at the wall clock now.  A plan naming neither trusts no token at all."""
+    chain checked at the wall clock now.  A plan naming neither trusts no token at all.
+    ``remembered``: how many signature checks it keeps (``TokenValidator``)."""
     if credentials.signing_certificate is None or credentials.system_ca is None:
-        return TokenValidator([])
+        return TokenValidator([], remembered=remembered)
     key = verification_key(issuer, read_certificate(credentials.signing_certificate),
                            [read_certificate(credentials.system_ca)],
                            now=dt.datetime.now(dt.UTC))
-    return TokenValidator([key])
+    return TokenValidator([key], remembered=remembered)

@@ -176,7 +176,7 @@ class TokenValidator:
 
     def __init__(self, keys: Iterable[VerificationKey], *,
                  algorithms: Iterable[str] = SUPPORTED_ALGORITHMS,
-                 leeway: int = MAX_LEEWAY) -> None:
+                 leeway: int = MAX_LEEWAY, remembered: int = VERIFIED_TOKENS) -> None:
         if not 0 <= leeway <= MAX_LEEWAY:
             raise ValueError(f"leeway must be within 0..{MAX_LEEWAY} s (33.180 B.2.1)")
         self.algorithms = frozenset(algorithms)
@@ -184,6 +184,8 @@ class TokenValidator:
         if unknown:
             raise ValueError(f"algorithms not supported: {sorted(unknown)}")
         self.leeway = leeway
+        self.remembered = remembered
+        """Signature checks remembered (:meth:`_verify`), the oldest forgotten first."""
         self._keys: dict[str, VerificationKey] = {}
         self._verified: dict[bytes, VerificationKey] = {}
         """SHA-256 of a token -> the key that verified it (see :meth:`_verify`)."""
@@ -255,7 +257,8 @@ class TokenValidator:
             raise TokenError("JWS payload is not JSON") from None
         if not isinstance(claims, dict):
             raise TokenError("JWT claims are not a JSON object")
-        _remember(self._verified, digest, key, VERIFIED_TOKENS)
+        if self.remembered:
+            _remember(self._verified, digest, key, self.remembered)
         return claims
 
     def _header(self, segment: str) -> dict[str, Any]:

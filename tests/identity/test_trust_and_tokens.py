@@ -406,6 +406,27 @@ def test_a_remembered_token_is_still_judged_at_every_use(rs: Signer) -> None:
     assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
 
 
+@pytest.mark.parametrize("remembered", [0, 2])
+def test_a_validator_remembers_as_many_signature_checks_as_it_is_told(
+        rs: Signer, remembered: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oldest check forgotten first; none kept at 0 (the MC server keeps few: it
+    remembers its decisions instead)."""
+    checks: list[str] = []
+    deserialize = jws.deserialize_compact
+
+    def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+        checks.append(token)
+        return deserialize(token, *args, **kwargs)
+
+    monkeypatch.setattr("emulator.identity.tokens.jws.deserialize_compact", counting)
+    validator = rs.validator(remembered=remembered)
+    tokens = [rs.access_token(lifetime=60 + n) for n in range(3)]
+    for token in (*tokens, tokens[2], tokens[1], tokens[0]):
+        assert validator.validate(token, now=T, typ=ACCESS_TOKEN_TYP)["sub"] == "alice"
+    # Kept: the last `remembered` checked; tokens[0] was crowded out and is checked again.
+    assert len(checks) == (6 if remembered == 0 else 4)
+
+
 def test_a_remembered_header_is_judged_at_every_use_and_others_cannot_crowd_it_out(
         rs: Signer) -> None:
     """The decoded JWS header is kept by its segment, never its verdict: once the signing
