@@ -563,6 +563,28 @@ def test_an_authorization_code_expires_after_its_lifetime(core_key: SigningKey) 
     assert refused.value.description == "authorization code unknown or expired"
 
 
+def test_a_redeemed_code_is_refused_again_to_its_deadline_and_keeps_no_grant(
+        core_key: SigningKey) -> None:
+    """RFC 6749 §4.1.2: a second use is refused, as "already used", until the code would
+    have expired, and not forgotten earlier; what the grant said (user, scope, PKCE
+    challenge, nonce) is no longer held: thousands are redeemed a minute in a mass
+    migration, each kept a minute."""
+    idms = _core(core_key)
+    code = _issue(idms, T)
+    assert _redeem(idms, code, T + 1)["access_token"]
+    kept = idms._codes.get(code, T + 2)  # what the table holds is the point
+    assert kept is not None and kept.used
+    assert (kept.username, kept.challenge, kept.scope, kept.nonce) == ("", "", (), None)
+    for at in (T + 2, T + idms.code_lifetime - 1):
+        with pytest.raises(Refusal) as refused:
+            _redeem(idms, code, at)
+        assert refused.value.description == "authorization code already used"
+    assert idms._codes.deadline(code) == T + idms.code_lifetime
+    with pytest.raises(Refusal) as late:
+        _redeem(idms, code, T + idms.code_lifetime)
+    assert late.value.description == "authorization code unknown or expired"
+
+
 def test_an_authorization_code_of_another_client_is_refused_and_not_spent(
         core_key: SigningKey) -> None:
     """RFC 6749 §4.1.3: the code must have been issued to the client_id redeeming it."""
