@@ -277,8 +277,8 @@ class ServiceAuthoriser:
             raise AuthorisationRefused("no info document names the registered identity")
         if primary_identity is not None and impu not in self.migration_profiles:
             raise AuthorisationRefused(f"no migration profile for {impu} in this MC system")
-        basis = None if until is None or until == math.inf else \
-            self._fingerprint(parts) + _UNTIL.pack(until)
+        # Every document's token was checked (there is at least one): ``until`` is finite.
+        basis = None if until is None else self._fingerprint(parts) + _UNTIL.pack(until)
         return AuthorisedUser(impu, services, primary_identity, now + expires, basis)
 
     def _check_token(self, token: str, fmt: mcx_info.ServiceInfoFormat,
