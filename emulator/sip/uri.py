@@ -28,6 +28,17 @@ _URI_CHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/:\[\]]*\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ILLEGAL_RE = re.compile(r'[\s<>"]')
+# The SIP URIs nearly every message carries (``user@host[:port][;params]``, no escape,
+# password, IPv6 reference or headers) in one match, where the general parser takes six
+# (~2.5 against ~0.9 µs compiled).  Its character sets are narrower than the general
+# parser's, so what it accepts that parser accepts with the same parts; whatever it does
+# not accept goes to that parser (tests/sip/test_uri.py checks both ways).
+_COMMON_SIP_RE = re.compile(
+    r"(?:([A-Za-z0-9\-_.!~*'()&=+$,]++)@)?"
+    r"((?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?)"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()&+$,/:\[\]]++(?:=[A-Za-z0-9\-_.!~*'()&=+$,/:\[\]]*+)?)*+)\Z")
 
 
 PARSE_MEMO = 512
@@ -99,6 +110,28 @@ class URI:
 
     @classmethod
     def _parse(cls, text: str) -> URI:
+        common = cls._parse_common(text)
+        return common if common is not None else cls._parse_general(text)
+
+    @classmethod
+    def _parse_common(cls, text: str) -> URI | None:
+        """The SIP URIs nearly every message carries, in one regular expression; None for
+        any other text, which :meth:`_parse_general` then parses (or refuses)."""
+        scheme, _, rest = text.partition(":")
+        if scheme != "sip" and scheme != "sips":
+            return None
+        common = _COMMON_SIP_RE.match(rest)
+        if common is None:
+            return None
+        user, host, port_text, param_text = common.groups()
+        port = None if port_text is None else int(port_text)
+        if port is not None and port > 65535:
+            return None
+        params = () if not param_text else _parse_uri_params(param_text[1:], text)
+        return cls(scheme, user=user, host=host, port=port, params=params, _text=text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> URI:
         scheme, colon, rest = text.partition(":")
         if not colon or not _SCHEME_RE.match(scheme):
             raise URIError(f"no URI scheme in {text!r}")

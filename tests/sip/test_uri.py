@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from emulator.sip import URI
 from emulator.sip import URIError
@@ -232,3 +235,42 @@ def test_uris_are_hashable_values() -> None:
     assert len({a, URI.parse("sip:alice@atlanta.com")}) == 1
     with pytest.raises(AttributeError):
         a.host = "x"  # type: ignore[misc]
+
+
+# -- the one-pass parse of common SIP URIs and parameters against the general ones --------
+
+_URI_ALPHABET = "sip:@;=.-_!~*'()&+$,/?%[]<>\" \tAaZz09#5"
+
+
+def _parts(uri: URI) -> tuple[object, ...]:
+    return (uri.scheme, uri.user, uri.password, uri.host, uri.port, uri.params, uri.headers,
+            uri.opaque, str(uri))
+
+
+@pytest.mark.parametrize("text", [
+    "sip:alice@atlanta.com", "sips:bob@biloxi.example.com:5061", "sip:127.0.20.2:5060;lr",
+    "sip:term@127.0.30.1:5060;lr;transport=udp", "sip:a@b.c;x=1=2;y", "sip:host.",
+    "sip:alice-00001.visitor@mcx.partner.example", "sip:+1-212@gw.com;user=phone",
+])
+def test_common_sip_uris_take_one_pass_with_the_general_parts(text: str) -> None:
+    common = URI._parse_common(text)
+    assert common is not None
+    assert _parts(common) == _parts(URI._parse_general(text))
+
+
+@pytest.mark.parametrize("text", [
+    "sip:a%20b@c", "sip:[::1]:5060", "sip:a:pw@h", "sip:a@h?x=y", "sip:h:99999", "sip:host;",
+    "SIP:a@b", "tel:+1234", "sip:a;b@c", "sip:-a.com", "sip:a@b;x=\"q\"", "sip:a@b@c",
+])
+def test_other_uris_are_left_to_the_general_parser(text: str) -> None:
+    assert URI._parse_common(text) is None
+
+
+@given(st.text(_URI_ALPHABET, max_size=40))
+@settings(max_examples=3000, deadline=None)
+def test_the_one_pass_accepts_only_what_the_general_parser_gives_alike(tail: str) -> None:
+    for text in (f"sip:{tail}", f"sips:{tail}", tail):
+        common = URI._parse_common(text)
+        if common is not None:
+            assert _parts(common) == _parts(URI._parse_general(text))
+
