@@ -25,6 +25,7 @@ from emulator.sip.events import RequestReceived
 from emulator.sip.events import ResponseReceived
 from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
+from emulator.sip.message import TOP_VIA
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.timers import DEFAULT_TIMERS
@@ -331,7 +332,7 @@ class SipNode(Readiness):
         self.endpoint.send_response(response, transaction)
 
     def push_via(self, request: Request, transport: str) -> None:
-        request.headers.prepend("Via", self.endpoint.make_via(transport))
+        request.headers.prepend("Via", self.endpoint.make_via(transport), view=TOP_VIA)
 
     def pop_own_route(self, request: Request) -> None:
         routes = request.routes

@@ -18,9 +18,11 @@ import os
 from collections.abc import Iterable
 
 from .headers import BRANCH_MAGIC_COOKIE
+from .headers import CSeq
 from .headers import Headers
 from .headers import NameAddress
 from .headers import Via
+from .message import TOP_VIA
 from .message import Request
 from .message import Response
 from .uri import URI
@@ -84,14 +86,16 @@ def new_request(method: str, uri: URI, *, via: Via, from_: NameAddress, to: Name
     routing: the first is the next hop).
     """
     headers = Headers()
-    headers.add("Via", via)
+    # The typed views of what is built here are kept: the transaction layer and the TU
+    # read them again, and they would parse the text just written.
+    headers.prepend("Via", via, view=TOP_VIA)  # (the first line: as add would put it)
     headers.add("Max-Forwards", max_forwards)
     for route in routes:
         headers.add("Route", route)
-    headers.add("From", from_ if from_.tag else from_.with_tag(new_tag()))
-    headers.add("To", to)
+    headers.add("From", from_ if from_.tag else from_.with_tag(new_tag()), view="from")
+    headers.add("To", to, view="to")
     headers.add("Call-ID", call_id)
-    headers.add("CSeq", f"{cseq} {method}")
+    headers.add("CSeq", CSeq(cseq, method), view="cseq")
     return Request(method, uri, headers)
 
 

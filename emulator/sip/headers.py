@@ -118,11 +118,16 @@ class Headers:
         return sum(1 for _, k, _ in self._items if k == key)
 
     # -- writing --------------------------------------------------------------
-    def add(self, name: str, value: object) -> None:
-        """Append a line at the end."""
+    def add(self, name: str, value: object, *, view: str | None = None) -> None:
+        """Append a line at the end.  ``view`` names the typed view (:meth:`typed`) that
+        ``value`` itself now is: for a field of one line, from a value that prints as it
+        parses (a :class:`NameAddress`, :class:`CSeq` or :class:`Via` built here, or
+        parsed), so its next reader does not parse the text again."""
         key = header_key(name)
         self._invalidate(key)
         self._items.append((_checked_name(name), key, _checked_value(value)))
+        if view is not None:
+            self._cache[view] = value
 
     def _invalidate(self, key: str) -> None:
         # Typed views are cached under the header key ("via") or "key:variant"
@@ -132,16 +137,19 @@ class Headers:
             for cached in [c for c in cache if c == key or c.startswith(key + ":")]:
                 del cache[cached]
 
-    def prepend(self, name: str, value: object) -> None:
+    def prepend(self, name: str, value: object, *, view: str | None = None) -> None:
         """Insert a line before the first line of the same field (or first of all).
 
         Via, Route, Record-Route and Path are stacks whose top is the first
-        value; a proxy pushes onto them with this.
+        value; a proxy pushes onto them with this.  ``view`` as for :meth:`add`, here
+        of the field's first value (``"via:top"``).
         """
         key = header_key(name)
         self._invalidate(key)
         index = next((i for i, (_, k, _) in enumerate(self._items) if k == key), 0)
         self._items.insert(index, (_checked_name(name), key, _checked_value(value)))
+        if view is not None:
+            self._cache[view] = value
 
     def set(self, name: str, value: object) -> None:
         """Replace every line of ``name`` with one line, kept at the first line's place."""

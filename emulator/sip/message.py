@@ -42,6 +42,9 @@ from .uri import URIError
 
 SIP_VERSION = "SIP/2.0"
 
+TOP_VIA = "via:top"
+"""The typed view of the top Via (:meth:`Headers.typed`, :meth:`Headers.prepend`)."""
+
 # §8.2.6.2: header fields a response copies from its request (To handled apart).
 _COPIED_TO_RESPONSE = frozenset({"via", "from", "call-id", "cseq"})
 
@@ -106,7 +109,7 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        return self.headers.typed("via:top", _parse_top_via)
+        return self.headers.typed(TOP_VIA, _parse_top_via)
 
     @property
     def contacts(self) -> list[Contact]:

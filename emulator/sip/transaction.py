@@ -50,6 +50,7 @@ from .events import TransactionTimedOut
 from .events import TransportFailed
 from .headers import BRANCH_MAGIC_COOKIE
 from .message import DEFAULT_LIMITS
+from .message import TOP_VIA
 from .message import ParserLimits
 from .message import Request
 from .message import Response
@@ -314,7 +315,7 @@ class TransactionLayer:
         if not branch or not branch.startswith(BRANCH_MAGIC_COOKIE):
             branch = new_branch()
             request.headers.pop_first_value("Via")
-            request.headers.prepend("Via", via.with_param("branch", branch))
+            request.headers.prepend("Via", via.with_param("branch", branch), view=TOP_VIA)
         if request.cseq.method != method:
             raise LocalProtocolError("CSeq method must equal the request method (§8.1.1.5)")
         key: TransactionKey = ("c", branch, method)
@@ -561,7 +562,8 @@ class TransactionLayer:
                 "rport", str(source.port))
         if changed is not via:
             request.headers.pop_first_value("Via")
-            request.headers.prepend("Via", changed)
+            # Kept as the top Via's view: the key, the TU and a proxy's relay all read it.
+            request.headers.prepend("Via", changed, view=TOP_VIA)
 
     def _reject(self, exc: RemoteProtocolError, message: Request | Response | None,
                 source: Address) -> None:

@@ -640,3 +640,57 @@ def test_to_bytes_adds_missing_content_length() -> None:
     resp = Response(200, headers=Headers([("Via", "SIP/2.0/UDP h;branch=z9hG4bKx")]), body=b"ab")
     assert resp.to_bytes() == (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
                                b"Content-Length: 2\r\n\r\nab")
+
+
+# -- typed views kept from what was built, not parsed again --------------------------------
+
+def _views_match_text(request: Request) -> None:
+    """Each kept view is what its header's text parses to."""
+    headers = request.headers
+    assert request.top_via == Via.parse(headers.values("Via")[0])
+    assert request.from_ == NameAddress.parse(headers.get("From") or "")
+    assert request.to == NameAddress.parse(headers.get("To") or "")
+    assert request.cseq == CSeq.parse(headers.get("CSeq") or "")
+
+
+def test_a_built_request_keeps_the_views_it_was_built_from() -> None:
+    from emulator.sip import URI
+    from emulator.sip.builder import new_request
+
+    via = Via("UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKbuilt"), ("rport", None)))
+    frm = NameAddress.build("sip:alice@example.com", "Alice")
+    to = NameAddress.parse("<sip:bob@example.com;transport=udp>;x=1")
+    request = new_request("REGISTER", URI.parse("sip:example.com"), via=via, from_=frm, to=to,
+                          call_id="c@192.0.2.1", cseq=7)
+    assert request.top_via is via and request.to is to and request.cseq == CSeq(7, "REGISTER")
+    assert request.from_.tag  # tagged as it was written
+    _views_match_text(request)
+    assert parse_message(request.to_bytes()).to == to  # the text is the same value
+
+
+def test_a_view_goes_when_its_field_changes() -> None:
+    headers = Headers()
+    first = Via("UDP", "192.0.2.1", 5060, (("branch", "z9hG4bK1"),))
+    headers.prepend("Via", first, view="via:top")
+    request = Request("OPTIONS", "sip:example.com", headers)
+    assert request.top_via is first
+    request.headers.prepend("Via", "SIP/2.0/TCP 192.0.2.2;branch=z9hG4bK2")
+    assert request.top_via.host == "192.0.2.2"
+    request.headers.add("CSeq", CSeq(1, "OPTIONS"), view="cseq")
+    request.headers.set("CSeq", "2 OPTIONS")
+    assert request.cseq == CSeq(2, "OPTIONS")
+
+
+def test_the_stamped_top_via_is_the_view_the_layer_keys_on() -> None:
+    from emulator.sip import Address
+    from emulator.sip import RequestReceived
+    from emulator.sip import TransactionLayer
+
+    layer = TransactionLayer()
+    layer.receive(REGISTER, Address("udp", "198.18.0.9", 5099), now=0.0)
+    event = layer.next_event()
+    assert isinstance(event, RequestReceived)
+    request = event.request
+    assert (request.top_via.received, request.top_via.rport) == ("198.18.0.9", 5099)
+    _views_match_text(request)
+    assert event.transaction == ("s", "z9hG4bKnashds7", "192.0.2.10", "5060", "REGISTER")
