@@ -65,6 +65,7 @@ from emulator.orchestration.load import cpu_used  # noqa: E402
 from emulator.orchestration.network import Network  # noqa: E402
 from emulator.orchestration.session import resolve_placement  # noqa: E402
 from emulator.process import cpu_seconds_tree  # noqa: E402
+from emulator.process import die_with_parent  # noqa: E402
 from emulator.process import run as run_loop  # noqa: E402  (MCX_EVENT_LOOP)
 from emulator.process import settle  # noqa: E402
 from emulator.topology.bundled import topology_path  # noqa: E402
@@ -277,9 +278,11 @@ async def kamailio(work: Path, domain: str) -> asyncio.subprocess.Process:
         raise SystemExit("kamailio is not installed (Debian package kamailio)")
     config = work / "kamailio.cfg"
     config.write_text(KAMAILIO_CFG.format(host=KAMAILIO_HOST, domain=domain))
+    # It ends with this process, however that ends (a SIGTERM runs no finally: here).
     process = await asyncio.create_subprocess_exec(
         binary, "-f", str(config), "-DD", "-E", "-Y", str(work), "-m", "128", "-M", "8",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent)
     assert process.stderr is not None
     asyncio.get_running_loop().create_task(_drain(process.stderr))
     await _answers_options(KAMAILIO_HOST, 5060)

@@ -216,8 +216,8 @@ class TransactionLayer:
         self._stamp_via(request, source)
         try:
             key = _server_key(request)
-        except ValueError as exc:
-            self._reject(RemoteProtocolError(str(exc), 400), request, source)
+        except ValueError as malformed:  # (a name of its own: compiled, a name has one type)
+            self._reject(RemoteProtocolError(str(malformed), 400), request, source)
             return
         txn = self._transactions.get(key)
         method = request.method

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -120,3 +122,35 @@ def _with_exec(topology: Topology, spec: ExecSpec) -> Topology:
     systems = tuple(replace(s, nodes=nodes) if s.name == "partner" else s
                     for s in topology.systems)
     return replace(topology, systems=systems)
+
+
+_BENCHMARK_KAMAILIO = """
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+import migration_path
+
+async def main():
+    process = await migration_path.kamailio(Path(sys.argv[1]), "mcx.partner.example")
+    print(process.pid, flush=True)
+    await asyncio.sleep(3600)  # killed before
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_benchmark_leaves_no_kamailio_behind(edge: Topology, tmp_path: Path) -> None:
+    """benchmarks/migration_path.py's reference registrar ends with the benchmark, however
+    the benchmark ends: a SIGKILL (or SIGTERM) runs none of its clean-up."""
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen([sys.executable, "-c", _BENCHMARK_KAMAILIO, str(tmp_path)],
+                          cwd=root, stdout=subprocess.PIPE, text=True) as bench:
+        try:
+            assert bench.stdout is not None
+            kamailio = int(bench.stdout.readline())
+            assert not ended(kamailio, within=0)
+        finally:
+            bench.kill()
+    if not ended(kamailio, within=20):
+        os.kill(kamailio, signal.SIGTERM)  # still ours: ended here, not left behind
+        pytest.fail("kamailio outlived the benchmark that started it")
