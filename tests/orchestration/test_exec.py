@@ -23,7 +23,8 @@ from emulator.topology import ExecSpec
 from emulator.topology import Topology
 from emulator.topology import load_topology
 from emulator.topology import topology_path
-from tests.orchestration.test_placement import ended
+from tests.orchestration.test_placement import held
+from tests.orchestration.test_placement import still_running
 from tests.support.up import running_up
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -95,9 +96,10 @@ def test_a_killed_up_leaves_no_kamailio_behind(edge: Topology, tmp_path: Path) -
         running = kamailios(up.pid)  # the main process and the children it forked
         assert str(state["nodes"]["partner.edge-proxy"]["pid"]) in running
         assert len(running) > 1
+        watched = held(int(pid) for pid in running)
         up.kill()
         up.wait()
-    assert [pid for pid in running if not ended(int(pid), within=20)] == []
+    assert still_running(watched, within=20) == []
 
 
 async def test_an_outside_program_that_fails_names_itself_and_its_log(
@@ -148,14 +150,14 @@ def test_a_killed_benchmark_leaves_no_kamailio_behind(edge: Topology, tmp_path: 
                           cwd=root, stdout=subprocess.PIPE, text=True) as bench:
         try:
             assert bench.stdout is not None
-            # Held from while it surely runs: a pid may be another process's once it ends.
-            kamailio = os.pidfd_open(int(bench.stdout.readline()))
+            pid = int(bench.stdout.readline())
+            kamailio = os.pidfd_open(pid)  # while it surely runs (see held)
         finally:
             bench.kill()
     try:
         readable, _, _ = select.select([kamailio], [], [], 20)
         if not readable:
             signal.pidfd_send_signal(kamailio, signal.SIGTERM)  # ours: not left behind
-            pytest.fail("kamailio outlived the benchmark that started it")
+            pytest.fail(f"kamailio ({pid}) outlived the benchmark that started it")
     finally:
         os.close(kamailio)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -52,17 +54,34 @@ def alive(pid: int) -> bool:
         "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
 
 
-def ended(pid: int, *, within: float) -> bool:
-    """Wait for ``pid`` to end, on its pidfd (an event, not a polling sleep)."""
+def held(pids: Iterable[int]) -> dict[int, int]:
+    """A pidfd of each of ``pids`` still running, opened now: once a process ends its pid may
+    be another's (pid_max is 32,768 here, and the suite starts processes by the thousand),
+    and a pidfd stays with the process it was opened on."""
+    handles = {}
+    for pid in pids:
+        try:
+            handles[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # already gone
+    return handles
+
+
+def still_running(handles: dict[int, int], *, within: float) -> list[int]:
+    """The pids of ``handles`` (:func:`held`) whose process has not ended ``within`` seconds
+    from now, waiting on their pidfds (events, not a polling sleep); closes them."""
+    deadline = time.monotonic() + within
+    waiting = dict(handles)
     try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([handle], [], [], within)
-        return bool(readable) or not alive(pid)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select(list(waiting.values()), [], [], left)
+            if not readable:
+                break
+            waiting = {pid: fd for pid, fd in waiting.items() if fd not in readable}
+        return sorted(waiting)
     finally:
-        os.close(handle)
+        for fd in handles.values():
+            os.close(fd)
 
 
 @pytest.fixture(scope="module")
@@ -186,10 +205,10 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         pids = [node["pid"] for node in state["nodes"].values()]
         children = subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
                                   text=True).stdout.split()
+        watched = held(pids + [int(pid) for pid in children])
         up.kill()
         up.wait()
-    watched = pids + [int(pid) for pid in children]
-    assert [pid for pid in watched if not ended(pid, within=20)] == []
+    assert still_running(watched, within=20) == []
     left = list(Path(tempfile.gettempdir()).glob(f"mcx-{up.pid}-*"))
     cleaned = subprocess.run([sys.executable, str(ROOT / "run_topology.py"), "clean"],
                              capture_output=True, text=True, timeout=60)
