@@ -210,9 +210,16 @@ def cpu_line(cpu_ms: dict[str, float]) -> str:
     rest = sum(serving.values()) - sum(ms for _, ms in named)
     if rest > 0:
         parts.append(f"the others {rest:.3f}")
-    total, sipp = sum(serving.values()), cpu_ms.get("sipp", 0.0)
-    relative = f" ({total / sipp:.1f}x sipp's)" if sipp > 0 else ""
-    return f"{', '.join(parts)} ms; serving {total:.3f} ms, sipp {sipp:.3f} ms{relative}"
+    quotient = _over_sipp(cpu_ms)
+    relative = "" if quotient is None else f" ({quotient:.1f}x sipp's)"
+    return (f"{', '.join(parts)} ms; serving {sum(serving.values()):.3f} ms, "
+            f"sipp {cpu_ms.get('sipp', 0.0):.3f} ms{relative}")
+
+
+def _over_sipp(cpu_ms: dict[str, float]) -> float | None:
+    """The serving processes' CPU over sipp's (see :func:`cpu_line`); None without sipp's."""
+    sipp = cpu_ms.get("sipp", 0.0)
+    return None if sipp <= 0 else sum(_serving(cpu_ms).values()) / sipp
 
 
 def _serving(cpu_ms: dict[str, float]) -> dict[str, float]:
@@ -235,10 +242,9 @@ def serving_ms(step: Step | None) -> float | None:
 
 
 def relative_to_sipp(step: Step | None) -> float | None:
-    """:func:`serving_ms` over sipp's own CPU per REGISTER at ``step`` (see cpu_line)."""
-    sipp = 0.0 if step is None else step.cpu_ms.get("sipp", 0.0)
-    serving = serving_ms(step)
-    return None if serving is None or sipp <= 0 else round(serving / sipp, 2)
+    """The serving processes' CPU over sipp's at ``step`` (see :func:`cpu_line`)."""
+    quotient = None if step is None else _over_sipp(step.cpu_ms)
+    return None if quotient is None else round(quotient, 2)
 
 
 def served(steps: list[Step]) -> float:

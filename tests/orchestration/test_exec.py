@@ -4,7 +4,6 @@ node does when its program fails.  Judged from the capture and the process table
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -150,14 +149,11 @@ def test_a_killed_benchmark_leaves_no_kamailio_behind(edge: Topology, tmp_path: 
                           cwd=root, stdout=subprocess.PIPE, text=True) as bench:
         try:
             assert bench.stdout is not None
-            pid = int(bench.stdout.readline())
-            kamailio = os.pidfd_open(pid)  # while it surely runs (see held)
+            watched = held([int(bench.stdout.readline())])
+            assert watched, "kamailio ended before the benchmark did"
         finally:
             bench.kill()
-    try:
-        readable, _, _ = select.select([kamailio], [], [], 20)
-        if not readable:
-            signal.pidfd_send_signal(kamailio, signal.SIGTERM)  # ours: not left behind
-            pytest.fail(f"kamailio ({pid}) outlived the benchmark that started it")
-    finally:
-        os.close(kamailio)
+    left = still_running(watched, within=20)
+    for pid in left:
+        os.kill(pid, signal.SIGTERM)  # running a moment ago, ours: not left behind
+    assert left == [], "kamailio outlived the benchmark that started it"
