@@ -44,7 +44,6 @@ from emulator.sip.registrar import Binding
 from emulator.sip.registrar import LocationService
 from emulator.sip.registrar import Registered
 from emulator.sip.registrar import RegistrarPolicy
-from emulator.sip.registrar import contact_key
 from emulator.sip.registrar import process_register
 from emulator.sip.registrar import registered_response
 from emulator.sip.uri import URI
@@ -136,7 +135,9 @@ class SipCore(SipNode):
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("%s: kept bindings of %s unusable: %s", self.name, aor, exc)
                 continue
-            self.location.restore(aor, {contact_key(b.contact.uri): b for b in bindings})
+            # One per contact key, as the registrar keeps them (a hand-edited journal may
+            # repeat one: the last wins).
+            self.location.restore(aor, tuple({b.key: b for b in bindings}.values()))
 
     def keep(self, aor: str) -> None:
         """Write ``aor``'s bindings through to the journal (expiry on the wall clock)."""
@@ -148,7 +149,7 @@ class SipCore(SipNode):
         self.journal.put("bindings", aor, [
             {"contact": b.contact_text, "call_id": b.call_id, "cseq": b.cseq,
              "expires": b.expires_at + offset, "path": list(b.path), "source": b.source}
-            for b in bindings.values()])
+            for b in bindings])
 
     # -- dispatch --------------------------------------------------------------
     def on_request(self, request: Request, source: Address,
@@ -195,7 +196,7 @@ class SipCore(SipNode):
         subscribers hear contact event ``expired`` (RFC 3680 §5.1)."""
         for aor, bindings in self.location.purge(now):
             self.journal.delete("bindings", aor)
-            self.reg_event.ended(aor, bindings.values(), "expired")
+            self.reg_event.ended(aor, bindings, "expired")
 
     def on_register(self, request: Request, source: Address, transaction: TransactionKey
                     ) -> None:
@@ -216,7 +217,7 @@ class SipCore(SipNode):
         if self.mc_server is not None:
             self._third_party_register(request, outcome, now)
         if not outcome.bindings and outcome.previous:
-            self.reg_event.ended(outcome.aor, outcome.previous.values(), "unregistered")
+            self.reg_event.ended(outcome.aor, outcome.previous, "unregistered")
 
     def _third_party_register(self, request: Request, registered: Registered,
                               now: float) -> None:
@@ -261,11 +262,11 @@ class SipCore(SipNode):
         """The network ends ``aor``'s registration: bindings gone (and kept so), subscribers
         told with contact event ``rejected``."""
         previous = self.location.snapshot(aor)
-        self.location.restore(aor, {})
+        self.location.restore(aor, ())
         self.keep(aor)
         logger.info("%s: de-registered %s: the MC server answered %s %s", self.name, aor,
                     refused.status, "; ".join(refused.warnings))
-        self.reg_event.ended(aor, previous.values(), "rejected", refused=refused)
+        self.reg_event.ended(aor, previous, "rejected", refused=refused)
 
     def on_reg_subscribe(self, request: Request, source: Address,
                          transaction: TransactionKey) -> None:

@@ -91,6 +91,64 @@ def test_another_call_id_replaces_the_binding() -> None:
     assert replaced.bindings[0].call_id == "new"
 
 
+def test_a_contact_is_matched_by_its_uri_and_the_others_stay_as_they_were() -> None:
+    """§10.3 step 7 with §19.1.4: a refresh finds its binding by URI comparison (host case
+    does not count), replaces only it, and the AOR's other bindings stay, in order."""
+    location = LocationService()
+    run(location, register("<sip:ue@Phone.Example>", call_id="c1"))
+    run(location, register("<sip:ue@127.0.31.2:5060>", call_id="c2"))
+    refreshed = run(location, register("<sip:ue@phone.example>;expires=300", call_id="c1",
+                                       cseq=2), now=1010.0)
+    assert isinstance(refreshed, Registered)
+    assert [(b.contact_text, b.cseq, b.expires_at) for b in refreshed.bindings] == [
+        ("<sip:ue@phone.example>;expires=300", 2, 1310.0),
+        ("<sip:ue@127.0.31.2:5060>", 1, 1600.0)]
+    removed = run(location, register("<sip:ue@PHONE.example>", call_id="c1", cseq=3,
+                                     expires="0"), now=1020.0)
+    assert isinstance(removed, Registered) and removed.changed
+    assert [b.call_id for b in location.lookup(f"sip:alice@{DOMAIN}", now=1020.0)] == ["c2"]
+    assert [b.call_id for b in removed.previous] == ["c1", "c2"]  # what to roll back to
+
+
+def test_a_registration_rolled_back_is_what_was_bound_before() -> None:
+    """The SIP core puts back what a REGISTER replaced when the MC server refuses it."""
+    location = LocationService()
+    first = run(location, register(call_id="c1"))
+    assert isinstance(first, Registered) and first.previous == ()
+    second = run(location, register("<sip:ue@127.0.31.9:5060>", call_id="c9"))
+    assert isinstance(second, Registered)
+    location.restore(second.aor, second.previous)
+    assert [b.call_id for b in location.lookup(second.aor, now=1000.0)] == ["c1"]
+    location.restore(second.aor, ())
+    assert location.aors() == [] and len(location) == 0
+
+
+def test_bindings_behind_one_proxy_share_their_path_vector() -> None:
+    """Every UE behind one P-CSCF has the same Path: the registrar keeps one copy of it, not
+    one per user (memory per registered UE, benchmarks/scale.py); a long made-up vector is
+    stored all the same, but not kept for sharing."""
+    location = LocationService()
+    extra = "Supported: path\r\nPath: <sip:term@127.0.30.1:5060;lr>"
+    kept = []
+    for user in ("alice", "bob"):
+        request = parse_message(bytes(register(extra=extra)).replace(b"alice", user.encode()))
+        assert isinstance(request, Request)
+        outcome = run(location, request)
+        assert isinstance(outcome, Registered)
+        kept.append(outcome.bindings[0].path)
+    assert kept[0] == ("<sip:term@127.0.30.1:5060;lr>",) and kept[0] is kept[1]
+    long_path = f"Supported: path\r\nPath: <sip:{'x' * 2000}@127.0.30.1;lr>"
+    paths = []
+    for user in ("carol", "dave"):
+        request = parse_message(bytes(register(extra=long_path)).replace(b"alice",
+                                                                         user.encode()))
+        assert isinstance(request, Request)
+        outcome = run(location, request)
+        assert isinstance(outcome, Registered)
+        paths.append(outcome.bindings[0].path)
+    assert paths[0] == paths[1] and paths[0] is not paths[1]
+
+
 def test_bindings_expire_with_time() -> None:
     location = LocationService()
     run(location, register(expires="100"), now=0.0)

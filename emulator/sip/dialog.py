@@ -10,12 +10,11 @@ set as Route headers and go to the first of them (loose routing).
 
 from __future__ import annotations
 
-import sys
-
 from .builder import new_request
 from .events import Address
 from .headers import NameAddress
 from .headers import Via
+from .headers import shared_strings
 from .message import Request
 from .message import Response
 from .uri import URI
@@ -37,7 +36,7 @@ class Dialog:
         self._local = str(local)
         self._remote = str(remote)
         self._remote_target = str(remote_target)
-        self.route_set = tuple(map(sys.intern, route_set))  # the same for many dialogs
+        self.route_set = shared_strings(route_set)  # the same for many dialogs
         self.local_cseq = local_cseq
         self.invite_cseq = invite_cseq
 

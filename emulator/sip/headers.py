@@ -10,6 +10,7 @@ the message layer turns that into a 400 (see ``message.py``).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -576,7 +577,7 @@ def parse_name_addresses(values: list[str]) -> list[NameAddress]:
 
 __all__ = [
     "BRANCH_MAGIC_COOKIE", "CSeq", "Contact", "ContentType", "Headers", "NameAddress", "Via",
-    "canonical_name", "parse_name_addresses", "split_unquoted",
+    "canonical_name", "parse_name_addresses", "shared_strings", "split_unquoted",
 ]
 
 
@@ -598,6 +599,29 @@ def _parse_cseq(text: str) -> CSeq:
 @lru_cache(maxsize=PARSE_MEMO)
 def _parse_contenttype(text: str) -> ContentType:
     return ContentType._parse(text)
+
+
+_SHARED_LIMIT = 256
+"""Distinct string tuples :func:`shared_strings` keeps one object of (PROJECT-DEFINED)."""
+_SHARED_SIZE = 1024
+"""Characters at most in a tuple kept so: a peer's made-up Path vectors may take the
+places, not the memory."""
+_shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def shared_strings(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``values`` as a tuple of interned strings, one object for all who hold the same
+    (a Path vector, a dialog's route set: the same for every UE behind one P-CSCF) while
+    :data:`_SHARED_LIMIT` distinct ones have not been seen; after that, a tuple of its own."""
+    if not values:
+        return ()
+    key = tuple(values)
+    kept = _shared.get(key)
+    if kept is None:
+        kept = tuple(map(sys.intern, key))
+        if len(_shared) < _SHARED_LIMIT and sum(map(len, kept)) <= _SHARED_SIZE:
+            _shared[kept] = kept
+    return kept
 
 
 def clear_parse_memos() -> None:

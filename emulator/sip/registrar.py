@@ -19,6 +19,7 @@ from emulator.expiry import ExpiringTable
 from emulator.expiry import TableFull
 
 from .headers import Contact
+from .headers import shared_strings
 from .message import Request
 from .message import Response
 from .uri import URI
@@ -38,9 +39,14 @@ class Binding:
         self.call_id = call_id
         self.cseq = cseq
         self.expires_at = expires_at
-        # Interned: every UE behind one P-CSCF shows the same Path and source.
-        self.path = tuple(map(sys.intern, path))
+        # Shared: every UE behind one P-CSCF shows the same Path and source.
+        self.path = shared_strings(path)
         self.source = sys.intern(source)
+
+    @property
+    def key(self) -> BindingKey:
+        """What §19.1.4 compares this Contact by (:func:`contact_key`), from its text."""
+        return contact_key(self.contact.uri)
 
     @property
     def contact(self) -> Contact:
@@ -62,6 +68,15 @@ class Binding:
 
 
 BindingKey = tuple[str, str, str, int | None, str]
+
+Bindings = tuple[Binding, ...]
+"""An AOR's bindings, at most one per :data:`BindingKey`, in the order they were made.
+
+A tuple, not a dict by key: nearly every AOR has one Contact, and per registered user
+the dict, its key tuple and the key's strings cost ~0.5 kB more in the SIP core
+(``benchmarks/scale.py``).  A binding's key is worked out from its Contact when a
+REGISTER changes the AOR, through the Contact parse memo, which that REGISTER's own
+Contact has just filled."""
 
 
 def contact_key(uri: URI) -> BindingKey:
@@ -97,10 +112,10 @@ class RegistrarPolicy:
 
 @dataclass
 class LocationService:
-    """All bindings, keyed by AOR, then by the contact key."""
+    """All bindings, keyed by AOR (:data:`Bindings`)."""
 
     policy: RegistrarPolicy = field(default_factory=RegistrarPolicy)
-    _bindings: ExpiringTable[str, dict[BindingKey, Binding]] = field(init=False)
+    _bindings: ExpiringTable[str, Bindings] = field(init=False)
     """AOR -> its bindings, until the last of them expires."""
 
     def __post_init__(self) -> None:
@@ -118,18 +133,19 @@ class LocationService:
         bindings = self._bindings.get(aor, now)
         if not bindings:
             return []
-        return [b for b in bindings.values() if b.expires_at > now]
+        return [b for b in bindings if b.expires_at > now]
 
-    def purge(self, now: float) -> list[tuple[str, dict[BindingKey, Binding]]]:
+    def purge(self, now: float) -> list[tuple[str, Bindings]]:
         """Forget every AOR whose bindings have all expired (§10.3: a binding ends at its
         expiry), O(log n) each; returns them and what they had, for their watchers."""
         return self._bindings.purge(now)
 
-    def snapshot(self, aor: str) -> dict[BindingKey, Binding]:
-        """A copy of ``aor``'s bindings, to :meth:`restore` if a registration is refused later."""
-        return dict(self._bindings.get(aor, float("-inf")) or {})
+    def snapshot(self, aor: str) -> Bindings:
+        """``aor``'s bindings as they are (expired ones too, until purged), to
+        :meth:`restore` if a registration is refused later.  Immutable: no copy."""
+        return self._bindings.get(aor, float("-inf")) or ()
 
-    def restore(self, aor: str, snapshot: dict[BindingKey, Binding]) -> None:
+    def restore(self, aor: str, snapshot: Bindings) -> None:
         """Put back what :meth:`snapshot` gave (an empty one removes the AOR); what does
         not fit any more is dropped, as if it had expired."""
         if snapshot:
@@ -143,10 +159,9 @@ class LocationService:
     def aors(self) -> list[str]:
         return list(self._bindings)
 
-    def _set(self, aor: str, bindings: dict[BindingKey, Binding], *, now: float) -> None:
+    def _set(self, aor: str, bindings: Bindings, *, now: float) -> None:
         try:
-            self._bindings.put(aor, bindings, max(b.expires_at for b in bindings.values()),
-                               now=now)
+            self._bindings.put(aor, bindings, max(b.expires_at for b in bindings), now=now)
         except TableFull:
             raise RegistrationRefused(503, "Service Unavailable (location table full)",
                                       (("Retry-After", "60"),)) from None
@@ -161,8 +176,7 @@ class LocationService:
         too brief (423 with Min-Expires) or an out-of-order CSeq (500).
         """
         policy = self.policy
-        current = {k: b for k, b in (self._bindings.get(aor, now) or {}).items()
-                   if b.expires_at > now}
+        current = {b.key: b for b in self._bindings.get(aor, now) or () if b.expires_at > now}
         if any(c.wildcard for c in contacts):
             # §10.2.2 / §10.3 step 6: "*" only alone and only with Expires: 0.
             if len(contacts) != 1 or header_expires != 0:
@@ -193,11 +207,12 @@ class LocationService:
         if len(current) > policy.max_bindings:
             raise RegistrationRefused(403, f"Forbidden (more than {policy.max_bindings} "
                                            "contacts for one address-of-record)")
-        if current:
-            self._set(aor, current, now=now)
+        bound = tuple(current.values())
+        if bound:
+            self._set(aor, bound, now=now)
         else:
             self._bindings.pop(aor)
-        return list(current.values())
+        return list(bound)
 
 
 SUPPORTED_EXTENSIONS = frozenset({"path"})
@@ -210,13 +225,13 @@ class Registered:
     aor: str
     bindings: list[Binding]
     path: tuple[str, ...]
-    previous: dict[BindingKey, Binding]
+    previous: Bindings
     """The AOR's bindings before this request, to roll back to."""
     changed: bool
     """False for a query (no Contact): nothing was bound or removed."""
 
     def __init__(self, aor: str, bindings: list[Binding], path: tuple[str, ...],
-                 previous: dict[BindingKey, Binding], changed: bool) -> None:
+                 previous: Bindings, changed: bool) -> None:
         # Written out: compiled, dataclass's own __init__ still runs interpreted (see
         # emulator.sip.compiled), ~10 times slower to call than this one mypyc builds.
         self.aor = aor

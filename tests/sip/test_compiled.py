@@ -126,6 +126,10 @@ def _sample(annotation: str, n: int) -> object:
             f"{start}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK{n}\r\nFrom: <sip:a@x>;tag=1\r\n"
             f"To: <sip:a@x>\r\nCall-ID: c{n}\r\nCSeq: 1 REGISTER\r\n"
             "Content-Length: 0\r\n\r\n".encode())
+    if base == "Bindings":
+        from emulator.sip.headers import Contact
+        from emulator.sip.registrar import Binding
+        return (Binding(Contact.parse(f"<sip:u{n}@h.example>"), f"c{n}", n, float(n)),)
     if base in ("TransactionKey", "tuple[str, ...]"):
         return (f"k{n}",)
     if base.startswith("tuple"):
