@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sys
 from collections import deque
 from dataclasses import dataclass
 from dataclasses import field
@@ -49,6 +48,7 @@ from emulator.sip.errors import RemoteProtocolError
 from emulator.sip.events import Address
 from emulator.sip.events import TransactionKey
 from emulator.sip.headers import NameAddress
+from emulator.sip.headers import shared_strings
 from emulator.sip.message import Request
 from emulator.sip.message import Response
 from emulator.sip.message import parse_message
@@ -156,7 +156,8 @@ class Gateway(SipNode):
                 continue
             try:
                 context = UeContext(row["name"], address, bool(row["registered"]),
-                                    tuple(row["service_route"]), tuple(row["associated"]))
+                                    shared_strings(row["service_route"]),
+                                    tuple(row["associated"]))
             except (KeyError, TypeError) as exc:
                 logger.warning("%s: kept attachment %s unusable: %s", self.name, address, exc)
                 continue
@@ -316,9 +317,9 @@ class Gateway(SipNode):
                 kept = (context.registered, context.service_route, context.associated)
                 try:
                     context.registered = bool(response.contacts)
-                    # Interned: the registrar gives every UE the same route.
-                    context.service_route = tuple(
-                        map(sys.intern, response.headers.values("Service-Route")))
+                    # Shared: the registrar gives every UE the same route.
+                    context.service_route = shared_strings(
+                        response.headers.values("Service-Route"))
                     context.associated = tuple(
                         NameAddress.parse(v).uri.aor
                         for v in response.headers.values("P-Associated-URI"))

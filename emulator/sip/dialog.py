@@ -10,6 +10,8 @@ set as Route headers and go to the first of them (loose routing).
 
 from __future__ import annotations
 
+import sys
+
 from .builder import new_request
 from .events import Address
 from .headers import NameAddress
@@ -35,7 +37,9 @@ class Dialog:
         self.call_id = call_id
         self._local = str(local)
         self._remote = str(remote)
-        self._remote_target = str(remote_target)
+        # Interned: the peer's Contact is one and the same for every dialog it holds
+        # with us (a registrar's reg-event NOTIFYs, a P-CSCF's subscriptions).
+        self._remote_target = sys.intern(str(remote_target))
         self.route_set = shared_strings(route_set)  # the same for many dialogs
         self.local_cseq = local_cseq
         self.invite_cseq = invite_cseq

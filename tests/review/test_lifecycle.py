@@ -660,6 +660,26 @@ async def test_after_detach_the_gateway_relays_nothing_from_or_to_the_address() 
         assert [r.status for r in core.responses() if r.cseq.method == "MESSAGE"][-1] == 404
 
 
+async def test_ues_behind_the_gateway_share_one_service_route() -> None:
+    """The registrar gives every UE the same Service-Route (24.229 §5.4.1.2.2): the gateway
+    keeps it once for all its UEs, not a copy per registered UE (memory per UE,
+    benchmarks/scale.py), and each UE's context holds exactly what the 200 said."""
+    hub = MemoryHub()
+    Core(hub)
+    async with gateway(POOL, hub) as (gw, _):
+        contexts = []
+        for ue in ("ue-a", "ue-b"):
+            context = gw.attach(ue)
+            Peer(hub, context.address).send(request(
+                "REGISTER", f"sip:{DOMAIN}", via=f"{context.address}:5060", call_id=ue,
+                extra=(f"Contact: <sip:{ue}@{context.address}:5060>", "Expires: 600")), GW)
+            contexts.append(context)
+        await settle(0.05)
+        assert all(c.registered for c in contexts)
+        assert contexts[0].service_route == (f"<sip:orig@{CORE3_HOST}:5060;lr>",)
+        assert contexts[0].service_route is contexts[1].service_route
+
+
 async def test_a_detached_address_is_refused_at_tcp_accept() -> None:
     """TCP from an address is admitted only while it is attached, decided at accept time
     (before any parse): attached, a connection is served (its OPTIONS gets the gateway's
