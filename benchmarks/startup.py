@@ -47,7 +47,7 @@ GIVE_UP = 60.0
 def up_seconds(placement: str) -> float:
     with tempfile.TemporaryDirectory(prefix="mcx-start-") as tmp:
         state = Path(tmp) / "state.json"
-        started = time.monotonic()
+        started = time.monotonic()  # the command as a user starts it: its spawn counts
         up = subprocess.Popen([sys.executable, str(ROOT / "run_topology.py"), "up",
                                "--placement", placement, "--state-file", str(state),
                                "--pcaps", tmp], stdout=subprocess.PIPE,
@@ -63,18 +63,20 @@ def up_seconds(placement: str) -> float:
                     break
                 output.append(line)
             else:
-                raise RuntimeError(f"up --placement {placement} did not start:\n"
-                                   + b"".join(output).decode(errors="replace"))
+                raise RuntimeError(
+                    f"up --placement {placement} ended after {time.monotonic() - started:.1f}"
+                    f" s without being ready (given {GIVE_UP:g} s); its last lines:\n"
+                    + b"".join(output).decode(errors="replace"))
             elapsed = time.monotonic() - started
             if not state.exists():
                 raise RuntimeError(f"up --placement {placement} said ready, no state file")
             up.send_signal(2)  # Ctrl-C, as a user stops it
-            up.communicate(timeout=GIVE_UP)
+            up.communicate(timeout=GIVE_UP)  # read on: a full pipe would hold its exit
         finally:
             watchdog.cancel()
             if up.poll() is None:
                 up.kill()
-                up.wait()
+            up.communicate()  # reaped, its pipe closed, before its directory goes
     return elapsed
 
 
