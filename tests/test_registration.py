@@ -149,6 +149,17 @@ def test_bindings_behind_one_proxy_share_their_path_vector() -> None:
     assert paths[0] == paths[1] and paths[0] is not paths[1]
 
 
+def test_made_up_path_vectors_do_not_end_the_sharing() -> None:
+    """A peer sending many distinct short vectors fills the sharing table; the common
+    vector is shared again from its next use (the table starts over), not refused."""
+    from emulator.sip.headers import shared_strings
+    common = ("<sip:term@127.0.30.1:5060;lr>",)
+    for n in range(1000):
+        shared_strings((f"<sip:forged{n}@198.18.0.1;lr>",))
+    first = shared_strings(list(common))
+    assert first == common and shared_strings(list(common)) is first
+
+
 def test_bindings_expire_with_time() -> None:
     location = LocationService()
     run(location, register(expires="100"), now=0.0)

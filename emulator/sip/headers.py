@@ -602,24 +602,28 @@ def _parse_contenttype(text: str) -> ContentType:
 
 
 _SHARED_LIMIT = 256
-"""Distinct string tuples :func:`shared_strings` keeps one object of (PROJECT-DEFINED)."""
+"""Distinct string tuples :func:`shared_strings` keeps at once (PROJECT-DEFINED)."""
 _SHARED_SIZE = 1024
-"""Characters at most in a tuple kept so: a peer's made-up Path vectors may take the
-places, not the memory."""
+"""Characters at most in a tuple kept so: a peer's made-up Path vectors cost no memory
+here."""
 _shared: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def shared_strings(values: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``values`` as a tuple of interned strings, one object for all who hold the same
-    (a Path vector, a dialog's route set: the same for every UE behind one P-CSCF) while
-    :data:`_SHARED_LIMIT` distinct ones have not been seen; after that, a tuple of its own."""
+    (a Path vector, a dialog's route set, a Service-Route: the same for every UE behind one
+    P-CSCF).  Full, the table starts again rather than refusing newcomers: a peer sending
+    made-up vectors would otherwise end the sharing for the node's life; this way the
+    common value is kept again at its next use."""
     if not values:
         return ()
     key = tuple(values)
     kept = _shared.get(key)
     if kept is None:
         kept = tuple(map(sys.intern, key))
-        if len(_shared) < _SHARED_LIMIT and sum(map(len, kept)) <= _SHARED_SIZE:
+        if sum(map(len, kept)) <= _SHARED_SIZE:
+            if len(_shared) >= _SHARED_LIMIT:
+                _shared.clear()
             _shared[kept] = kept
     return kept
 
