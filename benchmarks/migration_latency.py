@@ -7,7 +7,9 @@ itself, security token, attach, partner token, REGISTER until its 200.  Prints
 p50/p90/p99/max per phase and for the migration in total, once with tcpdump capturing
 (as runs do by default) and once without, each with the CPU one migration cost each
 process (the nodes', tcpdump's and the load generator's own): at a rate the cores cannot
-carry, queueing, not the protocol, sets the latency.
+carry, queueing, not the protocol, sets the latency.  It also prints a gauge of the
+machine's speed at the start and at the end (``sip_core.py --gauge``), so that runs of
+different hours can be compared.
 
     python benchmarks/migration_latency.py [--ues 1000] [--rate 100]
         [--placement auto|inproc|proc|netns] [--json FILE]
@@ -29,6 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
+from benchmarks.sip_core import fresh_gauge  # noqa: E402
+from benchmarks.sip_core import gauge_line  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.loadreport import kpi_table  # noqa: E402
 from emulator.orchestration.session import load  # noqa: E402
@@ -50,7 +54,9 @@ def main() -> int:
     topology = load_topology(topology_path("default"))
     placement = resolve_placement(args.placement)
     console = Console()
-    figures = {}
+    figures: dict[str, object] = {}
+    gauges = [fresh_gauge()]
+    print(gauge_line(gauges), flush=True)
     with tempfile.TemporaryDirectory(prefix="mcx-latency-") as tmp:
         for capture in (True, False):
             result, _, _ = run_loop(load(topology, LoadOptions(args.ues, args.rate),
@@ -58,6 +64,9 @@ def main() -> int:
                                             capture=capture))
             console.print(kpi_table(result))
             figures["capture on" if capture else "capture off"] = result.to_json()
+    gauges.append(fresh_gauge())
+    print(gauge_line(gauges), flush=True)
+    figures["gauge_us"] = [round(g, 2) for g in gauges]
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -47,7 +47,6 @@ import dataclasses
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable
@@ -59,6 +58,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sip_core import fresh_gauge  # noqa: E402
+from benchmarks.sip_core import gauge_line  # noqa: E402
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import cpu_used  # noqa: E402
@@ -132,13 +133,6 @@ class Target:
     """host:port sipp sends to."""
     sources: tuple[str, ...]
     domain: str
-
-
-def gauge() -> float:
-    """The machine's speed this minute (``sip_core.py --gauge``), in a process of its own."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sip_core.py"), "--gauge"],
-                          check=True, capture_output=True, text=True, timeout=120)
-    return float(done.stdout)
 
 
 def _sipp_seconds() -> float:
@@ -352,9 +346,8 @@ async def _drain(stream: asyncio.StreamReader) -> None:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     rates = [int(r) for r in args.rates.split(",")]
-    gauges = [gauge()]
-    print(f"machine gauge: the SIP core's whole path (benchmarks/sip_core.py) "
-          f"{gauges[0]:.1f} µs per REGISTER", flush=True)
+    gauges = [fresh_gauge()]
+    print(gauge_line(gauges), flush=True)
     with tempfile.TemporaryDirectory(prefix="mcx-path-") as tmp:
         work = Path(tmp)
         print(f"setting up {args.users} migrated users ({args.placement}) ...", flush=True)
@@ -378,7 +371,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         finally:
             kam.terminate()
             await kam.wait()
-    gauges.append(gauge())
+    gauges.append(fresh_gauge())
     a, b = best(ours), best(theirs)
     ratio = a / b if b else None
     print()
@@ -390,9 +383,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
               f"kamailio: {served(theirs):.0f} REGISTER/s")
     cost = {"migration_path": serving_ms(best_step(ours)),
             "kamailio": serving_ms(best_step(theirs))}
-    print("machine gauge, µs per REGISTER of the SIP core's whole path: "
-          f"{gauges[0]:.1f} at the start, {gauges[1]:.1f} at the end "
-          "(the same code each time: what moves is the machine)")
+    print(gauge_line(gauges))
     relative = {"migration_path": relative_to_sipp(best_step(ours)),
                 "kamailio": relative_to_sipp(best_step(theirs))}
     if cost["migration_path"] and cost["kamailio"]:

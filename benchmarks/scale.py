@@ -26,6 +26,9 @@ Timer K), it prints:
 * per node, the objects a full garbage collection walks then and how long that one took
   (the pause a node's full collections cost at this size).
 
+It also prints a gauge of the machine's speed at the start and at the end
+(``sip_core.py --gauge``), so that runs of different hours can be compared.
+
 ``--soak MINUTES`` then re-registers every UE once a minute (each with its partner
 token, at ``--rate`` or faster, so that a round takes at most 40 s), printing the
 nodes' summed PSS every minute, and its spread after the first.
@@ -51,6 +54,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sip_core import fresh_gauge  # noqa: E402
+from benchmarks.sip_core import gauge_line  # noqa: E402
 from emulator.orchestration.load import LoadGenerator  # noqa: E402
 from emulator.orchestration.load import LoadOptions  # noqa: E402
 from emulator.orchestration.load import percentiles  # noqa: E402
@@ -249,8 +254,13 @@ def main() -> int:
                         help="print each node's most numerous object types after draining")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    gauges = [fresh_gauge()]
+    print(gauge_line(gauges), flush=True)
     with tempfile.TemporaryDirectory(prefix="mcx-scale-") as tmp:
         figures = run_loop(run(args, Path(tmp)))
+    gauges.append(fresh_gauge())
+    print(gauge_line(gauges))
+    figures["gauge_us"] = [round(g, 2) for g in gauges]
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
